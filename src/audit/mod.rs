@@ -1,0 +1,216 @@
+//! The `audit.k8s.io` Event as kaudit carries it.
+//!
+//! An [`Event`] is the event's own JSON text, kept as bytes from the moment it is received until
+//! an alert quotes it: the bus moves those bytes, the detector reads them. Nothing converts a
+//! whole event into a tree. [`EventView`] indexes the top-level fields of one event without
+//! copying them (each field stays raw JSON text), and the engine turns only the fields its rules
+//! touch into values. Decoding of the shapes operators have (webhook `EventList`, log-backend
+//! JSON lines, arrays, gzip) lives in [`decode`].
+
+pub mod decode;
+
+use bytes::Bytes;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+
+pub use decode::{decode_document, DocumentReader, Malformed, Position};
+
+/// One audit event: valid JSON text of an object with a string `auditID` and `stage`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Event {
+    json: Bytes,
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event").field("json", &self.as_str()).finish()
+    }
+}
+
+impl Event {
+    /// Checks that `json` is one audit event and keeps its bytes as they are.
+    pub fn from_json(json: impl Into<Bytes>) -> Result<Event, String> {
+        let json = json.into();
+        let text = std::str::from_utf8(&json).map_err(|e| format!("not UTF-8: {e}"))?;
+        EventView::parse(text)?;
+        Ok(Event { json })
+    }
+
+    /// The event's JSON text.
+    pub fn as_str(&self) -> &str {
+        // Checked in `from_json`; the bytes never change afterwards.
+        std::str::from_utf8(&self.json).unwrap_or_default()
+    }
+
+    pub fn bytes(&self) -> &Bytes {
+        &self.json
+    }
+
+    /// The top-level fields of this event. Parsing again cannot fail: `from_json` checked it.
+    pub fn view(&self) -> EventView<'_> {
+        EventView::parse(self.as_str()).unwrap_or_default()
+    }
+}
+
+/// The top-level fields of one event, each still raw JSON borrowed from the event's text.
+#[derive(Default, Debug)]
+pub struct EventView<'a> {
+    fields: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
+
+/// The values the rule prefilter indexes on; `None` where the event has no such string.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RouteKeys<'a> {
+    pub verb: Option<Cow<'a, str>>,
+    pub resource: Option<Cow<'a, str>>,
+    pub subresource: Option<Cow<'a, str>>,
+    pub stage: Option<Cow<'a, str>>,
+}
+
+impl<'a> EventView<'a> {
+    /// Indexes the top-level fields of `text` and checks what every audit event has.
+    pub fn parse(text: &'a str) -> Result<EventView<'a>, String> {
+        let view: EventView<'a> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        match view.get("kind").map(|k| serde_json::from_str::<Cow<str>>(k.get())) {
+            None | Some(Ok(Cow::Borrowed("Event"))) => {}
+            Some(Ok(k)) if k == "Event" => {}
+            Some(_) => return Err("`kind` is not \"Event\"".into()),
+        }
+        for required in ["auditID", "stage"] {
+            if view.str(required).is_none() {
+                return Err(format!("`{required}` is missing or not a string"));
+            }
+        }
+        Ok(view)
+    }
+
+    /// The raw JSON of a top-level field.
+    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
+    }
+
+    /// A top-level field when it is a JSON string.
+    pub fn str(&self, name: &str) -> Option<Cow<'a, str>> {
+        self.get(name).and_then(|raw| json_str(raw))
+    }
+
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &'a RawValue)> + '_ {
+        self.fields.iter().map(|(k, v)| (k.as_ref(), *v))
+    }
+
+    pub fn audit_id(&self) -> Cow<'a, str> {
+        self.str("auditID").unwrap_or_default()
+    }
+
+    pub fn stage(&self) -> Cow<'a, str> {
+        self.str("stage").unwrap_or_default()
+    }
+
+    /// The event time: `stageTimestamp`, else the v1beta1 `timestamp`, else `requestReceivedTimestamp`.
+    pub fn time(&self) -> Option<Cow<'a, str>> {
+        self.str("stageTimestamp")
+            .or_else(|| self.str("timestamp"))
+            .or_else(|| self.str("requestReceivedTimestamp"))
+    }
+
+    pub fn route_keys(&self) -> RouteKeys<'a> {
+        #[derive(Deserialize, Default)]
+        struct ObjectRef<'a> {
+            #[serde(borrow, default)]
+            resource: Option<Cow<'a, str>>,
+            #[serde(borrow, default)]
+            subresource: Option<Cow<'a, str>>,
+        }
+        let object_ref = self
+            .get("objectRef")
+            .and_then(|raw| serde_json::from_str::<ObjectRef>(raw.get()).ok())
+            .unwrap_or_default();
+        RouteKeys {
+            verb: self.str("verb"),
+            resource: object_ref.resource,
+            subresource: object_ref.subresource,
+            stage: self.str("stage"),
+        }
+    }
+}
+
+/// A JSON string value, borrowed when it has no escapes.
+pub fn json_str(raw: &RawValue) -> Option<Cow<'_, str>> {
+    serde_json::from_str::<Cow<str>>(raw.get()).ok()
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for EventView<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for Fields<'a> {
+            type Value = EventView<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an audit event (a JSON object)")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut fields: Vec<(Cow<'a, str>, &'a RawValue)> = Vec::with_capacity(20);
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    if fields.iter().any(|(k, _)| *k == key) {
+                        return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
+                    }
+                    let value: &'de RawValue = map.next_value()?;
+                    fields.push((key, value));
+                }
+                Ok(EventView { fields })
+            }
+        }
+        d.deserialize_map(Fields(std::marker::PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn view_indexes_top_level_fields_without_copying() {
+        let text = r#"{"kind":"Event","auditID":"a1","stage":"ResponseComplete","verb":"create",
+            "objectRef":{"resource":"pods","subresource":"exec"},"requestObject":{"x":[1,2]}}"#;
+        let view = EventView::parse(text).unwrap();
+        assert_eq!(view.audit_id(), "a1");
+        assert_eq!(view.get("requestObject").unwrap().get(), r#"{"x":[1,2]}"#);
+        let keys = view.route_keys();
+        assert_eq!(keys.verb.as_deref(), Some("create"));
+        assert_eq!(keys.resource.as_deref(), Some("pods"));
+        assert_eq!(keys.subresource.as_deref(), Some("exec"));
+        assert_eq!(keys.stage.as_deref(), Some("ResponseComplete"));
+    }
+
+    #[test]
+    fn wrong_types_in_routing_fields_route_nowhere() {
+        let view =
+            EventView::parse(r#"{"auditID":"a","stage":"x","verb":7,"objectRef":"pods"}"#).unwrap();
+        let keys = view.route_keys();
+        assert_eq!(keys.verb, None);
+        assert_eq!(keys.resource, None);
+    }
+
+    #[test]
+    fn rejects_what_is_not_an_event() {
+        for (text, why) in [
+            (r#"{"kind": 0}"#, "kind"),
+            (r#"{"kind":"Pod","auditID":"a","stage":"s"}"#, "kind"),
+            (r#"{"stage":"s"}"#, "auditID"),
+            (r#"{"auditID":"a","stage":"s","verb":"get","verb":"create"}"#, "duplicate"),
+            (r#""a string""#, "object"),
+            (r#"{"auditID":"a","#, "EOF"),
+        ] {
+            let err = EventView::parse(text).unwrap_err();
+            assert!(err.contains(why), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn escaped_keys_and_values_are_read() {
+        let view = EventView::parse(r#"{"audit\u0049D":"a\"b","stage":"s"}"#).unwrap();
+        assert_eq!(view.audit_id(), "a\"b");
+    }
+}

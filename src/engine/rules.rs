@@ -1,0 +1,631 @@
+//! Rule files: the YAML of lists, macros and rules, and how later files change earlier ones.
+//!
+//! Files load in order. An item that names an existing list, macro or rule changes it the way
+//! Falco's rule language does: `override: {condition: append, exceptions: append, enabled:
+//! replace, ...}` (or the legacy `append: true`), `enabled: false` alone to disable. Every problem
+//! is collected with its file, line and item so that `kaudit rules lint` prints them all and a
+//! rule set never half-loads.
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Where something was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: Arc<str>,
+    pub line: u64,
+    pub column: u64,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// One problem in a rule file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    pub origin: Origin,
+    /// `rule 'X'`, `macro 'Y'`, `list 'Z'`, or empty for file-level problems.
+    pub item: String,
+    pub message: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.item.is_empty() {
+            write!(f, "{}: {}", self.origin, self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.origin, self.item, self.message)
+        }
+    }
+}
+
+/// All problems of one load; nothing of it is used.
+#[derive(Debug, Clone)]
+pub struct LoadErrors(pub Vec<LoadError>);
+
+impl fmt::Display for LoadErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadErrors {}
+
+/// Falco's priorities, most severe first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    Emergency,
+    Alert,
+    Critical,
+    Error,
+    Warning,
+    Notice,
+    Informational,
+    Debug,
+}
+
+impl Priority {
+    pub fn parse(s: &str) -> Option<Priority> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "emergency" => Priority::Emergency,
+            "alert" => Priority::Alert,
+            "critical" => Priority::Critical,
+            "error" => Priority::Error,
+            "warning" => Priority::Warning,
+            "notice" => Priority::Notice,
+            "informational" | "info" => Priority::Informational,
+            "debug" => Priority::Debug,
+            _ => return None,
+        })
+    }
+
+    /// Title case, as Falco writes it in alerts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Emergency => "Emergency",
+            Priority::Alert => "Alert",
+            Priority::Critical => "Critical",
+            Priority::Error => "Error",
+            Priority::Warning => "Warning",
+            Priority::Notice => "Notice",
+            Priority::Informational => "Informational",
+            Priority::Debug => "Debug",
+        }
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A list item: lists hold strings, numbers or booleans.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Scalar {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    String(String),
+}
+
+/// Exceptions to a rule: when one matches, the rule does not fire.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExceptionDef {
+    pub name: String,
+    /// CEL expressions (usually field paths) compared with `values`.
+    #[serde(default)]
+    pub fields: Vec<String>,
+    /// One comparison per field: `==` (default), `!=`, `in`, `startsWith`, `endsWith`, `contains`.
+    #[serde(default)]
+    pub comps: Vec<String>,
+    /// Tuples of values, one per field; any tuple that matches makes the exception apply.
+    #[serde(default)]
+    pub values: Vec<Vec<ExceptionValue>>,
+    /// Or a CEL condition of its own.
+    #[serde(default)]
+    pub condition: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum ExceptionValue {
+    One(Scalar),
+    Many(Vec<Scalar>),
+}
+
+/// A rule after all files are applied.
+#[derive(Debug, Clone)]
+pub struct RuleDef {
+    pub name: String,
+    pub desc: String,
+    pub condition: String,
+    pub condition_origin: Origin,
+    pub output: String,
+    pub priority: Priority,
+    pub tags: Vec<String>,
+    pub enabled: bool,
+    pub exceptions: Vec<ExceptionDef>,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone)]
+pub struct MacroDef {
+    pub name: String,
+    pub condition: String,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListDef {
+    pub name: String,
+    pub items: Vec<Scalar>,
+    pub origin: Origin,
+}
+
+/// Lists, macros and rules of all files, overrides applied, in definition order.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSource {
+    pub lists: IndexMap<String, ListDef>,
+    pub macros: IndexMap<String, MacroDef>,
+    pub rules: IndexMap<String, RuleDef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawItem {
+    list: Option<String>,
+    items: Option<Vec<Scalar>>,
+    #[serde(rename = "macro")]
+    macro_: Option<String>,
+    rule: Option<String>,
+    desc: Option<String>,
+    condition: Option<Spanned<String>>,
+    output: Option<String>,
+    priority: Option<String>,
+    tags: Option<Vec<String>>,
+    enabled: Option<bool>,
+    exceptions: Option<Vec<ExceptionDef>>,
+    #[serde(rename = "override")]
+    override_: Option<HashMap<String, String>>,
+    append: Option<bool>,
+    source: Option<String>,
+}
+
+impl RuleSource {
+    /// Loads rule files and directories (their `*.yaml`/`*.yml` files, sorted by name) in order.
+    pub fn load_paths(paths: &[PathBuf]) -> Result<RuleSource, LoadErrors> {
+        let mut files = Vec::new();
+        let mut errors = Vec::new();
+        for path in paths {
+            match rule_files(path) {
+                Ok(found) => files.extend(found),
+                Err(message) => errors.push(file_error(path, message)),
+            }
+        }
+        let mut source = RuleSource::default();
+        for file in files {
+            match std::fs::read_to_string(&file) {
+                Ok(text) => source.apply_text(&file.display().to_string(), &text, &mut errors),
+                Err(e) => errors.push(file_error(&file, e.to_string())),
+            }
+        }
+        if errors.is_empty() {
+            Ok(source)
+        } else {
+            Err(LoadErrors(errors))
+        }
+    }
+
+    /// Applies one file's text; `name` is what errors call the file.
+    pub fn apply_text(&mut self, name: &str, text: &str, errors: &mut Vec<LoadError>) {
+        let file: Arc<str> = Arc::from(name);
+        let items: Vec<Spanned<RawItem>> = if text.trim().is_empty() {
+            Vec::new()
+        } else {
+            match serde_saphyr::from_str::<Option<Vec<Spanned<RawItem>>>>(text) {
+                Ok(items) => items.unwrap_or_default(),
+                Err(e) => {
+                    let (line, column) = yaml_error_position(&e.to_string());
+                    errors.push(LoadError {
+                        origin: Origin { file, line, column },
+                        item: String::new(),
+                        message: format!("not a rule file (expected a YAML list of list/macro/rule items): {e}"),
+                    });
+                    return;
+                }
+            }
+        };
+        for item in items {
+            let origin = Origin {
+                file: file.clone(),
+                line: item.referenced.line(),
+                column: item.referenced.column(),
+            };
+            let raw = item.value;
+            let result = match (&raw.list, &raw.macro_, &raw.rule) {
+                (Some(name), None, None) => self.apply_list(name.clone(), raw, &origin),
+                (None, Some(name), None) => self.apply_macro(name.clone(), raw, &origin),
+                (None, None, Some(name)) => self.apply_rule(name.clone(), raw, &origin),
+                _ => Err((String::new(), "an item has exactly one of `list`, `macro` or `rule`".into())),
+            };
+            if let Err((item, message)) = result {
+                errors.push(LoadError { origin, item, message });
+            }
+        }
+    }
+
+    fn apply_list(&mut self, name: String, raw: RawItem, origin: &Origin) -> Result<(), (String, String)> {
+        let what = format!("list '{name}'");
+        let err = |m: String| (what.clone(), m);
+        only_fields(&raw, &["items", "override", "append"]).map_err(err)?;
+        let Some(items) = raw.items else { return Err(err("has no `items`".into())) };
+        let mode = change_mode(&raw.override_, raw.append, "items").map_err(err)?;
+        match (self.lists.get_mut(&name), mode) {
+            (Some(list), Change::Append) => list.items.extend(items),
+            (None, Change::Append) => return Err(err("appends to a list that is not defined".into())),
+            (_, _) => {
+                self.lists.insert(name.clone(), ListDef { name, items, origin: origin.clone() });
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_macro(&mut self, name: String, raw: RawItem, origin: &Origin) -> Result<(), (String, String)> {
+        let what = format!("macro '{name}'");
+        let err = |m: String| (what.clone(), m);
+        only_fields(&raw, &["condition", "override", "append"]).map_err(err)?;
+        let Some(condition) = raw.condition else { return Err(err("has no `condition`".into())) };
+        let mode = change_mode(&raw.override_, raw.append, "condition").map_err(err)?;
+        match (self.macros.get_mut(&name), mode) {
+            (Some(m), Change::Append) => m.condition = format!("{} {}", m.condition, condition.value),
+            (None, Change::Append) => return Err(err("appends to a macro that is not defined".into())),
+            (_, _) => {
+                let origin = spanned_origin(origin, &condition);
+                self.macros.insert(name.clone(), MacroDef { name, condition: condition.value, origin });
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_rule(&mut self, name: String, raw: RawItem, origin: &Origin) -> Result<(), (String, String)> {
+        let what = format!("rule '{name}'");
+        let err = |m: String| (what.clone(), m);
+        if let Some(source) = &raw.source {
+            if source != "k8s_audit" {
+                return Err(err(format!("`source: {source}` is not supported (only k8s_audit)")));
+            }
+        }
+        let changes_existing = raw.override_.is_some() || raw.append == Some(true);
+        let only_enabled = raw.enabled.is_some()
+            && raw.condition.is_none()
+            && raw.output.is_none()
+            && raw.desc.is_none()
+            && raw.priority.is_none()
+            && raw.tags.is_none()
+            && raw.exceptions.is_none();
+        if changes_existing || only_enabled {
+            let Some(rule) = self.rules.get_mut(&name) else {
+                return Err(err("changes a rule that is not defined".into()));
+            };
+            return apply_rule_changes(rule, raw, origin).map_err(err);
+        }
+        let priority = match raw.priority.as_deref().map(|p| (p, Priority::parse(p))) {
+            Some((_, Some(p))) => p,
+            Some((p, None)) => {
+                return Err(err(format!(
+                    "`priority: {p}` is not one of emergency, alert, critical, error, warning, notice, informational, debug"
+                )))
+            }
+            None => return Err(err("has no `priority`".into())),
+        };
+        let (Some(condition), Some(output), Some(desc)) = (raw.condition, raw.output, raw.desc) else {
+            return Err(err("a rule needs `desc`, `condition`, `output` and `priority`".into()));
+        };
+        if raw.items.is_some() {
+            return Err(err("`items` belongs to lists".into()));
+        }
+        let condition_origin = spanned_origin(origin, &condition);
+        self.rules.insert(
+            name.clone(),
+            RuleDef {
+                name,
+                desc,
+                condition: condition.value,
+                condition_origin,
+                output,
+                priority,
+                tags: raw.tags.unwrap_or_default(),
+                enabled: raw.enabled.unwrap_or(true),
+                exceptions: raw.exceptions.unwrap_or_default(),
+                origin: origin.clone(),
+            },
+        );
+        Ok(())
+    }
+}
+
+fn apply_rule_changes(rule: &mut RuleDef, raw: RawItem, origin: &Origin) -> Result<(), String> {
+    if raw.items.is_some() {
+        return Err("`items` belongs to lists".into());
+    }
+    let modes: HashMap<String, String> = match (raw.override_, raw.append) {
+        (Some(o), _) => o,
+        // Legacy `append: true`: condition and exceptions append.
+        (None, Some(true)) => [("condition", "append"), ("exceptions", "append")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        (None, _) => [("enabled".to_string(), "replace".to_string())].into(),
+    };
+    for (key, mode) in &modes {
+        let append = match mode.as_str() {
+            "append" => true,
+            "replace" => false,
+            other => return Err(format!("override `{key}: {other}`: expected append or replace")),
+        };
+        let allowed_append = ["condition", "output", "desc", "tags", "exceptions"];
+        let allowed_replace = ["condition", "output", "desc", "priority", "tags", "exceptions", "enabled"];
+        if (append && !allowed_append.contains(&key.as_str()))
+            || (!append && !allowed_replace.contains(&key.as_str()))
+        {
+            return Err(format!("`{key}` cannot be overridden with {mode}"));
+        }
+        let missing = || format!("override names `{key}` but the item has no `{key}`");
+        match key.as_str() {
+            "condition" => {
+                let c = raw.condition.as_ref().ok_or_else(missing)?;
+                if append {
+                    rule.condition = format!("{} {}", rule.condition, c.value);
+                } else {
+                    rule.condition = c.value.clone();
+                    rule.condition_origin = spanned_origin(origin, c);
+                }
+            }
+            "output" => {
+                let o = raw.output.clone().ok_or_else(missing)?;
+                rule.output = if append { format!("{} {o}", rule.output) } else { o };
+            }
+            "desc" => {
+                let d = raw.desc.clone().ok_or_else(missing)?;
+                rule.desc = if append { format!("{} {d}", rule.desc) } else { d };
+            }
+            "priority" => {
+                let p = raw.priority.as_deref().ok_or_else(missing)?;
+                rule.priority = Priority::parse(p).ok_or_else(|| format!("`priority: {p}` is not a Falco priority"))?;
+            }
+            "tags" => {
+                let t = raw.tags.clone().ok_or_else(missing)?;
+                if append {
+                    rule.tags.extend(t)
+                } else {
+                    rule.tags = t
+                }
+            }
+            "exceptions" => {
+                let e = raw.exceptions.clone().ok_or_else(missing)?;
+                if append {
+                    append_exceptions(&mut rule.exceptions, e)?
+                } else {
+                    rule.exceptions = e
+                }
+            }
+            "enabled" => rule.enabled = raw.enabled.ok_or_else(missing)?,
+            _ => unreachable!("checked against the allowed keys"),
+        }
+    }
+    Ok(())
+}
+
+/// Appending an exception whose name exists adds its values to that exception (Falco's rule).
+fn append_exceptions(existing: &mut Vec<ExceptionDef>, new: Vec<ExceptionDef>) -> Result<(), String> {
+    for exc in new {
+        match existing.iter_mut().find(|e| e.name == exc.name) {
+            Some(e) if exc.fields.is_empty() || exc.fields == e.fields => e.values.extend(exc.values),
+            Some(_) => return Err(format!("exception '{}' appended with different fields", exc.name)),
+            None => existing.push(exc),
+        }
+    }
+    Ok(())
+}
+
+enum Change {
+    Define,
+    Append,
+}
+
+fn change_mode(over: &Option<HashMap<String, String>>, append: Option<bool>, key: &str) -> Result<Change, String> {
+    if let Some(o) = over {
+        for (k, v) in o {
+            if k != key {
+                return Err(format!("override of `{k}`: only `{key}` can be overridden here"));
+            }
+            return match v.as_str() {
+                "append" => Ok(Change::Append),
+                "replace" => Ok(Change::Define),
+                other => Err(format!("override `{k}: {other}`: expected append or replace")),
+            };
+        }
+    }
+    Ok(if append == Some(true) { Change::Append } else { Change::Define })
+}
+
+fn only_fields(raw: &RawItem, allowed: &[&str]) -> Result<(), String> {
+    let present = [
+        ("desc", raw.desc.is_some()),
+        ("output", raw.output.is_some()),
+        ("priority", raw.priority.is_some()),
+        ("tags", raw.tags.is_some()),
+        ("enabled", raw.enabled.is_some()),
+        ("exceptions", raw.exceptions.is_some()),
+        ("source", raw.source.is_some()),
+        ("items", raw.items.is_some()),
+        ("condition", raw.condition.is_some()),
+    ];
+    for (name, is) in present {
+        if is && !allowed.contains(&name) {
+            return Err(format!("`{name}` does not belong here (expected one of {})", allowed.join(", ")));
+        }
+    }
+    Ok(())
+}
+
+fn spanned_origin<T>(item: &Origin, s: &Spanned<T>) -> Origin {
+    Origin { file: item.file.clone(), line: s.referenced.line(), column: s.referenced.column() }
+}
+
+fn file_error(path: &Path, message: String) -> LoadError {
+    LoadError {
+        origin: Origin { file: Arc::from(path.display().to_string()), line: 0, column: 0 },
+        item: String::new(),
+        message,
+    }
+}
+
+/// The YAML parser writes positions into its messages as `line N, column M`; lift them out.
+fn yaml_error_position(message: &str) -> (u64, u64) {
+    let grab = |word: &str| {
+        message
+            .split(word)
+            .nth(1)
+            .and_then(|rest| rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+    };
+    (grab("line").unwrap_or(0), grab("column").unwrap_or(0))
+}
+
+fn rule_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(files: &[(&str, &str)]) -> Result<RuleSource, Vec<LoadError>> {
+        let mut source = RuleSource::default();
+        let mut errors = Vec::new();
+        for (name, text) in files {
+            source.apply_text(name, text, &mut errors);
+        }
+        if errors.is_empty() {
+            Ok(source)
+        } else {
+            Err(errors)
+        }
+    }
+
+    const BASE: &str = r#"
+- list: trusted
+  items: [a, b]
+- macro: is_create
+  condition: verb == 'create'
+- rule: R
+  desc: d
+  condition: is_create
+  output: out {user.username}
+  priority: WARNING
+  tags: [k8s]
+"#;
+
+    #[test]
+    fn loads_items_with_positions() {
+        let s = load(&[("base.yaml", BASE)]).unwrap();
+        assert_eq!(s.lists["trusted"].items.len(), 2);
+        let r = &s.rules["R"];
+        assert_eq!(r.priority, Priority::Warning);
+        assert_eq!(r.origin.line, 6);
+        assert_eq!(r.condition_origin.line, 8);
+        assert!(r.enabled);
+    }
+
+    #[test]
+    fn later_files_disable_append_and_add_exceptions() {
+        let overlay = r#"
+- list: trusted
+  items: [c]
+  override: { items: append }
+- macro: is_create
+  condition: "|| verb == 'update'"
+  append: true
+- rule: R
+  enabled: false
+- rule: R
+  exceptions:
+    - name: ns
+      fields: [objectRef.namespace]
+      values: [[kube-system]]
+  override: { exceptions: append }
+"#;
+        let s = load(&[("base.yaml", BASE), ("mine.yaml", overlay)]).unwrap();
+        assert_eq!(s.lists["trusted"].items.len(), 3);
+        assert_eq!(s.macros["is_create"].condition, "verb == 'create' || verb == 'update'");
+        assert!(!s.rules["R"].enabled);
+        assert_eq!(s.rules["R"].exceptions[0].name, "ns");
+    }
+
+    #[test]
+    fn errors_name_file_line_and_item() {
+        let bad = r#"
+- rule: A
+  desc: d
+  condition: "true"
+  output: o
+  priority: warning
+- rule: B
+  desc: d
+  condition: "true"
+  output: o
+  priority: loud
+- rule: C
+  desc: d
+  conditon: "true"
+"#;
+        let errors = load(&[("bad.yaml", bad)]).unwrap_err();
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errors.len(), 1, "{text:?}");
+        // An unknown key fails the whole file: the YAML layer reports it with its position.
+        assert!(text[0].starts_with("bad.yaml:14:"), "{text:?}");
+        assert!(text[0].contains("conditon"), "{text:?}");
+
+        let bad_priority = &bad[..bad.find("- rule: C").unwrap()];
+        let errors = load(&[("bad.yaml", bad_priority)]).unwrap_err();
+        assert_eq!(errors[0].origin.line, 7);
+        assert_eq!(errors[0].item, "rule 'B'");
+        assert!(errors[0].message.contains("loud"));
+    }
+
+    #[test]
+    fn append_to_missing_things_is_an_error() {
+        let errors = load(&[("x.yaml", "- list: nope\n  items: [a]\n  append: true\n- rule: Z\n  enabled: false\n")])
+            .unwrap_err();
+        assert_eq!(errors.len(), 2);
+        assert!(errors[0].message.contains("not defined"));
+        assert_eq!(errors[1].item, "rule 'Z'");
+    }
+}
