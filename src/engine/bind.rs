@@ -1,0 +1,219 @@
+//! Binds one event to CEL, lazily: a top-level field becomes a CEL value the first time a rule
+//! reads it, and strings are borrowed from the event's text, not copied. Macros are evaluated
+//! once per event on first use and their result shared by every rule that names them; lists
+//! are values built once per rule set.
+
+use crate::audit::EventView;
+use cel::common::types::{CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt};
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
+use cel::{Context, Env, Program};
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+/// Top-level event fields that hold objects: when absent they read as `{}`, so that
+/// `has(requestObject.spec)` is false rather than an error.
+const OBJECT_FIELDS: &[&str] = &[
+    "objectRef",
+    "user",
+    "impersonatedUser",
+    "responseStatus",
+    "requestObject",
+    "responseObject",
+    "annotations",
+    "authenticationMetadata",
+];
+
+/// What a name in a condition refers to, besides event fields.
+pub enum Symbol {
+    Macro(usize),
+    List(usize),
+    Cluster,
+}
+
+/// Everything of a rule set that bindings need: the names, the macros and the lists.
+pub struct Scope {
+    pub env: Arc<Env>,
+    pub symbols: HashMap<String, Symbol>,
+    pub macros: Vec<Program>,
+    pub lists: Vec<Box<dyn Val>>,
+}
+
+/// One event's variables, converted on first use.
+pub struct Bindings<'e> {
+    scope: &'e Scope,
+    view: &'e EventView<'e>,
+    cluster: &'e str,
+    fields: Vec<OnceLock<Option<Box<dyn Val + 'e>>>>,
+    macros: Vec<OnceLock<Option<Box<dyn Val>>>>,
+    empty: CelMap<'static>,
+}
+
+impl<'e> Bindings<'e> {
+    pub fn new(scope: &'e Scope, view: &'e EventView<'e>, cluster: &'e str) -> Bindings<'e> {
+        Bindings {
+            scope,
+            view,
+            cluster,
+            fields: (0..view.fields().count()).map(|_| OnceLock::new()).collect(),
+            macros: (0..scope.macros.len()).map(|_| OnceLock::new()).collect(),
+            empty: CelMap::from(HashMap::new()),
+        }
+    }
+
+    /// A context whose variables are this event's.
+    pub fn context(&self) -> Context<'_, '_> {
+        let mut ctx = Context::with_env(self.scope.env.clone());
+        ctx.set_variable_resolver(self);
+        ctx
+    }
+
+    fn field(&self, name: &str) -> Option<CowVal<'_, '_>> {
+        let Some(index) = self.view.fields().position(|(k, _)| k == name) else {
+            return OBJECT_FIELDS.contains(&name).then(|| CowVal::Borrowed(&self.empty as &dyn Val));
+        };
+        let raw = self.view.fields().nth(index).map(|(_, raw)| raw)?;
+        let value = self.fields[index].get_or_init(|| json_to_val(raw).ok());
+        value.as_deref().map(CowVal::Borrowed)
+    }
+
+    fn macro_value(&self, index: usize) -> Option<CowVal<'_, '_>> {
+        let value = self.macros[index].get_or_init(|| {
+            let program = &self.scope.macros[index];
+            let result = catch_panic(|| program.execute(&self.context())).ok()?.ok()?;
+            Box::<dyn Val>::try_from(result).ok()
+        });
+        value.as_deref().map(CowVal::Borrowed)
+    }
+}
+
+impl VariableResolver for Bindings<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        match self.scope.symbols.get(variable) {
+            Some(Symbol::Macro(i)) => self.macro_value(*i),
+            Some(Symbol::List(i)) => Some(CowVal::Borrowed(&*self.scope.lists[*i])),
+            Some(Symbol::Cluster) => Some(CowVal::owned(CelString::from(self.cluster))),
+            None => self.field(variable),
+        }
+    }
+}
+
+/// Runs `f`, turning a panic inside the CEL interpreter into an error instead of a crash.
+pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        p.downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into())
+    })
+}
+
+/// Converts raw JSON to a CEL value in one pass, borrowing strings that have no escapes.
+pub fn json_to_val(raw: &RawValue) -> Result<Box<dyn Val + '_>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    JsonSeed.deserialize(&mut de)
+}
+
+struct JsonSeed;
+
+impl<'de> DeserializeSeed<'de> for JsonSeed {
+    type Value = Box<dyn Val + 'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Box<dyn Val + 'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Box::new(CelBool::from(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Box::new(CelInt::from(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        // JSON has one number type: keep integers `int` where they fit, as Kubernetes' CEL does.
+        Ok(match i64::try_from(v) {
+            Ok(i) => Box::new(CelInt::from(i)),
+            Err(_) => Box::new(CelUInt::from(v)),
+        })
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Box::new(CelDouble::from(v)))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Box::new(CelString::from(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Box::new(CelString::from(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Box::new(CelString::from(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Box::new(CelNull))
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(Box::new(CelNull))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items: Vec<Box<dyn Val + 'de>> = Vec::with_capacity(seq.size_hint().unwrap_or(4));
+        while let Some(item) = seq.next_element_seed(JsonSeed)? {
+            items.push(item);
+        }
+        Ok(Box::new(CelList::from(items)))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut entries: HashMap<CelMapKey<'de>, Box<dyn Val + 'de>> =
+            HashMap::with_capacity(map.size_hint().unwrap_or(8));
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let key = match key {
+                std::borrow::Cow::Borrowed(k) => CelMapKey::from(k),
+                std::borrow::Cow::Owned(k) => CelMapKey::from(k),
+            };
+            entries.insert(key, map.next_value_seed(JsonSeed)?);
+        }
+        Ok(Box::new(CelMap::from(entries)))
+    }
+}
+
+/// A list of a rule file as a CEL value.
+pub fn list_to_val(items: &[crate::engine::rules::Scalar]) -> Box<dyn Val> {
+    use crate::engine::rules::Scalar;
+    let items: Vec<Box<dyn Val>> = items
+        .iter()
+        .map(|item| -> Box<dyn Val> {
+            match item {
+                Scalar::Bool(b) => Box::new(CelBool::from(*b)),
+                Scalar::Int(i) => Box::new(CelInt::from(*i)),
+                Scalar::Float(f) => Box::new(CelDouble::from(*f)),
+                Scalar::String(s) => Box::new(CelString::from(s.clone())),
+            }
+        })
+        .collect();
+    Box::new(CelList::from(items))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_becomes_cel_values_with_borrowed_strings() {
+        let raw: &RawValue = serde_json::from_str(r#"{"a":[1,"x",true,null,2.5],"b\u0041":"y\n"}"#).unwrap();
+        let val = json_to_val(raw).unwrap();
+        let value = cel::Value::try_from(&*val).unwrap();
+        let text = format!("{value:?}");
+        assert!(text.contains("Int(1)") && text.contains("\"x\"") && text.contains("Float(2.5)"), "{text}");
+        assert!(text.contains("bA"), "{text}");
+    }
+}

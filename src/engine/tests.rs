@@ -1,0 +1,161 @@
+use super::*;
+use crate::audit::Event;
+
+const RULES: &str = r#"
+- list: exec_subresources
+  items: [exec, attach]
+- macro: pod_create
+  condition: objectRef.resource == 'pods' && verb == 'create' && stage == 'ResponseComplete'
+- rule: Privileged
+  desc: privileged container
+  condition: pod_create && pod_containers(requestObject).exists(c, c.securityContext.privileged == true)
+  output: priv user={user.username} image={pod_containers(requestObject).map(c, c.image)}
+  priority: warning
+  tags: [k8s]
+- rule: Exec
+  desc: exec
+  condition: objectRef.subresource in exec_subresources && verb in ['get', 'create']
+  output: exec {objectRef.name}
+  priority: notice
+  exceptions:
+    - name: ops
+      fields: [user.username, objectRef.namespace]
+      values: [[ops, tools]]
+- rule: Anything by alice
+  desc: d
+  condition: user.username == 'alice' || requestObject.spec.nodeName.startsWith('x')
+  output: alice
+  priority: debug
+"#;
+
+fn set(matching: Matching) -> RuleSet {
+    RuleSet::from_text("t.yaml", RULES, matching).unwrap()
+}
+
+fn event(json: &str) -> Event {
+    Event::from_json(json.as_bytes().to_vec()).unwrap()
+}
+
+fn fire(set: &RuleSet, json: &str) -> Vec<String> {
+    let e = event(json);
+    set.evaluate(&e.view(), "c1").into_iter().map(|f| set.rules()[f.rule].name.clone()).collect()
+}
+
+const PRIV: &str = r#"{"auditID":"1","stage":"ResponseComplete","verb":"create","user":{"username":"alice"},
+  "objectRef":{"resource":"pods","namespace":"default"},
+  "requestObject":{"spec":{"initContainers":[{"image":"busybox"}],"containers":[{"image":"nginx","securityContext":{"privileged":true}}]}}}"#;
+
+#[test]
+fn fires_with_rendered_output() {
+    let s = set(Matching::All);
+    let e = event(PRIV);
+    let firings = s.evaluate(&e.view(), "c1");
+    assert_eq!(firings.len(), 2);
+    assert_eq!(firings[0].output, r#"priv user=alice image=["nginx","busybox"]"#);
+    assert_eq!(firings[0].output_fields["user.username"], "alice");
+    assert_eq!(fire(&set(Matching::First), PRIV), ["Privileged"]);
+}
+
+#[test]
+fn missing_fields_never_hide_a_match_nor_count_as_errors() {
+    let s = set(Matching::All);
+    // No requestObject at all: the `||` alternative still matches on user.
+    let got = fire(&s, r#"{"auditID":"1","stage":"ResponseComplete","verb":"create","user":{"username":"alice"},"objectRef":{"resource":"pods"}}"#);
+    assert_eq!(got, ["Anything by alice"]);
+    let priv_rule = &s.rules()[0];
+    assert_eq!(priv_rule.stats.errors.load(Ordering::Relaxed), 0);
+    // No user: the condition's first disjunct is missing; the second matches.
+    let got = fire(&s, r#"{"auditID":"1","stage":"ResponseComplete","verb":"get","requestObject":{"spec":{"nodeName":"xyz"}}}"#);
+    assert_eq!(got, ["Anything by alice"]);
+}
+
+#[test]
+fn exceptions_suppress_only_their_tuples() {
+    let s = set(Matching::All);
+    let exec = |user: &str, ns: &str, verb: &str| {
+        fire(&s, &format!(r#"{{"auditID":"1","stage":"ResponseComplete","verb":"{verb}","user":{{"username":"{user}"}},
+            "objectRef":{{"resource":"pods","subresource":"exec","namespace":"{ns}","name":"p"}}}}"#))
+    };
+    assert_eq!(exec("bob", "tools", "get"), ["Exec"]);
+    assert_eq!(exec("bob", "tools", "create"), ["Exec"]);
+    assert_eq!(exec("ops", "tools", "get"), Vec::<String>::new());
+    assert_eq!(exec("ops", "prod", "get"), ["Exec"]);
+    assert_eq!(exec("bob", "tools", "delete"), Vec::<String>::new());
+}
+
+#[test]
+fn wrong_types_are_no_match_with_errors_counted_and_no_panic() {
+    let s = set(Matching::All);
+    let crafted = [
+        r#"{"auditID":"1","stage":"ResponseComplete","verb":"create","objectRef":{"resource":"pods"},"requestObject":"a string"}"#,
+        r#"{"auditID":"1","stage":"ResponseComplete","verb":"create","objectRef":{"resource":"pods"},"requestObject":{"spec":{"containers":null}}}"#,
+        r#"{"auditID":"1","stage":"ResponseComplete","verb":"create","objectRef":{"resource":"pods"},"requestObject":{"spec":{"containers":[7,"x",null,{"securityContext":"yes"}]}}}"#,
+        r#"{"auditID":"1","stage":"ResponseComplete","verb":"create","objectRef":{"resource":"pods"},"requestObject":{"spec":[1,2]}}"#,
+        r#"{"auditID":"1","stage":"ResponseComplete","verb":5,"objectRef":{"resource":"pods","subresource":7},"user":{"username":42}}"#,
+        r#"{"auditID":"1","stage":"ResponseComplete","verb":"get","objectRef":"pods","user":[],"requestObject":{"spec":{"nodeName":9}}}"#,
+    ];
+    for json in crafted {
+        assert_eq!(fire(&s, json), Vec::<String>::new(), "{json}");
+    }
+    // A null user is still an exec; the exception on user names does not apply to it.
+    let null_user = r#"{"auditID":"1","stage":"ResponseComplete","verb":"get","objectRef":{"resource":"pods","subresource":"exec"},"user":{"username":null}}"#;
+    assert_eq!(fire(&s, null_user), ["Exec"]);
+    let errors: u64 = s.rules().iter().map(|r| r.stats.errors.load(Ordering::Relaxed)).sum();
+    assert!(errors >= 4, "errors counted: {errors}");
+    assert!(s.rules()[0].stats.last_error.lock().unwrap().is_some());
+}
+
+#[test]
+fn load_errors_name_the_rule_and_position() {
+    let text = r#"
+- rule: A
+  desc: d
+  condition: verb == 'get'
+  output: o
+  priority: info
+- rule: B
+  desc: d
+  condition: verb == 'get'
+  output: o
+  priority: info
+- rule: C
+  desc: d
+  condition: verb == 'get' &&& stage
+  output: o
+  priority: info
+- rule: D
+  desc: d
+  condition: nosuchthing == 1
+  output: "{verb"
+  priority: info
+- rule: E
+  desc: d
+  condition: verb.matches('(')
+  output: o
+  priority: info
+"#;
+    let errors = RuleSet::from_text("bad.yaml", text, Matching::All).unwrap_err().0;
+    let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    assert!(text[0].starts_with("bad.yaml:14:") && text[0].contains("rule 'C'") && text[0].contains("column"), "{text:?}");
+    assert!(text.iter().any(|t| t.contains("rule 'D'") && t.contains("closing")), "{text:?}");
+    assert!(text.iter().any(|t| t.contains("rule 'D'") && t.contains("nosuchthing")), "{text:?}");
+    assert!(text.iter().any(|t| t.contains("rule 'E'") && t.contains("regex")), "{text:?}");
+}
+
+#[test]
+fn macro_cycles_and_shadowing_are_refused() {
+    let text = "- macro: a\n  condition: b\n- macro: b\n  condition: a\n- list: verb\n  items: [x]\n";
+    let errors = RuleSet::from_text("m.yaml", text, Matching::All).unwrap_err().0;
+    let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    assert!(text.iter().any(|t| t.contains("refers to itself")), "{text:?}");
+    assert!(text.iter().any(|t| t.contains("list 'verb'")), "{text:?}");
+}
+
+#[test]
+fn prefilter_skips_rules_that_cannot_match() {
+    let s = set(Matching::All);
+    fire(&s, r#"{"auditID":"1","stage":"ResponseComplete","verb":"list","objectRef":{"resource":"secrets"},"user":{"username":"bob"}}"#);
+    assert_eq!(s.rules()[0].stats.evaluated.load(Ordering::Relaxed), 0);
+    assert_eq!(s.rules()[1].stats.evaluated.load(Ordering::Relaxed), 0);
+    assert_eq!(s.rules()[2].stats.evaluated.load(Ordering::Relaxed), 1);
+}
