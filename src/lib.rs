@@ -1,2 +1,9 @@
+pub mod alert;
 pub mod audit;
 pub mod engine;
+pub mod scan;
+
+/// This machine's name, as alerts carry it (`hostname`, as in Falco).
+pub fn hostname() -> String {
+    gethostname::gethostname().to_string_lossy().into_owned()
+}

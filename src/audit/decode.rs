@@ -53,12 +53,15 @@ const MAX_DEAD_LETTER_TEXT: usize = 64 * 1024;
 
 fn malformed(position: Position, reason: impl Into<String>, text: &[u8]) -> Malformed {
     let cut = &text[..text.len().min(MAX_DEAD_LETTER_TEXT)];
-    Malformed { position, reason: reason.into(), text: String::from_utf8_lossy(cut).into_owned() }
+    Malformed {
+        position,
+        reason: reason.into(),
+        text: String::from_utf8_lossy(cut).into_owned(),
+    }
 }
 
 fn event_at(position: Position, text: &[u8]) -> Result<Event, Malformed> {
-    Event::from_json(Bytes::copy_from_slice(text))
-        .map_err(|reason| malformed(position, reason, text))
+    Event::from_json(Bytes::copy_from_slice(text)).map_err(|reason| malformed(position, reason, text))
 }
 
 #[derive(Deserialize)]
@@ -74,9 +77,12 @@ pub fn decode_document(bytes: &[u8]) -> Result<Vec<Result<Event, Malformed>>, St
     let trimmed = text.trim_start();
     match trimmed.as_bytes().first() {
         Some(b'[') => {
-            let items: Vec<&RawValue> =
-                serde_json::from_str(trimmed).map_err(|e| format!("not a JSON array: {e}"))?;
-            Ok(items.iter().enumerate().map(|(i, raw)| event_at(Position::Item(i), raw.get().as_bytes())).collect())
+            let items: Vec<&RawValue> = serde_json::from_str(trimmed).map_err(|e| format!("not a JSON array: {e}"))?;
+            Ok(items
+                .iter()
+                .enumerate()
+                .map(|(i, raw)| event_at(Position::Item(i), raw.get().as_bytes()))
+                .collect())
         }
         Some(b'{') => match serde_json::from_str::<&RawValue>(trimmed) {
             Ok(one) => Ok(decode_object(one)),
@@ -136,11 +142,19 @@ impl DocumentReader {
         let mut input = BufReader::with_capacity(256 * 1024, input);
         let gz = input.fill_buf()?.starts_with(&[0x1f, 0x8b]);
         let input: Box<dyn BufRead + Send> = if gz {
-            Box::new(BufReader::with_capacity(256 * 1024, flate2::bufread::MultiGzDecoder::new(input)))
+            Box::new(BufReader::with_capacity(
+                256 * 1024,
+                flate2::bufread::MultiGzDecoder::new(input),
+            ))
         } else {
             Box::new(input)
         };
-        Ok(DocumentReader { input, mode: Mode::Start, line: 0, buf: Vec::with_capacity(8192) })
+        Ok(DocumentReader {
+            input,
+            mode: Mode::Start,
+            line: 0,
+            buf: Vec::with_capacity(8192),
+        })
     }
 
     fn next_line(&mut self) -> io::Result<bool> {
@@ -172,8 +186,8 @@ impl DocumentReader {
         }
         let mut whole = std::mem::take(&mut self.buf);
         self.input.read_to_end(&mut whole)?;
-        let items = decode_document(&whole)
-            .unwrap_or_else(|reason| vec![Err(malformed(Position::Item(0), reason, &whole))]);
+        let items =
+            decode_document(&whole).unwrap_or_else(|reason| vec![Err(malformed(Position::Item(0), reason, &whole))]);
         self.mode = Mode::Whole(items.into_iter());
         Ok(self.next_whole())
     }
@@ -245,7 +259,10 @@ mod tests {
         let arr = format!("[{E1}, 42, {E2}]");
         assert_eq!(ids(&decode_document(arr.as_bytes()).unwrap()), ["1", "bad item 1", "2"]);
         let lines = format!("{E1}\n\n{{broken\n{E2}\n");
-        assert_eq!(ids(&decode_document(lines.as_bytes()).unwrap()), ["1", "bad line 3", "2"]);
+        assert_eq!(
+            ids(&decode_document(lines.as_bytes()).unwrap()),
+            ["1", "bad line 3", "2"]
+        );
     }
 
     #[test]
@@ -256,7 +273,10 @@ mod tests {
     }
 
     fn read_all(bytes: Vec<u8>) -> Vec<Result<Event, Malformed>> {
-        DocumentReader::new(std::io::Cursor::new(bytes)).unwrap().map(|r| r.unwrap()).collect()
+        DocumentReader::new(std::io::Cursor::new(bytes))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
     }
 
     #[test]

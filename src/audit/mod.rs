@@ -94,7 +94,7 @@ impl<'a> EventView<'a> {
 
     /// A top-level field when it is a JSON string.
     pub fn str(&self, name: &str) -> Option<Cow<'a, str>> {
-        self.get(name).and_then(|raw| json_str(raw))
+        self.get(name).and_then(json_str)
     }
 
     pub fn fields(&self) -> impl Iterator<Item = (&str, &'a RawValue)> + '_ {
@@ -186,8 +186,7 @@ mod tests {
 
     #[test]
     fn wrong_types_in_routing_fields_route_nowhere() {
-        let view =
-            EventView::parse(r#"{"auditID":"a","stage":"x","verb":7,"objectRef":"pods"}"#).unwrap();
+        let view = EventView::parse(r#"{"auditID":"a","stage":"x","verb":7,"objectRef":"pods"}"#).unwrap();
         let keys = view.route_keys();
         assert_eq!(keys.verb, None);
         assert_eq!(keys.resource, None);
@@ -199,7 +198,10 @@ mod tests {
             (r#"{"kind": 0}"#, "kind"),
             (r#"{"kind":"Pod","auditID":"a","stage":"s"}"#, "kind"),
             (r#"{"stage":"s"}"#, "auditID"),
-            (r#"{"auditID":"a","stage":"s","verb":"get","verb":"create"}"#, "duplicate"),
+            (
+                r#"{"auditID":"a","stage":"s","verb":"get","verb":"create"}"#,
+                "duplicate",
+            ),
             (r#""a string""#, "object"),
             (r#"{"auditID":"a","#, "EOF"),
         ] {

@@ -73,7 +73,9 @@ impl<'e> Bindings<'e> {
 
     fn field(&self, name: &str) -> Option<CowVal<'_, '_>> {
         let Some(index) = self.view.fields().position(|(k, _)| k == name) else {
-            return OBJECT_FIELDS.contains(&name).then(|| CowVal::Borrowed(&self.empty as &dyn Val));
+            return OBJECT_FIELDS
+                .contains(&name)
+                .then(|| CowVal::Borrowed(&self.empty as &dyn Val));
         };
         let raw = self.view.fields().nth(index).map(|(_, raw)| raw)?;
         let value = self.fields[index].get_or_init(|| json_to_val(raw).ok());
@@ -213,7 +215,10 @@ mod tests {
         let val = json_to_val(raw).unwrap();
         let value = cel::Value::try_from(&*val).unwrap();
         let text = format!("{value:?}");
-        assert!(text.contains("Int(1)") && text.contains("\"x\"") && text.contains("Float(2.5)"), "{text}");
+        assert!(
+            text.contains("Int(1)") && text.contains("\"x\"") && text.contains("Float(2.5)"),
+            "{text}"
+        );
         assert!(text.contains("bA"), "{text}");
     }
 }

@@ -19,11 +19,32 @@ use std::sync::{Arc, OnceLock, RwLock};
 pub fn register(env: &mut Env) {
     let ok = |r: Result<(), cel::DeclarationError>| r.expect("kaudit functions are declared once");
     ok(env.add_overload("matches", "kaudit_matches", vec![STRING_TYPE, STRING_TYPE], matches));
-    ok(env.add_member_overload("matches", "kaudit_string_matches", STRING_TYPE, vec![STRING_TYPE], matches));
+    ok(env.add_member_overload(
+        "matches",
+        "kaudit_string_matches",
+        STRING_TYPE,
+        vec![STRING_TYPE],
+        matches,
+    ));
     ok(env.add_overload("pod_spec", "kaudit_pod_spec", vec![DYN_TYPE], pod_spec));
-    ok(env.add_overload("pod_containers", "kaudit_pod_containers", vec![DYN_TYPE], pod_containers));
-    ok(env.add_overload("image_registry", "kaudit_image_registry", vec![STRING_TYPE], image_registry));
-    ok(env.add_overload("image_repository", "kaudit_image_repository", vec![STRING_TYPE], image_repository));
+    ok(env.add_overload(
+        "pod_containers",
+        "kaudit_pod_containers",
+        vec![DYN_TYPE],
+        pod_containers,
+    ));
+    ok(env.add_overload(
+        "image_registry",
+        "kaudit_image_registry",
+        vec![STRING_TYPE],
+        image_registry,
+    ));
+    ok(env.add_overload(
+        "image_repository",
+        "kaudit_image_repository",
+        vec![STRING_TYPE],
+        image_repository,
+    ));
     ok(env.add_overload("image_tag", "kaudit_image_tag", vec![STRING_TYPE], image_tag));
     ok(env.add_overload("image_digest", "kaudit_image_digest", vec![STRING_TYPE], image_digest));
 }
@@ -52,7 +73,10 @@ fn string_arg<'a>(args: &'a [CowVal<'_, '_>], i: usize, function: &str) -> Resul
     args.get(i)
         .and_then(|a| a.downcast_ref::<CelString>())
         .map(|s| s.inner())
-        .ok_or_else(|| ExecutionError::FunctionError { function: function.into(), message: format!("argument {i} is not a string") })
+        .ok_or_else(|| ExecutionError::FunctionError {
+            function: function.into(),
+            message: format!("argument {i} is not a string"),
+        })
 }
 
 fn matches<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
@@ -86,7 +110,10 @@ fn find_pod_spec<'a, 'v>(obj: &'a (dyn Val + 'v)) -> Result<Option<&'a (dyn Val 
         if obj.downcast_ref::<CelList>().is_some() {
             return Ok(None);
         }
-        return Err(ExecutionError::UnexpectedType { got: obj.get_type().name().to_string(), want: "map".into() });
+        return Err(ExecutionError::UnexpectedType {
+            got: obj.get_type().name().to_string(),
+            want: "map".into(),
+        });
     }
     Ok(path(obj, &["spec", "template", "spec"])
         .or_else(|| path(obj, &["spec", "jobTemplate", "spec", "template", "spec"]))
@@ -135,7 +162,12 @@ pub fn parse_image(image: &str) -> ImageRef<'_> {
         Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
         _ => "docker.io",
     };
-    ImageRef { registry, repository, tag, digest }
+    ImageRef {
+        registry,
+        repository,
+        tag,
+        digest,
+    }
 }
 
 fn image_part<'b, 'v>(
@@ -170,14 +202,27 @@ mod tests {
             ("nginx", ("docker.io", "nginx", "", "")),
             ("nginx:1.25", ("docker.io", "nginx", "1.25", "")),
             ("library/nginx:latest", ("docker.io", "library/nginx", "latest", "")),
-            ("registry:5000/team/app:1.2", ("registry:5000", "registry:5000/team/app", "1.2", "")),
-            ("registry:5000/team/app", ("registry:5000", "registry:5000/team/app", "", "")),
+            (
+                "registry:5000/team/app:1.2",
+                ("registry:5000", "registry:5000/team/app", "1.2", ""),
+            ),
+            (
+                "registry:5000/team/app",
+                ("registry:5000", "registry:5000/team/app", "", ""),
+            ),
             ("ghcr.io/a/b@sha256:abc", ("ghcr.io", "ghcr.io/a/b", "", "sha256:abc")),
-            ("localhost/app:v1@sha256:0f", ("localhost", "localhost/app", "v1", "sha256:0f")),
+            (
+                "localhost/app:v1@sha256:0f",
+                ("localhost", "localhost/app", "v1", "sha256:0f"),
+            ),
         ];
         for (image, (registry, repository, tag, digest)) in cases {
             let r = parse_image(image);
-            assert_eq!((r.registry, r.repository, r.tag, r.digest), (registry, repository, tag, digest), "{image}");
+            assert_eq!(
+                (r.registry, r.repository, r.tag, r.digest),
+                (registry, repository, tag, digest),
+                "{image}"
+            );
         }
     }
 }

@@ -39,9 +39,27 @@ pub enum Matching {
 
 /// Event fields a list or macro may not shadow.
 const RESERVED: &[&str] = &[
-    "kind", "apiVersion", "level", "auditID", "stage", "requestURI", "verb", "user", "impersonatedUser",
-    "authenticationMetadata", "sourceIPs", "userAgent", "objectRef", "responseStatus", "requestObject",
-    "responseObject", "requestReceivedTimestamp", "stageTimestamp", "annotations", "timestamp", "metadata",
+    "kind",
+    "apiVersion",
+    "level",
+    "auditID",
+    "stage",
+    "requestURI",
+    "verb",
+    "user",
+    "impersonatedUser",
+    "authenticationMetadata",
+    "sourceIPs",
+    "userAgent",
+    "objectRef",
+    "responseStatus",
+    "requestObject",
+    "responseObject",
+    "requestReceivedTimestamp",
+    "stageTimestamp",
+    "annotations",
+    "timestamp",
+    "metadata",
     "cluster",
 ];
 
@@ -90,7 +108,10 @@ pub struct RuleSet {
 
 impl std::fmt::Debug for RuleSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RuleSet").field("rules", &self.rules.len()).field("matching", &self.matching).finish()
+        f.debug_struct("RuleSet")
+            .field("rules", &self.rules.len())
+            .field("matching", &self.matching)
+            .finish()
     }
 }
 
@@ -128,7 +149,12 @@ impl RuleSet {
         let mut lists = Vec::new();
         for (name, list) in &source.lists {
             if RESERVED.contains(&name.as_str()) {
-                errors.push(item_error(&list.origin, "list", name, "shadows an event field; choose another name"));
+                errors.push(item_error(
+                    &list.origin,
+                    "list",
+                    name,
+                    "shadows an event field; choose another name",
+                ));
                 continue;
             }
             symbols.insert(name.clone(), Symbol::List(lists.len()));
@@ -139,7 +165,12 @@ impl RuleSet {
         let mut macro_names = Vec::new();
         for (name, m) in &source.macros {
             if RESERVED.contains(&name.as_str()) || symbols.contains_key(name) {
-                errors.push(item_error(&m.origin, "macro", name, "shadows an event field or a list; choose another name"));
+                errors.push(item_error(
+                    &m.origin,
+                    "macro",
+                    name,
+                    "shadows an event field or a list; choose another name",
+                ));
                 continue;
             }
             match env.compile(&m.condition) {
@@ -153,11 +184,24 @@ impl RuleSet {
         }
         if let Some(cycle) = macro_cycle(&macro_names, &macros) {
             let m = &source.macros[&cycle[0]];
-            errors.push(item_error(&m.origin, "macro", &cycle[0], &format!("refers to itself: {}", cycle.join(" → "))));
+            errors.push(item_error(
+                &m.origin,
+                "macro",
+                &cycle[0],
+                &format!("refers to itself: {}", cycle.join(" → ")),
+            ));
         }
 
-        let scope = Scope { env: env.clone(), symbols, macros, lists };
-        let names = ScopeNames { scope: &scope, source: &source };
+        let scope = Scope {
+            env: env.clone(),
+            symbols,
+            macros,
+            lists,
+        };
+        let names = ScopeNames {
+            scope: &scope,
+            source: &source,
+        };
         let mut rules = Vec::new();
         let mut routes = Vec::new();
         for def in source.rules.values() {
@@ -170,7 +214,9 @@ impl RuleSet {
                 }
             };
             for name in unknown_names(&condition, &scope) {
-                errors.push(what(&format!("condition names `{name}`, which is no event field, macro or list")));
+                errors.push(what(&format!(
+                    "condition names `{name}`, which is no event field, macro or list"
+                )));
             }
             let mut exceptions = Vec::new();
             for exc in &def.exceptions {
@@ -186,7 +232,9 @@ impl RuleSet {
                     continue;
                 }
             };
-            let programs = std::iter::once(&condition).chain(exceptions.iter().map(|(_, p)| p)).chain(output.programs());
+            let programs = std::iter::once(&condition)
+                .chain(exceptions.iter().map(|(_, p)| p))
+                .chain(output.programs());
             for program in programs {
                 if let Err(e) = check_regexes(program.expression()) {
                     errors.push(what(&e));
@@ -215,7 +263,12 @@ impl RuleSet {
             return Err(LoadErrors(errors));
         }
         let prefilter = Prefilter::new(&routes);
-        Ok(RuleSet { scope, rules, prefilter, matching })
+        Ok(RuleSet {
+            scope,
+            rules,
+            prefilter,
+            matching,
+        })
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -253,12 +306,20 @@ impl RuleSet {
                 }
             }
             // An exception that cannot be evaluated does not apply.
-            if rule.exceptions.iter().any(|(_, p)| matches!(eval_bool(p, &ctx), Ok(true))) {
+            if rule
+                .exceptions
+                .iter()
+                .any(|(_, p)| matches!(eval_bool(p, &ctx), Ok(true)))
+            {
                 continue;
             }
             rule.stats.matched.fetch_add(1, Ordering::Relaxed);
             let (output, output_fields) = rule.output.render(&ctx);
-            firings.push(Firing { rule: index, output, output_fields });
+            firings.push(Firing {
+                rule: index,
+                output,
+                output_fields,
+            });
             if self.matching == Matching::First {
                 break;
             }
@@ -270,7 +331,10 @@ impl RuleSet {
 fn eval_bool(program: &Program, ctx: &Context) -> Result<bool, Failure> {
     match catch_panic(|| program.execute(ctx)) {
         Ok(Ok(Value::Bool(b))) => Ok(b),
-        Ok(Ok(other)) => Err(Failure::Error(format!("condition gave {:?}, not a bool", other.type_of()))),
+        Ok(Ok(other)) => Err(Failure::Error(format!(
+            "condition gave {:?}, not a bool",
+            other.type_of()
+        ))),
         Ok(Err(ExecutionError::NoSuchKey(_) | ExecutionError::UndeclaredReference(_))) => Err(Failure::Missing),
         Ok(Err(e)) => Err(Failure::Error(e.to_string())),
         Err(panic) => Err(Failure::Error(format!("the CEL interpreter panicked: {panic}"))),
@@ -379,7 +443,13 @@ fn macro_cycle(names: &[String], programs: &[Program]) -> Option<Vec<String>> {
     let index: HashMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
     let deps: Vec<Vec<usize>> = programs
         .iter()
-        .map(|p| p.references().variables().iter().filter_map(|v| index.get(*v).copied()).collect())
+        .map(|p| {
+            p.references()
+                .variables()
+                .iter()
+                .filter_map(|v| index.get(*v).copied())
+                .collect()
+        })
         .collect();
     fn visit(n: usize, deps: &[Vec<usize>], state: &mut [u8], path: &mut Vec<usize>) -> bool {
         if state[n] == 1 {
@@ -429,14 +499,20 @@ fn exception_source(exc: &ExceptionDef, scope: &Scope) -> Result<String, String>
     let mut alternatives = Vec::new();
     for tuple in &exc.values {
         if tuple.len() != exc.fields.len() {
-            return Err(format!("a value tuple has {} values for {} fields", tuple.len(), exc.fields.len()));
+            return Err(format!(
+                "a value tuple has {} values for {} fields",
+                tuple.len(),
+                exc.fields.len()
+            ));
         }
         let mut terms = Vec::new();
         for (i, (field, value)) in exc.fields.iter().zip(tuple).enumerate() {
             let comp = exc.comps.get(i).map(String::as_str).unwrap_or("==");
             let value = match value {
                 // A string naming a list stands for the list, as in Falco.
-                ExceptionValue::One(Scalar::String(s)) if matches!(scope.symbols.get(s), Some(Symbol::List(_))) => s.clone(),
+                ExceptionValue::One(Scalar::String(s)) if matches!(scope.symbols.get(s), Some(Symbol::List(_))) => {
+                    s.clone()
+                }
                 ExceptionValue::One(v) => cel_literal(v),
                 ExceptionValue::Many(vs) => format!("[{}]", vs.iter().map(cel_literal).collect::<Vec<_>>().join(", ")),
             };
@@ -447,7 +523,11 @@ fn exception_source(exc: &ExceptionDef, scope: &Scope) -> Result<String, String>
                 "startsWith" | "startswith" => format!("({field}).startsWith({value})"),
                 "endsWith" | "endswith" => format!("({field}).endsWith({value})"),
                 "contains" => format!("({field}).contains({value})"),
-                other => return Err(format!("comparison `{other}` is not one of ==, !=, in, startsWith, endsWith, contains")),
+                other => {
+                    return Err(format!(
+                        "comparison `{other}` is not one of ==, !=, in, startsWith, endsWith, contains"
+                    ))
+                }
             });
         }
         alternatives.push(format!("({})", terms.join(" && ")));
@@ -468,14 +548,25 @@ fn cel_literal(value: &Scalar) -> String {
 }
 
 fn item_error(origin: &Origin, kind: &str, name: &str, message: &str) -> LoadError {
-    LoadError { origin: origin.clone(), item: format!("{kind} '{name}'"), message: message.to_string() }
+    LoadError {
+        origin: origin.clone(),
+        item: format!("{kind} '{name}'"),
+        message: message.to_string(),
+    }
 }
 
 fn cel_error(origin: &Origin, kind: &str, name: &str, part: &str, e: &cel::ParseErrors) -> LoadError {
     let messages: Vec<String> = e
         .errors
         .iter()
-        .map(|pe| format!("{part}: {} (line {}, column {} of the expression)", pe.msg, pe.pos.0, pe.pos.1 + 1))
+        .map(|pe| {
+            format!(
+                "{part}: {} (line {}, column {} of the expression)",
+                pe.msg,
+                pe.pos.0,
+                pe.pos.1 + 1
+            )
+        })
         .collect();
     item_error(origin, kind, name, &messages.join("; "))
 }

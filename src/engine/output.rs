@@ -1,7 +1,9 @@
 //! Output templates: `Privileged pod (user={user.username} ns={objectRef.namespace})`.
 //!
 //! Each `{...}` holds a CEL expression (a field path is the usual one) evaluated against the
-//! event when the rule fires; `{{` and `}}` are literal braces. A value that cannot be had
+//! event when the rule fires; `{name: expression}` names it in `output_fields` (otherwise the
+//! expression's text is its name); `{{` and `}}` are literal braces. The rendered text is
+//! trimmed, so YAML folded scalars (`>`) need no care. A value that cannot be had
 //! renders as `<NA>`, as in Falco, and as `null` in `output_fields`.
 
 use cel::{Context, Env, Program, Value};
@@ -13,13 +15,15 @@ pub struct Template {
 
 impl std::fmt::Debug for Template {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Template").field("placeholders", &self.programs().count()).finish()
+        f.debug_struct("Template")
+            .field("placeholders", &self.programs().count())
+            .finish()
     }
 }
 
 enum Part {
     Text(String),
-    Field { expr: String, program: Program },
+    Field { name: String, program: Program },
 }
 
 impl Template {
@@ -41,15 +45,21 @@ impl Template {
                 '{' => {
                     let end = placeholder_end(&text[i + 1..])
                         .ok_or_else(|| format!("placeholder at column {} has no closing `}}`", i + 1))?;
-                    let expr = text[i + 1..i + 1 + end].trim().to_string();
+                    let inner = text[i + 1..i + 1 + end].trim();
+                    let (name, expr) = split_name(inner);
                     if expr.is_empty() {
                         return Err(format!("empty placeholder at column {}", i + 1));
                     }
-                    let program = env.compile(&expr).map_err(|e| format!("placeholder `{{{expr}}}`: {e}"))?;
+                    let program = env
+                        .compile(expr)
+                        .map_err(|e| format!("placeholder `{{{inner}}}`: {e}"))?;
                     if !literal.is_empty() {
                         parts.push(Part::Text(std::mem::take(&mut literal)));
                     }
-                    parts.push(Part::Field { expr, program });
+                    parts.push(Part::Field {
+                        name: name.to_string(),
+                        program,
+                    });
                     while chars.peek().is_some_and(|(j, _)| *j <= i + 1 + end) {
                         chars.next();
                     }
@@ -79,7 +89,7 @@ impl Template {
         for part in &self.parts {
             match part {
                 Part::Text(t) => text.push_str(t),
-                Part::Field { expr, program } => {
+                Part::Field { name, program } => {
                     let value = super::bind::catch_panic(|| program.execute(ctx))
                         .ok()
                         .and_then(|r| r.ok())
@@ -90,12 +100,25 @@ impl Template {
                         serde_json::Value::String(s) => text.push_str(s),
                         other => text.push_str(&other.to_string()),
                     }
-                    fields.insert(expr.clone(), value);
+                    fields.insert(name.clone(), value);
                 }
             }
         }
-        (text, fields)
+        (text.trim().to_string(), fields)
     }
+}
+
+/// `images: expr` → (`images`, `expr`); a bare expression names itself.
+fn split_name(inner: &str) -> (&str, &str) {
+    if let Some((name, expr)) = inner.split_once(':') {
+        let name = name.trim();
+        let is_ident = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        if is_ident {
+            return (name, expr.trim());
+        }
+    }
+    (inner, inner)
 }
 
 /// Where the placeholder that starts `rest` ends: braces balance, quotes hide braces.
@@ -170,17 +193,25 @@ mod tests {
         assert_eq!(t.programs().count(), 2);
         assert!(Template::compile(&env, "a {x").unwrap_err().contains("closing"));
         assert!(Template::compile(&env, "a } b").unwrap_err().contains("unmatched"));
-        assert!(Template::compile(&env, "a {1 +} b").unwrap_err().contains("placeholder"));
+        assert!(Template::compile(&env, "a {1 +} b")
+            .unwrap_err()
+            .contains("placeholder"));
     }
 
     #[test]
     fn renders_values_and_missing_fields() {
         let env = Env::stdlib();
-        let t = Template::compile(&env, "u={x} n={missing} l={[1,'a']} {{ok}}").unwrap();
+        let t = Template::compile(
+            &env,
+            " u={x} n={missing} l={list: [1,'a']} t={x == 'a' ? 1 : 2} {{ok}}\n",
+        )
+        .unwrap();
         let mut ctx = Context::default();
         ctx.add_variable_from_value("x", "alice");
         let (text, fields) = t.render(&ctx);
-        assert_eq!(text, "u=alice n=<NA> l=[1,\"a\"] {ok}");
+        assert_eq!(text, "u=alice n=<NA> l=[1,\"a\"] t=2 {ok}");
+        assert_eq!(fields["list"], serde_json::json!([1, "a"]));
+        assert_eq!(fields["x == 'a' ? 1 : 2"], 2);
         assert_eq!(fields["x"], "alice");
         assert!(fields["missing"].is_null());
     }

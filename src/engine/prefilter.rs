@@ -222,7 +222,10 @@ mod tests {
         let mut macros = HashMap::new();
         macros.insert(
             "pod_write".to_string(),
-            env.compile("objectRef.resource == 'pods' && verb in ['create', 'update']").unwrap().expression().clone(),
+            env.compile("objectRef.resource == 'pods' && verb in ['create', 'update']")
+                .unwrap()
+                .expression()
+                .clone(),
         );
         analyze(env.compile(src).unwrap().expression(), &NoNames(macros))
     }
@@ -234,7 +237,15 @@ mod tests {
     #[test]
     fn derives_routes_from_conditions() {
         let r = route("pod_write && stage == 'ResponseComplete' && requestObject.x == 1");
-        assert_eq!(r.0, [only(&["create", "update"]), only(&["pods"]), Allowed::Any, only(&["ResponseComplete"])]);
+        assert_eq!(
+            r.0,
+            [
+                only(&["create", "update"]),
+                only(&["pods"]),
+                Allowed::Any,
+                only(&["ResponseComplete"])
+            ]
+        );
         let r = route("verb in exec_verbs && objectRef.subresource in ['exec', 'attach']");
         assert_eq!(r.0[0], only(&["create", "get"]));
         assert_eq!(r.0[2], only(&["attach", "exec"]));

@@ -263,7 +263,10 @@ impl RuleSource {
                 (Some(name), None, None) => self.apply_list(name.clone(), raw, &origin),
                 (None, Some(name), None) => self.apply_macro(name.clone(), raw, &origin),
                 (None, None, Some(name)) => self.apply_rule(name.clone(), raw, &origin),
-                _ => Err((String::new(), "an item has exactly one of `list`, `macro` or `rule`".into())),
+                _ => Err((
+                    String::new(),
+                    "an item has exactly one of `list`, `macro` or `rule`".into(),
+                )),
             };
             if let Err((item, message)) = result {
                 errors.push(LoadError { origin, item, message });
@@ -275,13 +278,22 @@ impl RuleSource {
         let what = format!("list '{name}'");
         let err = |m: String| (what.clone(), m);
         only_fields(&raw, &["items", "override", "append"]).map_err(err)?;
-        let Some(items) = raw.items else { return Err(err("has no `items`".into())) };
+        let Some(items) = raw.items else {
+            return Err(err("has no `items`".into()));
+        };
         let mode = change_mode(&raw.override_, raw.append, "items").map_err(err)?;
         match (self.lists.get_mut(&name), mode) {
             (Some(list), Change::Append) => list.items.extend(items),
             (None, Change::Append) => return Err(err("appends to a list that is not defined".into())),
             (_, _) => {
-                self.lists.insert(name.clone(), ListDef { name, items, origin: origin.clone() });
+                self.lists.insert(
+                    name.clone(),
+                    ListDef {
+                        name,
+                        items,
+                        origin: origin.clone(),
+                    },
+                );
             }
         }
         Ok(())
@@ -291,14 +303,23 @@ impl RuleSource {
         let what = format!("macro '{name}'");
         let err = |m: String| (what.clone(), m);
         only_fields(&raw, &["condition", "override", "append"]).map_err(err)?;
-        let Some(condition) = raw.condition else { return Err(err("has no `condition`".into())) };
+        let Some(condition) = raw.condition else {
+            return Err(err("has no `condition`".into()));
+        };
         let mode = change_mode(&raw.override_, raw.append, "condition").map_err(err)?;
         match (self.macros.get_mut(&name), mode) {
             (Some(m), Change::Append) => m.condition = format!("{} {}", m.condition, condition.value),
             (None, Change::Append) => return Err(err("appends to a macro that is not defined".into())),
             (_, _) => {
                 let origin = spanned_origin(origin, &condition);
-                self.macros.insert(name.clone(), MacroDef { name, condition: condition.value, origin });
+                self.macros.insert(
+                    name.clone(),
+                    MacroDef {
+                        name,
+                        condition: condition.value,
+                        origin,
+                    },
+                );
             }
         }
         Ok(())
@@ -381,9 +402,16 @@ fn apply_rule_changes(rule: &mut RuleDef, raw: RawItem, origin: &Origin) -> Resu
             other => return Err(format!("override `{key}: {other}`: expected append or replace")),
         };
         let allowed_append = ["condition", "output", "desc", "tags", "exceptions"];
-        let allowed_replace = ["condition", "output", "desc", "priority", "tags", "exceptions", "enabled"];
-        if (append && !allowed_append.contains(&key.as_str()))
-            || (!append && !allowed_replace.contains(&key.as_str()))
+        let allowed_replace = [
+            "condition",
+            "output",
+            "desc",
+            "priority",
+            "tags",
+            "exceptions",
+            "enabled",
+        ];
+        if (append && !allowed_append.contains(&key.as_str())) || (!append && !allowed_replace.contains(&key.as_str()))
         {
             return Err(format!("`{key}` cannot be overridden with {mode}"));
         }
@@ -452,18 +480,20 @@ enum Change {
 
 fn change_mode(over: &Option<HashMap<String, String>>, append: Option<bool>, key: &str) -> Result<Change, String> {
     if let Some(o) = over {
-        for (k, v) in o {
-            if k != key {
-                return Err(format!("override of `{k}`: only `{key}` can be overridden here"));
-            }
-            return match v.as_str() {
-                "append" => Ok(Change::Append),
-                "replace" => Ok(Change::Define),
-                other => Err(format!("override `{k}: {other}`: expected append or replace")),
-            };
+        if let Some(k) = o.keys().find(|k| *k != key) {
+            return Err(format!("override of `{k}`: only `{key}` can be overridden here"));
         }
+        return match o.get(key).map(String::as_str) {
+            Some("append") => Ok(Change::Append),
+            Some("replace") | None => Ok(Change::Define),
+            Some(other) => Err(format!("override `{key}: {other}`: expected append or replace")),
+        };
     }
-    Ok(if append == Some(true) { Change::Append } else { Change::Define })
+    Ok(if append == Some(true) {
+        Change::Append
+    } else {
+        Change::Define
+    })
 }
 
 fn only_fields(raw: &RawItem, allowed: &[&str]) -> Result<(), String> {
@@ -480,19 +510,30 @@ fn only_fields(raw: &RawItem, allowed: &[&str]) -> Result<(), String> {
     ];
     for (name, is) in present {
         if is && !allowed.contains(&name) {
-            return Err(format!("`{name}` does not belong here (expected one of {})", allowed.join(", ")));
+            return Err(format!(
+                "`{name}` does not belong here (expected one of {})",
+                allowed.join(", ")
+            ));
         }
     }
     Ok(())
 }
 
 fn spanned_origin<T>(item: &Origin, s: &Spanned<T>) -> Origin {
-    Origin { file: item.file.clone(), line: s.referenced.line(), column: s.referenced.column() }
+    Origin {
+        file: item.file.clone(),
+        line: s.referenced.line(),
+        column: s.referenced.column(),
+    }
 }
 
 fn file_error(path: &Path, message: String) -> LoadError {
     LoadError {
-        origin: Origin { file: Arc::from(path.display().to_string()), line: 0, column: 0 },
+        origin: Origin {
+            file: Arc::from(path.display().to_string()),
+            line: 0,
+            column: 0,
+        },
         item: String::new(),
         message,
     }
@@ -501,10 +542,13 @@ fn file_error(path: &Path, message: String) -> LoadError {
 /// The YAML parser writes positions into its messages as `line N, column M`; lift them out.
 fn yaml_error_position(message: &str) -> (u64, u64) {
     let grab = |word: &str| {
-        message
-            .split(word)
-            .nth(1)
-            .and_then(|rest| rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        message.split(word).nth(1).and_then(|rest| {
+            rest.trim_start()
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
     };
     (grab("line").unwrap_or(0), grab("column").unwrap_or(0))
 }
@@ -622,8 +666,11 @@ mod tests {
 
     #[test]
     fn append_to_missing_things_is_an_error() {
-        let errors = load(&[("x.yaml", "- list: nope\n  items: [a]\n  append: true\n- rule: Z\n  enabled: false\n")])
-            .unwrap_err();
+        let errors = load(&[(
+            "x.yaml",
+            "- list: nope\n  items: [a]\n  append: true\n- rule: Z\n  enabled: false\n",
+        )])
+        .unwrap_err();
         assert_eq!(errors.len(), 2);
         assert!(errors[0].message.contains("not defined"));
         assert_eq!(errors[1].item, "rule 'Z'");

@@ -38,7 +38,10 @@ fn event(json: &str) -> Event {
 
 fn fire(set: &RuleSet, json: &str) -> Vec<String> {
     let e = event(json);
-    set.evaluate(&e.view(), "c1").into_iter().map(|f| set.rules()[f.rule].name.clone()).collect()
+    set.evaluate(&e.view(), "c1")
+        .into_iter()
+        .map(|f| set.rules()[f.rule].name.clone())
+        .collect()
 }
 
 const PRIV: &str = r#"{"auditID":"1","stage":"ResponseComplete","verb":"create","user":{"username":"alice"},
@@ -60,12 +63,18 @@ fn fires_with_rendered_output() {
 fn missing_fields_never_hide_a_match_nor_count_as_errors() {
     let s = set(Matching::All);
     // No requestObject at all: the `||` alternative still matches on user.
-    let got = fire(&s, r#"{"auditID":"1","stage":"ResponseComplete","verb":"create","user":{"username":"alice"},"objectRef":{"resource":"pods"}}"#);
+    let got = fire(
+        &s,
+        r#"{"auditID":"1","stage":"ResponseComplete","verb":"create","user":{"username":"alice"},"objectRef":{"resource":"pods"}}"#,
+    );
     assert_eq!(got, ["Anything by alice"]);
     let priv_rule = &s.rules()[0];
     assert_eq!(priv_rule.stats.errors.load(Ordering::Relaxed), 0);
     // No user: the condition's first disjunct is missing; the second matches.
-    let got = fire(&s, r#"{"auditID":"1","stage":"ResponseComplete","verb":"get","requestObject":{"spec":{"nodeName":"xyz"}}}"#);
+    let got = fire(
+        &s,
+        r#"{"auditID":"1","stage":"ResponseComplete","verb":"get","requestObject":{"spec":{"nodeName":"xyz"}}}"#,
+    );
     assert_eq!(got, ["Anything by alice"]);
 }
 
@@ -73,8 +82,13 @@ fn missing_fields_never_hide_a_match_nor_count_as_errors() {
 fn exceptions_suppress_only_their_tuples() {
     let s = set(Matching::All);
     let exec = |user: &str, ns: &str, verb: &str| {
-        fire(&s, &format!(r#"{{"auditID":"1","stage":"ResponseComplete","verb":"{verb}","user":{{"username":"{user}"}},
-            "objectRef":{{"resource":"pods","subresource":"exec","namespace":"{ns}","name":"p"}}}}"#))
+        fire(
+            &s,
+            &format!(
+                r#"{{"auditID":"1","stage":"ResponseComplete","verb":"{verb}","user":{{"username":"{user}"}},
+            "objectRef":{{"resource":"pods","subresource":"exec","namespace":"{ns}","name":"p"}}}}"#
+            ),
+        )
     };
     assert_eq!(exec("bob", "tools", "get"), ["Exec"]);
     assert_eq!(exec("bob", "tools", "create"), ["Exec"]);
@@ -136,10 +150,22 @@ fn load_errors_name_the_rule_and_position() {
 "#;
     let errors = RuleSet::from_text("bad.yaml", text, Matching::All).unwrap_err().0;
     let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-    assert!(text[0].starts_with("bad.yaml:14:") && text[0].contains("rule 'C'") && text[0].contains("column"), "{text:?}");
-    assert!(text.iter().any(|t| t.contains("rule 'D'") && t.contains("closing")), "{text:?}");
-    assert!(text.iter().any(|t| t.contains("rule 'D'") && t.contains("nosuchthing")), "{text:?}");
-    assert!(text.iter().any(|t| t.contains("rule 'E'") && t.contains("regex")), "{text:?}");
+    assert!(
+        text[0].starts_with("bad.yaml:14:") && text[0].contains("rule 'C'") && text[0].contains("column"),
+        "{text:?}"
+    );
+    assert!(
+        text.iter().any(|t| t.contains("rule 'D'") && t.contains("closing")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter().any(|t| t.contains("rule 'D'") && t.contains("nosuchthing")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter().any(|t| t.contains("rule 'E'") && t.contains("regex")),
+        "{text:?}"
+    );
 }
 
 #[test]
@@ -154,8 +180,46 @@ fn macro_cycles_and_shadowing_are_refused() {
 #[test]
 fn prefilter_skips_rules_that_cannot_match() {
     let s = set(Matching::All);
-    fire(&s, r#"{"auditID":"1","stage":"ResponseComplete","verb":"list","objectRef":{"resource":"secrets"},"user":{"username":"bob"}}"#);
+    fire(
+        &s,
+        r#"{"auditID":"1","stage":"ResponseComplete","verb":"list","objectRef":{"resource":"secrets"},"user":{"username":"bob"}}"#,
+    );
     assert_eq!(s.rules()[0].stats.evaluated.load(Ordering::Relaxed), 0);
     assert_eq!(s.rules()[1].stats.evaluated.load(Ordering::Relaxed), 0);
     assert_eq!(s.rules()[2].stats.evaluated.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn optional_field_syntax_reads_absent_paths_as_defaults() {
+    let text = r#"
+- rule: Host network
+  desc: d
+  condition: pod_spec(requestObject).?hostNetwork.orValue(false) == true || pod_containers(requestObject).exists(c, c.?securityContext.?privileged.orValue(false) == true)
+  output: o
+  priority: info
+"#;
+    let s = RuleSet::from_text("o.yaml", text, Matching::All).unwrap();
+    assert_eq!(
+        fire(
+            &s,
+            r#"{"auditID":"1","stage":"s","requestObject":{"spec":{"hostNetwork":true}}}"#
+        ),
+        ["Host network"]
+    );
+    assert_eq!(
+        fire(
+            &s,
+            r#"{"auditID":"1","stage":"s","requestObject":{"spec":{"template":{"spec":{"containers":[{"securityContext":{"privileged":true}}]}}}}}"#
+        ),
+        ["Host network"]
+    );
+    assert_eq!(
+        fire(
+            &s,
+            r#"{"auditID":"1","stage":"s","requestObject":{"spec":{"containers":[{"name":"x"}]}}}"#
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(s.rules()[0].stats.errors.load(Ordering::Relaxed), 0);
+    assert_eq!(s.rules()[0].stats.missing.load(Ordering::Relaxed), 0);
 }

@@ -1,0 +1,120 @@
+//! The Alert: what kaudit says when a rule fires.
+//!
+//! A superset of Falco's JSON output (`time`, `rule`, `priority`, `source`, `output`,
+//! `output_fields`, `tags`, `hostname`), so falcosidekick and parsers written for Falco read it
+//! unchanged, plus `id`, `cluster`, `audit_id` and `dedup`. The `id` is a hash of rule, cluster,
+//! audit ID and stage: a redelivered event produces the same id, so consumers (and JetStream's
+//! `Nats-Msg-Id`) can drop duplicates.
+
+use crate::audit::EventView;
+use crate::engine::{Firing, Rule};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub id: String,
+    /// The event time (`stageTimestamp`), RFC 3339.
+    pub time: String,
+    pub rule: String,
+    /// Falco's title-case priority.
+    pub priority: String,
+    pub source: String,
+    pub output: String,
+    pub output_fields: serde_json::Map<String, serde_json::Value>,
+    pub tags: Vec<String>,
+    pub hostname: String,
+    pub cluster: String,
+    pub audit_id: String,
+    pub dedup: Dedup,
+}
+
+/// How many matches this alert stands for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dedup {
+    /// Hash of the dedup key's values; alerts of one key share it.
+    pub key: String,
+    /// Matches this alert accounts for (itself included).
+    pub count: u64,
+    /// Matches suppressed since the previous alert of this key.
+    pub suppressed: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+}
+
+impl Alert {
+    /// The alert for `firing` of `rule` on `view`.
+    pub fn new(rule: &Rule, firing: Firing, view: &EventView<'_>, cluster: &str, hostname: &str) -> Alert {
+        let audit_id = view.audit_id().into_owned();
+        let stage = view.stage();
+        let time = view.time().map(|t| t.into_owned()).unwrap_or_default();
+        let user = user_name(view);
+        let namespace = namespace(view);
+        let key = digest(&[cluster, &rule.name, &user, &namespace]);
+        Alert {
+            id: digest(&[&rule.name, cluster, &audit_id, &stage]),
+            time: time.clone(),
+            rule: rule.name.clone(),
+            priority: rule.priority.as_str().to_string(),
+            source: "k8s_audit".into(),
+            output: firing.output,
+            output_fields: firing.output_fields,
+            tags: rule.tags.clone(),
+            hostname: hostname.to_string(),
+            cluster: cluster.to_string(),
+            audit_id,
+            dedup: Dedup {
+                key,
+                count: 1,
+                suppressed: 0,
+                first_seen: time.clone(),
+                last_seen: time,
+            },
+        }
+    }
+}
+
+fn user_name(view: &EventView<'_>) -> String {
+    #[derive(Deserialize)]
+    struct User {
+        #[serde(default)]
+        username: Option<String>,
+    }
+    view.get("user")
+        .and_then(|u| serde_json::from_str::<User>(u.get()).ok())
+        .and_then(|u| u.username)
+        .unwrap_or_default()
+}
+
+fn namespace(view: &EventView<'_>) -> String {
+    #[derive(Deserialize)]
+    struct ObjectRef {
+        #[serde(default)]
+        namespace: Option<String>,
+    }
+    view.get("objectRef")
+        .and_then(|o| serde_json::from_str::<ObjectRef>(o.get()).ok())
+        .and_then(|o| o.namespace)
+        .unwrap_or_default()
+}
+
+/// A stable 128-bit hex digest of the parts (NUL-separated, so parts cannot run together).
+pub fn digest(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_separates_parts() {
+        assert_ne!(digest(&["ab", "c"]), digest(&["a", "bc"]));
+        assert_eq!(digest(&["a"]).len(), 32);
+    }
+}

@@ -1,0 +1,138 @@
+//! `kaudit scan`: the engine over audit log files, offline.
+//!
+//! Reads each file (JSON lines, EventList, array, gzip; `-` is stdin), evaluates the rules,
+//! writes alerts as JSON lines, and reports what it read: events, malformed items with their
+//! positions, alerts and evaluation errors per rule, and events/s.
+
+use crate::alert::Alert;
+use crate::audit::DocumentReader;
+use crate::engine::RuleSet;
+use anyhow::Context as _;
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// What a scan read and found.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub events: u64,
+    pub malformed: u64,
+    /// The first malformed items, as `file: line N: reason`.
+    pub malformed_examples: Vec<String>,
+    pub alerts: u64,
+    pub elapsed: Duration,
+}
+
+const MALFORMED_EXAMPLES: usize = 10;
+
+/// Scans `files` with `rules`, writing alerts to `out`.
+pub fn scan(
+    files: &[PathBuf],
+    rules: &RuleSet,
+    cluster: &str,
+    out: &mut dyn Write,
+    progress: bool,
+) -> anyhow::Result<Summary> {
+    let hostname = crate::hostname();
+    let start = Instant::now();
+    let mut summary = Summary::default();
+    for path in files {
+        let name = path.display().to_string();
+        let (input, len): (Box<dyn Read + Send>, u64) = if name == "-" {
+            (Box::new(std::io::stdin()), 0)
+        } else {
+            let file = std::fs::File::open(path).with_context(|| format!("cannot open {name}"))?;
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            (Box::new(file), len)
+        };
+        let bar = progress_bar(progress && len > 0, len, &name);
+        let input: Box<dyn Read + Send> = match &bar {
+            Some(bar) => Box::new(bar.wrap_read(input)),
+            None => input,
+        };
+        for item in DocumentReader::new(input).with_context(|| format!("cannot read {name}"))? {
+            match item.with_context(|| format!("cannot read {name}"))? {
+                Ok(event) => {
+                    summary.events += 1;
+                    let view = event.view();
+                    for firing in rules.evaluate(&view, cluster) {
+                        let rule = &rules.rules()[firing.rule];
+                        let alert = Alert::new(rule, firing, &view, cluster, &hostname);
+                        serde_json::to_writer(&mut *out, &alert)?;
+                        out.write_all(b"\n")?;
+                        summary.alerts += 1;
+                    }
+                }
+                Err(bad) => {
+                    summary.malformed += 1;
+                    if summary.malformed_examples.len() < MALFORMED_EXAMPLES {
+                        summary.malformed_examples.push(format!("{name}: {bad}"));
+                    }
+                }
+            }
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+    }
+    out.flush()?;
+    summary.elapsed = start.elapsed();
+    Ok(summary)
+}
+
+fn progress_bar(show: bool, len: u64, name: &str) -> Option<indicatif::ProgressBar> {
+    if !show || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(name.to_string());
+    Some(bar)
+}
+
+/// The summary as people read it (stderr).
+pub fn report(summary: &Summary, rules: &RuleSet, err: &mut dyn Write) -> std::io::Result<()> {
+    let secs = summary.elapsed.as_secs_f64().max(1e-9);
+    writeln!(
+        err,
+        "scanned {} events ({} malformed) in {:.3}s: {:.0} events/s, {} alerts",
+        summary.events,
+        summary.malformed,
+        secs,
+        summary.events as f64 / secs,
+        summary.alerts
+    )?;
+    for example in &summary.malformed_examples {
+        writeln!(err, "  malformed: {example}")?;
+    }
+    if summary.malformed > summary.malformed_examples.len() as u64 {
+        writeln!(
+            err,
+            "  … and {} more malformed",
+            summary.malformed - summary.malformed_examples.len() as u64
+        )?;
+    }
+    for rule in rules.rules() {
+        let matched = rule.stats.matched.load(Ordering::Relaxed);
+        let errors = rule.stats.errors.load(Ordering::Relaxed);
+        if matched == 0 && errors == 0 {
+            continue;
+        }
+        write!(err, "  {:>8} alerts  {:>6} errors  {}", matched, errors, rule.name)?;
+        if let Some(e) = rule
+            .stats
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_deref()
+        {
+            write!(err, "  (last error: {e})")?;
+        }
+        writeln!(err)?;
+    }
+    Ok(())
+}
