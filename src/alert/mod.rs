@@ -81,7 +81,7 @@ fn user_name(view: &EventView<'_>) -> String {
         username: Option<String>,
     }
     view.get("user")
-        .and_then(|u| serde_json::from_str::<User>(u.get()).ok())
+        .and_then(|u| serde_json::from_str::<User>(u).ok())
         .and_then(|u| u.username)
         .unwrap_or_default()
 }
@@ -93,7 +93,7 @@ fn namespace(view: &EventView<'_>) -> String {
         namespace: Option<String>,
     }
     view.get("objectRef")
-        .and_then(|o| serde_json::from_str::<ObjectRef>(o.get()).ok())
+        .and_then(|o| serde_json::from_str::<ObjectRef>(o).ok())
         .and_then(|o| o.namespace)
         .unwrap_or_default()
 }

@@ -15,13 +15,30 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 pub use decode::{decode_document, DocumentReader, Malformed, Position};
 
-/// One audit event: valid JSON text of an object with a string `auditID` and `stage`.
+/// One audit event: valid JSON text of an object with a string `auditID` and `stage`, with
+/// the positions of its top-level fields found once, when it was checked.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Event {
     json: Bytes,
+    fields: Arc<[Field]>,
+}
+
+/// Where one top-level field's key and value stand in the event's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Field {
+    key: FieldKey,
+    value: (u32, u32),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FieldKey {
+    At(u32, u32),
+    /// A key written with escapes, kept unescaped.
+    Unescaped(Box<str>),
 }
 
 impl fmt::Debug for Event {
@@ -35,8 +52,24 @@ impl Event {
     pub fn from_json(json: impl Into<Bytes>) -> Result<Event, String> {
         let json = json.into();
         let text = std::str::from_utf8(&json).map_err(|e| format!("not UTF-8: {e}"))?;
-        EventView::parse(text)?;
-        Ok(Event { json })
+        let view = EventView::parse(text)?;
+        let offset = |s: &str| (s.as_ptr() as usize - text.as_ptr() as usize) as u32;
+        let span = |s: &str| (offset(s), offset(s) + s.len() as u32);
+        let fields = view
+            .fields
+            .iter()
+            .map(|(key, value)| Field {
+                key: match key {
+                    Cow::Borrowed(k) => {
+                        let (start, end) = span(k);
+                        FieldKey::At(start, end)
+                    }
+                    Cow::Owned(k) => FieldKey::Unescaped(k.as_str().into()),
+                },
+                value: span(value),
+            })
+            .collect();
+        Ok(Event { json, fields })
     }
 
     /// The event's JSON text.
@@ -49,16 +82,29 @@ impl Event {
         &self.json
     }
 
-    /// The top-level fields of this event. Parsing again cannot fail: `from_json` checked it.
+    /// The top-level fields of this event, from the positions found when it was checked.
     pub fn view(&self) -> EventView<'_> {
-        EventView::parse(self.as_str()).unwrap_or_default()
+        let text = self.as_str();
+        let slice = |(start, end): (u32, u32)| text.get(start as usize..end as usize).unwrap_or_default();
+        let fields = self
+            .fields
+            .iter()
+            .map(|f| {
+                let key = match &f.key {
+                    FieldKey::At(start, end) => Cow::Borrowed(slice((*start, *end))),
+                    FieldKey::Unescaped(k) => Cow::Borrowed(&**k),
+                };
+                (key, slice(f.value))
+            })
+            .collect();
+        EventView { fields }
     }
 }
 
-/// The top-level fields of one event, each still raw JSON borrowed from the event's text.
+/// The top-level fields of one event, each still raw JSON text borrowed from the event.
 #[derive(Default, Debug)]
 pub struct EventView<'a> {
-    fields: Vec<(Cow<'a, str>, &'a RawValue)>,
+    fields: Vec<(Cow<'a, str>, &'a str)>,
 }
 
 /// The values the rule prefilter indexes on; `None` where the event has no such string.
@@ -74,7 +120,7 @@ impl<'a> EventView<'a> {
     /// Indexes the top-level fields of `text` and checks what every audit event has.
     pub fn parse(text: &'a str) -> Result<EventView<'a>, String> {
         let view: EventView<'a> = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        match view.get("kind").map(|k| serde_json::from_str::<Cow<str>>(k.get())) {
+        match view.get("kind").map(serde_json::from_str::<Cow<str>>) {
             None | Some(Ok(Cow::Borrowed("Event"))) => {}
             Some(Ok(k)) if k == "Event" => {}
             Some(_) => return Err("`kind` is not \"Event\"".into()),
@@ -87,8 +133,8 @@ impl<'a> EventView<'a> {
         Ok(view)
     }
 
-    /// The raw JSON of a top-level field.
-    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
+    /// The raw JSON text of a top-level field.
+    pub fn get(&self, name: &str) -> Option<&'a str> {
         self.fields.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
     }
 
@@ -97,7 +143,7 @@ impl<'a> EventView<'a> {
         self.get(name).and_then(json_str)
     }
 
-    pub fn fields(&self) -> impl Iterator<Item = (&str, &'a RawValue)> + '_ {
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &'a str)> + '_ {
         self.fields.iter().map(|(k, v)| (k.as_ref(), *v))
     }
 
@@ -126,7 +172,7 @@ impl<'a> EventView<'a> {
         }
         let object_ref = self
             .get("objectRef")
-            .and_then(|raw| serde_json::from_str::<ObjectRef>(raw.get()).ok())
+            .and_then(|raw| serde_json::from_str::<ObjectRef>(raw).ok())
             .unwrap_or_default();
         RouteKeys {
             verb: self.str("verb"),
@@ -138,8 +184,8 @@ impl<'a> EventView<'a> {
 }
 
 /// A JSON string value, borrowed when it has no escapes.
-pub fn json_str(raw: &RawValue) -> Option<Cow<'_, str>> {
-    serde_json::from_str::<Cow<str>>(raw.get()).ok()
+pub fn json_str(raw: &str) -> Option<Cow<'_, str>> {
+    serde_json::from_str::<Cow<str>>(raw).ok()
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for EventView<'a> {
@@ -151,13 +197,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for EventView<'a> {
                 f.write_str("an audit event (a JSON object)")
             }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-                let mut fields: Vec<(Cow<'a, str>, &'a RawValue)> = Vec::with_capacity(20);
+                let mut fields: Vec<(Cow<'a, str>, &'a str)> = Vec::with_capacity(20);
                 while let Some(key) = map.next_key::<Cow<'de, str>>()? {
                     if fields.iter().any(|(k, _)| *k == key) {
                         return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
                     }
                     let value: &'de RawValue = map.next_value()?;
-                    fields.push((key, value));
+                    fields.push((key, value.get()));
                 }
                 Ok(EventView { fields })
             }
@@ -176,7 +222,7 @@ mod tests {
             "objectRef":{"resource":"pods","subresource":"exec"},"requestObject":{"x":[1,2]}}"#;
         let view = EventView::parse(text).unwrap();
         assert_eq!(view.audit_id(), "a1");
-        assert_eq!(view.get("requestObject").unwrap().get(), r#"{"x":[1,2]}"#);
+        assert_eq!(view.get("requestObject").unwrap(), r#"{"x":[1,2]}"#);
         let keys = view.route_keys();
         assert_eq!(keys.verb.as_deref(), Some("create"));
         assert_eq!(keys.resource.as_deref(), Some("pods"));
@@ -214,5 +260,8 @@ mod tests {
     fn escaped_keys_and_values_are_read() {
         let view = EventView::parse(r#"{"audit\u0049D":"a\"b","stage":"s"}"#).unwrap();
         assert_eq!(view.audit_id(), "a\"b");
+        let event = Event::from_json(r#"{"audit\u0049D":"a","stage":"s","verb":"get"}"#).unwrap();
+        assert_eq!(event.view().audit_id(), "a");
+        assert_eq!(event.view().str("verb").as_deref(), Some("get"));
     }
 }

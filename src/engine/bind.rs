@@ -9,7 +9,6 @@ use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 use cel::{Context, Env, Program};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -114,8 +113,8 @@ pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 }
 
 /// Converts raw JSON to a CEL value in one pass, borrowing strings that have no escapes.
-pub fn json_to_val(raw: &RawValue) -> Result<Box<dyn Val + '_>, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_str(raw.get());
+pub fn json_to_val(raw: &str) -> Result<Box<dyn Val + '_>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(raw);
     JsonSeed.deserialize(&mut de)
 }
 
@@ -211,7 +210,7 @@ mod tests {
 
     #[test]
     fn json_becomes_cel_values_with_borrowed_strings() {
-        let raw: &RawValue = serde_json::from_str(r#"{"a":[1,"x",true,null,2.5],"b\u0041":"y\n"}"#).unwrap();
+        let raw = r#"{"a":[1,"x",true,null,2.5],"b\u0041":"y\n"}"#;
         let val = json_to_val(raw).unwrap();
         let value = cel::Value::try_from(&*val).unwrap();
         let text = format!("{value:?}");
