@@ -7,3 +7,9 @@ pub mod scan;
 pub fn hostname() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
 }
+pub mod bus;
+pub mod config;
+pub mod detector;
+pub mod pipeline;
+pub mod shim;
+pub mod telemetry;

@@ -1,7 +1,9 @@
 //! The `kaudit` command line: parses arguments and calls the library.
 
 use clap::{Parser, Subcommand};
+use kaudit::config::PipelineConfig;
 use kaudit::engine::{Matching, RuleSet};
+use kaudit::pipeline::Roles;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +35,37 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Matching::All)]
         rule_matching: Matching,
     },
+    /// Run shim, detector and alert output in one process (the embedded default: in-memory bus).
+    Run {
+        /// Pipeline config (TOML); KAUDIT__SECTION__KEY environment variables override it.
+        #[arg(long, default_value = DEFAULT_PIPELINE)]
+        pipeline: PathBuf,
+    },
+    /// Run the webhook shim only: receive audit events and publish them to the bus.
+    Shim {
+        #[arg(long)]
+        pipeline: PathBuf,
+    },
+    /// Run a detector only: consume events from the bus, evaluate, publish alerts.
+    Detect {
+        #[arg(long)]
+        pipeline: PathBuf,
+    },
+    /// Print a kubeconfig for the kube-apiserver's --audit-webhook-config-file.
+    WebhookConfig {
+        /// The cluster this apiserver belongs to (it goes into the URL path).
+        #[arg(long)]
+        cluster: String,
+        /// The shim's base URL, e.g. https://kaudit.example.com:8765
+        #[arg(long)]
+        server: String,
+        /// File with this cluster's bearer token, as the apiserver will read it.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// CA file the apiserver uses to verify the shim's certificate.
+        #[arg(long)]
+        certificate_authority: Option<PathBuf>,
+    },
     /// Work with rule files.
     Rules {
         #[command(subcommand)]
@@ -49,11 +82,10 @@ enum RulesCommand {
     },
 }
 
+const DEFAULT_PIPELINE: &str = "pipelines/all-in-one.toml";
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KAUDIT_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    kaudit::telemetry::init_logs();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
@@ -63,8 +95,40 @@ fn main() -> ExitCode {
     }
 }
 
+fn serve(pipeline: PathBuf, roles: Roles) -> anyhow::Result<ExitCode> {
+    // The default pipeline file is optional: without it the built-in defaults apply.
+    let file = (pipeline.as_os_str() != DEFAULT_PIPELINE || pipeline.is_file()).then_some(pipeline.as_path());
+    let config = PipelineConfig::load(file)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let running = kaudit::pipeline::start(config, roles).await?;
+        running.until_signalled().await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run { pipeline } => serve(pipeline, Roles::All),
+        Command::Shim { pipeline } => serve(pipeline, Roles::Shim),
+        Command::Detect { pipeline } => serve(pipeline, Roles::Detector),
+        Command::WebhookConfig {
+            cluster,
+            server,
+            token_file,
+            certificate_authority,
+        } => {
+            print!(
+                "{}",
+                kaudit::shim::webhook_kubeconfig(
+                    &cluster,
+                    &server,
+                    token_file.as_deref(),
+                    certificate_authority.as_deref()
+                )
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Scan {
             files,
             rules,

@@ -8,6 +8,8 @@
 
 use crate::audit::EventView;
 use crate::engine::{Firing, Rule};
+pub mod sink;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 

@@ -1,0 +1,117 @@
+//! The bus: the one seam between the stages. Publish resolves only when the broker has
+//! acknowledged every message; a subscription hands out deliveries and takes them back as
+//! committed only after the consumer has finished with them (its alerts acknowledged).
+//!
+//! Implementations: [`memory`] (bounded, in process: `kaudit run`), Kafka and NATS JetStream.
+
+pub mod memory;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Header names every transport carries.
+pub mod headers {
+    pub const CLUSTER: &str = "kaudit-cluster";
+    /// Receive time at the shim, RFC 3339.
+    pub const RECEIVED: &str = "kaudit-received";
+    /// W3C trace context of the batch that carried the event.
+    pub const TRACEPARENT: &str = "traceparent";
+}
+
+/// One message: payload bytes, a partitioning key, and headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub key: String,
+    pub payload: Bytes,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Message {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why a publish did not go through. Callers map these to HTTP answers.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The bus is full: try again shortly (HTTP 429 with Retry-After).
+    #[error("bus saturated; retry after {0:?}")]
+    Saturated(Duration),
+    /// The broker is not reachable or did not acknowledge in time (HTTP 503 with Retry-After).
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A message taken from a topic, to be committed when done.
+#[derive(Debug)]
+pub struct Delivery {
+    pub message: Message,
+    #[allow(dead_code)] // read by the broker transports
+    pub(crate) token: AckToken,
+}
+
+/// What a transport needs to commit a delivery.
+#[derive(Debug)]
+pub(crate) enum AckToken {
+    Memory,
+}
+
+#[async_trait]
+pub trait Bus: Send + Sync {
+    /// Publishes to `topic`; resolves when every message is acknowledged by the broker.
+    async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<(), PublishError>;
+
+    /// Joins consumer group `group` on `topic`.
+    async fn subscribe(&self, topic: &str, group: &str) -> anyhow::Result<Box<dyn Subscription>>;
+}
+
+#[async_trait]
+pub trait Subscription: Send {
+    /// Waits for at least one delivery, then returns up to `max`; `None` when the bus closed.
+    async fn next(&mut self, max: usize) -> anyhow::Result<Option<Vec<Delivery>>>;
+
+    /// Marks deliveries as done; the broker will not hand them out again.
+    async fn commit(&mut self, deliveries: Vec<Delivery>) -> anyhow::Result<()>;
+}
+
+/// Which bus a pipeline uses, and the topics.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    /// `memory`, `kafka` or `nats`.
+    pub kind: BusKind,
+    pub events_topic: String,
+    pub alerts_topic: String,
+    pub dead_letter_topic: String,
+    pub memory: memory::MemoryConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    #[default]
+    Memory,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            kind: BusKind::Memory,
+            events_topic: "kaudit.events".into(),
+            alerts_topic: "kaudit.alerts".into(),
+            dead_letter_topic: "kaudit.deadletter".into(),
+            memory: memory::MemoryConfig::default(),
+        }
+    }
+}
+
+/// Connects the bus a config names.
+pub async fn connect(config: &BusConfig) -> anyhow::Result<Arc<dyn Bus>> {
+    match config.kind {
+        BusKind::Memory => Ok(Arc::new(memory::MemoryBus::new(config.memory.clone()))),
+    }
+}

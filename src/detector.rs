@@ -1,0 +1,149 @@
+//! The detector: consume → evaluate → publish alerts → commit.
+//!
+//! A batch of deliveries is evaluated on a blocking-pool thread (CEL is CPU work, not async
+//! work), its alerts are handed to every sink, and only when every sink has them (the alerts
+//! topic acknowledged) is the batch committed. A crash in between means the batch is delivered
+//! again and yields the same alert ids. A message that is not an audit event is logged,
+//! counted and committed: it cannot become valid by being retried.
+
+use crate::alert::sink::Sink;
+use crate::alert::Alert;
+use crate::audit::Event;
+use crate::bus::{headers, Delivery, Subscription};
+use crate::engine::{Matching, RuleSet};
+use crate::telemetry::metrics;
+use opentelemetry::KeyValue;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorConfig {
+    /// Rule files and directories, loaded in order.
+    pub rules: Vec<PathBuf>,
+    pub rule_matching: Matching,
+    /// Deliveries evaluated and committed together.
+    pub batch_size: usize,
+    /// Consumer group (Kafka) or durable consumer (NATS) the detectors share.
+    pub group: String,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig {
+            rules: vec![PathBuf::from("rules")],
+            rule_matching: Matching::All,
+            batch_size: 512,
+            group: "kaudit-detectors".into(),
+        }
+    }
+}
+
+/// What a detector has done (shared with whoever wants to watch it).
+#[derive(Debug, Default)]
+pub struct DetectorStats {
+    pub events: AtomicU64,
+    pub malformed: AtomicU64,
+    pub alerts: AtomicU64,
+    pub batches: AtomicU64,
+}
+
+pub struct Detector {
+    pub rules: Arc<RuleSet>,
+    pub sinks: Vec<Arc<dyn Sink>>,
+    pub batch_size: usize,
+    pub stats: Arc<DetectorStats>,
+}
+
+/// How long a stopping detector keeps draining: until its subscription is quiet this long.
+const DRAIN_QUIET: Duration = Duration::from_millis(300);
+
+impl Detector {
+    /// Runs until `stop` turns true, then drains what is already queued and returns.
+    pub async fn run(&self, mut sub: Box<dyn Subscription>, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+        metrics().watch_rules(self.rules.clone());
+        loop {
+            let batch = if *stop.borrow() {
+                match tokio::time::timeout(DRAIN_QUIET, sub.next(self.batch_size)).await {
+                    Ok(batch) => batch?,
+                    Err(_) => return Ok(()),
+                }
+            } else {
+                tokio::select! {
+                    batch = sub.next(self.batch_size) => batch?,
+                    _ = stop.changed() => continue,
+                }
+            };
+            let Some(batch) = batch else { return Ok(()) };
+            self.process(&mut *sub, batch).await?;
+        }
+    }
+
+    async fn process(&self, sub: &mut dyn Subscription, batch: Vec<Delivery>) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let rules = self.rules.clone();
+        let stats = self.stats.clone();
+        let (batch, alerts) = tokio::task::spawn_blocking(move || {
+            let alerts = evaluate(&rules, &batch, &stats);
+            (batch, alerts)
+        })
+        .await?;
+        metrics().evaluate_seconds.record(started.elapsed().as_secs_f64(), &[]);
+        metrics().events_evaluated.add(batch.len() as u64, &[]);
+        for alert in &alerts {
+            metrics().alerts.add(
+                1,
+                &[
+                    KeyValue::new("rule", alert.rule.clone()),
+                    KeyValue::new("priority", alert.priority.clone()),
+                ],
+            );
+        }
+        self.deliver(&alerts).await;
+        self.stats.alerts.fetch_add(alerts.len() as u64, Ordering::Relaxed);
+        self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        sub.commit(batch).await
+    }
+
+    /// Hands alerts to every sink, retrying a failing sink (with backoff) until it takes them:
+    /// the input is not committed before.
+    async fn deliver(&self, alerts: &[Alert]) {
+        for sink in &self.sinks {
+            let mut backoff = Duration::from_millis(100);
+            while let Err(e) = sink.send(alerts).await {
+                tracing::warn!("alert sink failed, retrying in {backoff:?}: {e:#}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Evaluates a batch; the cluster of each event comes from its message, never its body.
+pub fn evaluate(rules: &RuleSet, batch: &[Delivery], stats: &DetectorStats) -> Vec<Alert> {
+    let hostname = crate::hostname();
+    let mut alerts = Vec::new();
+    for delivery in batch {
+        let message = &delivery.message;
+        let cluster = message.header(headers::CLUSTER).unwrap_or(&message.key);
+        let event = match Event::from_json(message.payload.clone()) {
+            Ok(e) => e,
+            Err(reason) => {
+                stats.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(cluster, "skipping a message that is not an audit event: {reason}");
+                continue;
+            }
+        };
+        stats.events.fetch_add(1, Ordering::Relaxed);
+        let view = event.view();
+        for firing in rules.evaluate(&view, cluster) {
+            let rule = &rules.rules()[firing.rule];
+            alerts.push(Alert::new(rule, firing, &view, cluster, &hostname));
+        }
+    }
+    alerts
+}

@@ -1,0 +1,182 @@
+//! Metrics and logs. OpenTelemetry instruments exported in Prometheus text format on
+//! `/metrics`; `/healthz` (the process runs) and `/readyz` (its bus is connected) beside it;
+//! logs through `tracing` on stderr.
+//!
+//! Metric names (Prometheus adds `_total` to counters):
+//! `kaudit_events_received` {cluster}, `kaudit_events_published` {cluster},
+//! `kaudit_requests_rejected` {reason}, `kaudit_events_dead_lettered` {cluster},
+//! `kaudit_events_evaluated`, `kaudit_alerts` {rule, priority},
+//! `kaudit_rule_evaluation_errors` {rule}, `kaudit_publish_seconds` and
+//! `kaudit_evaluate_seconds` (histograms).
+
+use crate::engine::RuleSet;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use opentelemetry::metrics::{Counter, Histogram, MeterProvider};
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use serde::Deserialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served by roles without an HTTP server of
+    /// their own (the detector). The shim serves them on its own port too.
+    pub listen: Option<String>,
+}
+
+pub struct Metrics {
+    pub events_received: Counter<u64>,
+    pub events_published: Counter<u64>,
+    pub requests_rejected: Counter<u64>,
+    pub events_dead_lettered: Counter<u64>,
+    pub events_evaluated: Counter<u64>,
+    pub alerts: Counter<u64>,
+    pub publish_seconds: Histogram<f64>,
+    pub evaluate_seconds: Histogram<f64>,
+    registry: prometheus::Registry,
+    provider: SdkMeterProvider,
+    rule_sets: Arc<Mutex<Vec<Arc<RuleSet>>>>,
+    ready: AtomicBool,
+}
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = prometheus::Registry::new();
+        let exporter = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            .without_target_info()
+            .scope_info_enabled(false)
+            .build()
+            .expect("a fresh registry accepts the exporter");
+        let provider = SdkMeterProvider::builder().with_reader(exporter).build();
+        let meter = provider.meter("kaudit");
+        let rule_sets: Arc<Mutex<Vec<Arc<RuleSet>>>> = Arc::default();
+        let sets = rule_sets.clone();
+        let _errors = meter
+            .u64_observable_counter("kaudit_rule_evaluation_errors")
+            .with_description("Rule evaluations that failed for another reason than a missing field")
+            .with_callback(move |obs| {
+                for set in sets.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                    for rule in set.rules() {
+                        let errors = rule.stats.errors.load(Ordering::Relaxed);
+                        obs.observe(errors, &[KeyValue::new("rule", rule.name.clone())]);
+                    }
+                }
+            })
+            .build();
+        let seconds = [
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        Metrics {
+            events_received: meter
+                .u64_counter("kaudit_events_received")
+                .with_description("Audit events received by the shim")
+                .build(),
+            events_published: meter
+                .u64_counter("kaudit_events_published")
+                .with_description("Audit events acknowledged by the bus")
+                .build(),
+            requests_rejected: meter
+                .u64_counter("kaudit_requests_rejected")
+                .with_description("Webhook requests not accepted, by reason")
+                .build(),
+            events_dead_lettered: meter
+                .u64_counter("kaudit_events_dead_lettered")
+                .with_description("Malformed items sent to the dead-letter topic")
+                .build(),
+            events_evaluated: meter
+                .u64_counter("kaudit_events_evaluated")
+                .with_description("Audit events evaluated by the detector")
+                .build(),
+            alerts: meter
+                .u64_counter("kaudit_alerts")
+                .with_description("Alerts emitted, by rule and priority")
+                .build(),
+            publish_seconds: meter
+                .f64_histogram("kaudit_publish")
+                .with_description("Time from a batch's receipt to the bus's acknowledgement")
+                .with_unit("s")
+                .with_boundaries(seconds.to_vec())
+                .build(),
+            evaluate_seconds: meter
+                .f64_histogram("kaudit_evaluate")
+                .with_description("Time to evaluate one batch of events")
+                .with_unit("s")
+                .with_boundaries(seconds.to_vec())
+                .build(),
+            registry,
+            provider,
+            rule_sets,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Reports per-rule counters of `set` (the rule set in use).
+    pub fn watch_rules(&self, set: Arc<RuleSet>) {
+        let mut sets = self.rule_sets.lock().unwrap_or_else(|e| e.into_inner());
+        sets.clear();
+        sets.push(set);
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let _ = self.provider.force_flush();
+        let mut out = Vec::new();
+        let encoder = prometheus::TextEncoder::new();
+        if let Err(e) = prometheus::Encoder::encode(&encoder, &self.registry.gather(), &mut out) {
+            tracing::warn!("cannot encode metrics: {e}");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+pub async fn metrics_handler() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        metrics().render(),
+    )
+}
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+pub async fn readyz() -> impl IntoResponse {
+    if metrics().ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+/// The routes every role serves.
+pub fn routes() -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics_handler))
+        .route("/healthz", axum::routing::get(healthz))
+        .route("/readyz", axum::routing::get(readyz))
+}
+
+/// Logs to stderr; `KAUDIT_LOG` (an env-filter) sets the level, `info` by default.
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KAUDIT_LOG").unwrap_or_else(|_| "info".into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
