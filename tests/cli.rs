@@ -62,3 +62,102 @@ fn scan_reads_stdin_and_reports_on_stderr() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("scanned 3 events (0 malformed)"), "{stderr}");
 }
+
+/// README's first command: `kaudit run`, then an EventList posted with an HTTP client; the
+/// privileged-pod alert is on stdout within a second, and SIGTERM ends the process cleanly.
+#[test]
+fn run_prints_the_alert_for_a_posted_event_list() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::time::{Duration, Instant};
+    let Some(shared) = common::shared() else { return };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = kaudit()
+        .arg("run")
+        .env("KAUDIT__SHIM__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("shim listening") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "kaudit run exited early");
+    }
+    let trace = std::fs::read_to_string(shared.join("falco/traces/create_nginx_pod_privileged.json")).unwrap();
+    let body = format!(
+        r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{{}},"items":[{}]}}"#,
+        trace.trim()
+    );
+    let posted = Instant::now();
+    let status = http_post(port, "/k8s_audit", &body);
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    let alert = rx
+        .recv_timeout(Duration::from_secs(1))
+        .expect("no alert within a second");
+    assert!(posted.elapsed() < Duration::from_secs(1));
+    let alert: serde_json::Value = serde_json::from_str(&alert).unwrap();
+    assert_eq!(alert["rule"], "Privileged container");
+    assert_eq!(alert["cluster"], "default");
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("shutting down"), "{rest}");
+}
+
+/// A minimal HTTP/1.1 POST (the test needs no client library for this).
+fn http_post(port: u16, path: &str, body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn webhook_config_prints_a_kubeconfig() {
+    let out = kaudit()
+        .args([
+            "webhook-config",
+            "--cluster",
+            "prod",
+            "--server",
+            "https://kaudit.example:8765/",
+            "--token-file",
+            "/etc/kaudit/token",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("server: https://kaudit.example:8765/k8s_audit/prod"),
+        "{text}"
+    );
+    assert!(text.contains("tokenFile: /etc/kaudit/token"), "{text}");
+    assert!(text.contains("kind: Config"), "{text}");
+}

@@ -1,0 +1,328 @@
+//! The shim as an apiserver sees it: HTTP/2, batches of 400, concurrent batches, bearer tokens
+//! of two clusters, malformed items, gzip bombs, overload. In process, on the memory bus.
+
+mod common;
+
+use kaudit::config::PipelineConfig;
+use kaudit::pipeline::{start, Roles, Running};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const TOKEN_A: &str = "cluster-a-token-0123456789";
+const TOKEN_B: &str = "cluster-b-token-9876543210";
+
+fn config(dir: &Path, capacity: usize) -> PipelineConfig {
+    std::fs::write(dir.join("a.token"), TOKEN_A).unwrap();
+    std::fs::write(dir.join("b.token"), TOKEN_B).unwrap();
+    let toml = format!(
+        r#"
+[shim]
+listen = "127.0.0.1:0"
+max_body_bytes = 8388608
+max_decompressed_bytes = 16777216
+clusters = [
+  {{ name = "cluster-a", token_file = "{a}" }},
+  {{ name = "cluster-b", token_file = "{b}" }},
+]
+[bus]
+memory = {{ capacity = {capacity} }}
+[detector]
+rules = ["{rules}"]
+[[outputs]]
+kind = "file"
+path = "{out}"
+"#,
+        a = dir.join("a.token").display(),
+        b = dir.join("b.token").display(),
+        rules = common::repo().join("rules").display(),
+        out = dir.join("alerts.jsonl").display(),
+    );
+    let file = dir.join("pipeline.toml");
+    std::fs::write(&file, toml).unwrap();
+    PipelineConfig::load_with_env(Some(&file), Some(Default::default())).unwrap()
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().http2_prior_knowledge().build().unwrap()
+}
+
+/// An exec event (fires "Exec or attach into pod") or a read (fires nothing).
+fn event(i: usize, exec: bool) -> Value {
+    let mut e = json!({
+        "level": "Metadata", "auditID": format!("id-{i}"), "stage": "ResponseStarted",
+        "verb": "get", "user": {"username": "alice"}, "requestURI": "/api/v1/namespaces/default/pods/web/exec",
+        "objectRef": {"resource": "pods", "namespace": "default", "name": "web", "subresource": "exec"},
+        "responseStatus": {"code": 101}, "stageTimestamp": "2026-11-20T10:00:00.000000Z"
+    });
+    if !exec {
+        e["stage"] = json!("ResponseComplete");
+        e["objectRef"] = json!({"resource": "configmaps", "namespace": "default"});
+    }
+    e
+}
+
+fn event_list(items: Vec<Value>) -> Value {
+    json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {}, "items": items})
+}
+
+fn read_alerts(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("alerts.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+async fn wait_for(mut done: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn post(running: &Running, path: &str, token: Option<&str>, body: Vec<u8>, gzip: bool) -> reqwest::Response {
+    let mut req = client()
+        .post(format!("http://{}{path}", running.addr.unwrap()))
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if gzip {
+        req = req.header("content-encoding", "gzip");
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_h2_batches_of_two_clusters_keep_their_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(config(dir.path(), 100_000), Roles::All).await.unwrap();
+    let mut posts = Vec::new();
+    for batch in 0..10 {
+        let (token, path) = if batch % 2 == 0 {
+            (TOKEN_A, "/k8s_audit")
+        } else {
+            (TOKEN_B, "/k8s_audit/cluster-b")
+        };
+        let items: Vec<Value> = (0..400).map(|i| event(batch * 400 + i, i % 4 == 0)).collect();
+        let body = serde_json::to_vec(&event_list(items)).unwrap();
+        let addr = running.addr.unwrap();
+        posts.push(tokio::spawn(async move {
+            let r = client()
+                .post(format!("http://{addr}{path}"))
+                .bearer_auth(token)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.version(), reqwest::Version::HTTP_2);
+            (r.status(), r.json::<Value>().await.unwrap())
+        }));
+    }
+    for p in posts {
+        let (status, body) = p.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["accepted"], 400);
+    }
+    // 10 batches × 100 exec events.
+    wait_for(|| read_alerts(dir.path()).len() >= 1000).await;
+    let alerts = read_alerts(dir.path());
+    assert_eq!(alerts.len(), 1000);
+    for a in &alerts {
+        let batch = a["audit_id"].as_str().unwrap()[3..].parse::<usize>().unwrap() / 400;
+        let want = if batch % 2 == 0 { "cluster-a" } else { "cluster-b" };
+        assert_eq!(a["cluster"], want, "{a}");
+    }
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_decide_the_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(config(dir.path(), 1000), Roles::All).await.unwrap();
+    let mut dlq = running.bus.subscribe("kaudit.deadletter", "t").await.unwrap();
+    let body = || serde_json::to_vec(&event_list(vec![event(1, true)])).unwrap();
+    assert_eq!(post(&running, "/k8s_audit", None, body(), false).await.status(), 401);
+    assert_eq!(
+        post(&running, "/k8s_audit", Some("wrong-token-000000000"), body(), false)
+            .await
+            .status(),
+        401
+    );
+    // Cluster A's token cannot post as cluster B.
+    assert_eq!(
+        post(&running, "/k8s_audit/cluster-b", Some(TOKEN_A), body(), false)
+            .await
+            .status(),
+        403
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(read_alerts(dir.path()).is_empty(), "nothing refused may be published");
+    let nothing = tokio::time::timeout(Duration::from_millis(100), dlq.next(10)).await;
+    assert!(nothing.is_err(), "nothing refused may be dead-lettered");
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_items_are_dead_lettered_and_the_rest_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(config(dir.path(), 1000), Roles::All).await.unwrap();
+    let mut dlq = running.bus.subscribe("kaudit.deadletter", "t").await.unwrap();
+    let items = vec![event(1, true), json!({"kind": 0}), event(2, true), json!("text")];
+    let r = post(
+        &running,
+        "/k8s_audit",
+        Some(TOKEN_A),
+        serde_json::to_vec(&event_list(items)).unwrap(),
+        false,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"accepted": 2, "dead_lettered": 2})
+    );
+    let dead = dlq.next(10).await.unwrap().unwrap();
+    assert_eq!(dead.len(), 2);
+    let first: Value = serde_json::from_slice(&dead[0].message.payload).unwrap();
+    assert_eq!(first["cluster"], "cluster-a");
+    assert_eq!(first["position"], "item 1");
+    assert_eq!(first["item"], r#"{"kind":0}"#);
+    wait_for(|| read_alerts(dir.path()).len() >= 2).await;
+    assert_eq!(read_alerts(dir.path()).len(), 2);
+
+    // Not JSON at all: 400.
+    let r = post(&running, "/k8s_audit", Some(TOKEN_A), b"hello".to_vec(), false).await;
+    assert_eq!(r.status(), 400);
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_bodies_are_read_and_bombs_refused() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(config(dir.path(), 1000), Roles::All).await.unwrap();
+    let gz = |bytes: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(bytes).unwrap();
+        e.finish().unwrap()
+    };
+    let ok = gz(&serde_json::to_vec(&event_list(vec![event(1, true)])).unwrap());
+    assert_eq!(
+        post(&running, "/k8s_audit", Some(TOKEN_A), ok, true).await.status(),
+        200
+    );
+    // 64 MiB of spaces compress to ~64 KiB: far past the 16 MiB decompressed cap.
+    let mut bomb = b"[".to_vec();
+    bomb.extend(std::iter::repeat_n(b' ', 64 << 20));
+    let bomb = gz(&bomb);
+    assert!(bomb.len() < 8 << 20);
+    assert_eq!(
+        post(&running, "/k8s_audit", Some(TOKEN_A), bomb, true).await.status(),
+        413
+    );
+    // A body past max_body_bytes is refused before it is read whole.
+    let big = vec![b' '; 9 << 20];
+    assert_eq!(
+        post(&running, "/k8s_audit", Some(TOKEN_A), big, false).await.status(),
+        413
+    );
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_answers_retry_after_and_every_accepted_event_is_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    // A bus of 1000: concurrent batches of 400 outrun the detector.
+    let running = start(config(dir.path(), 1000), Roles::All).await.unwrap();
+    let stats = running.detector_stats.clone().unwrap();
+    let mut posts = Vec::new();
+    for batch in 0..40 {
+        let items: Vec<Value> = (0..400).map(|i| event(batch * 400 + i, i % 10 == 0)).collect();
+        let body = serde_json::to_vec(&event_list(items)).unwrap();
+        let addr = running.addr.unwrap();
+        posts.push(tokio::spawn(async move {
+            let r = client()
+                .post(format!("http://{addr}/k8s_audit"))
+                .bearer_auth(TOKEN_A)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let retry_after = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+            (r.status().as_u16(), retry_after)
+        }));
+    }
+    let (mut accepted, mut refused) = (0u64, 0u64);
+    for p in posts {
+        match p.await.unwrap() {
+            (200, _) => accepted += 400,
+            (429 | 503, Some(secs)) => {
+                assert_eq!(secs, "1");
+                refused += 1;
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(refused > 0, "the bus never pushed back");
+    assert!(accepted > 0);
+    wait_for(|| stats.events.load(Ordering::Relaxed) >= accepted).await;
+    running.shutdown().await.unwrap();
+    // Every event that got a 2xx was evaluated; nothing else was.
+    assert_eq!(stats.events.load(Ordering::Relaxed), accepted);
+    assert_eq!(read_alerts(dir.path()).len() as u64, accepted / 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_as_requests_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(config(dir.path(), 1000), Roles::All).await.unwrap();
+    let metrics = || async {
+        client()
+            .get(format!("http://{}/metrics", running.addr.unwrap()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let before = metrics().await;
+    post(
+        &running,
+        "/k8s_audit",
+        Some(TOKEN_B),
+        serde_json::to_vec(&event_list(vec![event(1, true)])).unwrap(),
+        false,
+    )
+    .await;
+    post(&running, "/k8s_audit", None, b"{}".to_vec(), false).await;
+    wait_for(|| read_alerts(dir.path()).len() == 1).await;
+    let after = metrics().await;
+    assert!(after.contains("# TYPE kaudit_events_received_total counter"), "{after}");
+    let received = r#"kaudit_events_received_total{cluster="cluster-b"}"#;
+    assert_eq!(value(&after, received) - value(&before, received), 1.0, "{after}");
+    let rejected = r#"kaudit_requests_rejected_total{reason="unauthenticated"}"#;
+    assert!(value(&after, rejected) - value(&before, rejected) >= 1.0, "{after}");
+    let alerts = r#"kaudit_alerts_total{priority="Notice",rule="Exec or attach into pod"}"#;
+    assert!(value(&after, alerts) >= 1.0, "{after}");
+    assert!(after.contains("kaudit_publish_seconds_bucket"), "{after}");
+    let health = client()
+        .get(format!("http://{}/healthz", running.addr.unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    running.shutdown().await.unwrap();
+}
