@@ -93,6 +93,8 @@ pub struct TopicSink {
 pub fn alert_message(alert: &Alert) -> anyhow::Result<Message> {
     Ok(Message {
         key: alert.dedup.key.clone(),
+        route: alert.priority.to_ascii_lowercase(),
+        id: Some(alert.id.clone()),
         payload: serde_json::to_vec(alert)?.into(),
         headers: vec![
             (headers::CLUSTER.into(), alert.cluster.clone()),

@@ -126,6 +126,8 @@ mod tests {
     fn msg(i: usize) -> Message {
         Message {
             key: "c".into(),
+            route: "c".into(),
+            id: None,
             payload: Bytes::from(i.to_string()),
             headers: vec![],
         }

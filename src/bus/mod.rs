@@ -4,7 +4,9 @@
 //!
 //! Implementations: [`memory`] (bounded, in process: `kaudit run`), Kafka and NATS JetStream.
 
+pub mod kafka;
 pub mod memory;
+pub mod nats;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -24,7 +26,12 @@ pub mod headers {
 /// One message: payload bytes, a partitioning key, and headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
+    /// Partitioning key (Kafka): the cluster for events, the dedup key for alerts.
     pub key: String,
+    /// The last subject token (NATS): the cluster for events, the priority for alerts.
+    pub route: String,
+    /// A deduplication id (NATS `Nats-Msg-Id`): the alert id for alerts.
+    pub id: Option<String>,
     pub payload: Bytes,
     pub headers: Vec<(String, String)>,
 }
@@ -50,7 +57,6 @@ pub enum PublishError {
 #[derive(Debug)]
 pub struct Delivery {
     pub message: Message,
-    #[allow(dead_code)] // read by the broker transports
     pub(crate) token: AckToken,
 }
 
@@ -58,6 +64,8 @@ pub struct Delivery {
 #[derive(Debug)]
 pub(crate) enum AckToken {
     Memory,
+    Kafka { topic: String, partition: i32, offset: i64 },
+    Nats(Box<async_nats::jetstream::Message>),
 }
 
 #[async_trait]
@@ -88,6 +96,8 @@ pub struct BusConfig {
     pub alerts_topic: String,
     pub dead_letter_topic: String,
     pub memory: memory::MemoryConfig,
+    pub kafka: kafka::KafkaConfig,
+    pub nats: nats::NatsConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -95,6 +105,8 @@ pub struct BusConfig {
 pub enum BusKind {
     #[default]
     Memory,
+    Kafka,
+    Nats,
 }
 
 impl Default for BusConfig {
@@ -105,13 +117,18 @@ impl Default for BusConfig {
             alerts_topic: "kaudit.alerts".into(),
             dead_letter_topic: "kaudit.deadletter".into(),
             memory: memory::MemoryConfig::default(),
+            kafka: kafka::KafkaConfig::default(),
+            nats: nats::NatsConfig::default(),
         }
     }
 }
 
 /// Connects the bus a config names.
 pub async fn connect(config: &BusConfig) -> anyhow::Result<Arc<dyn Bus>> {
+    let topics = [config.events_topic.as_str(), config.alerts_topic.as_str(), config.dead_letter_topic.as_str()];
     match config.kind {
         BusKind::Memory => Ok(Arc::new(memory::MemoryBus::new(config.memory.clone()))),
+        BusKind::Kafka => Ok(Arc::new(kafka::KafkaBus::connect(config.kafka.clone(), &topics).await?)),
+        BusKind::Nats => Ok(Arc::new(nats::NatsBus::connect(config.nats.clone(), &topics).await?)),
     }
 }

@@ -229,6 +229,8 @@ async fn handle(
         match item {
             Ok(event) => events.push(Message {
                 key: cluster.clone(),
+                route: cluster.clone(),
+                id: None,
                 payload: event.bytes().clone(),
                 headers: vec![
                     (headers::CLUSTER.into(), cluster.clone()),
@@ -243,6 +245,8 @@ async fn handle(
                 });
                 dead.push(Message {
                     key: cluster.clone(),
+                    route: cluster.clone(),
+                    id: None,
                     payload: serde_json::to_vec(&record).unwrap_or_default().into(),
                     headers: vec![
                         (headers::CLUSTER.into(), cluster.clone()),

@@ -1,0 +1,270 @@
+//! Kafka transport (rdkafka / librdkafka).
+//!
+//! Producer: `acks=all` and idempotence; message key = cluster (events) or dedup key (alerts),
+//! so one key stays in one partition and in order; headers carry cluster and receive time.
+//! A publish resolves when every message is acknowledged; a full local queue is `Saturated`,
+//! a broker that does not acknowledge within `message.timeout.ms` is `Unavailable` (the shim
+//! answers 503). Consumer: one group for all detectors, no auto-commit: a batch's offsets are
+//! committed only after its alerts are acknowledged. On a rebalance the offsets of finished
+//! batches are committed before partitions are given up; deliveries in progress on revoked
+//! partitions are handed to the new owner again (at least once, same alert ids).
+//! TLS and SASL (PLAIN/SCRAM) are librdkafka properties passed through from the config.
+
+use super::{AckToken, Bus, Delivery, Message, PublishError, Subscription};
+use async_trait::async_trait;
+use futures::StreamExt;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    /// Create missing topics at start (otherwise a missing topic is an error).
+    pub create_topics: bool,
+    pub partitions: i32,
+    pub replication: i32,
+    /// How long a message may wait for its acknowledgement (librdkafka `message.timeout.ms`).
+    pub message_timeout_ms: u64,
+    /// Any librdkafka property, for TLS and SASL: `"security.protocol" = "SASL_SSL"`,
+    /// `"sasl.mechanism" = "SCRAM-SHA-512"`, `"sasl.username"`, `"ssl.ca.location"`, ...
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            create_topics: true,
+            partitions: 6,
+            replication: 1,
+            message_timeout_ms: 10_000,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        // Small batches must not wait for Nagle (and some brokers are slow without this).
+        c.set("socket.nagle.disable", "true");
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+pub struct KafkaBus {
+    config: KafkaConfig,
+    producer: FutureProducer,
+}
+
+impl KafkaBus {
+    pub async fn connect(config: KafkaConfig, topics: &[&str]) -> anyhow::Result<KafkaBus> {
+        let producer: FutureProducer = config
+            .client()
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", config.message_timeout_ms.to_string())
+            .set("queue.buffering.max.messages", "200000")
+            .create()?;
+        let bus = KafkaBus { config, producer };
+        bus.ensure_topics(topics).await?;
+        Ok(bus)
+    }
+
+    async fn ensure_topics(&self, topics: &[&str]) -> anyhow::Result<()> {
+        let admin: AdminClient<DefaultClientContext> = self.config.client().create()?;
+        let metadata = {
+            let producer = self.producer.clone();
+            tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, Duration::from_secs(10))).await??
+        };
+        let existing: Vec<String> = metadata.topics().iter().map(|t| t.name().to_string()).collect();
+        let missing: Vec<&str> = topics.iter().copied().filter(|t| !existing.iter().any(|e| e == t)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if !self.config.create_topics {
+            anyhow::bail!("Kafka topics {missing:?} do not exist at {} and create_topics is off", self.config.brokers);
+        }
+        let new: Vec<NewTopic> = missing
+            .iter()
+            .map(|t| NewTopic::new(t, self.config.partitions, TopicReplication::Fixed(self.config.replication)))
+            .collect();
+        for result in admin.create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))).await? {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => anyhow::bail!("cannot create Kafka topic {topic}: {code}"),
+            }
+        }
+        tracing::info!(?missing, partitions = self.config.partitions, "created Kafka topics");
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Bus for KafkaBus {
+    async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<(), PublishError> {
+        let mut deliveries = Vec::with_capacity(messages.len());
+        for m in &messages {
+            let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
+            for (k, v) in &m.headers {
+                headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
+            }
+            let record = FutureRecord::to(topic).key(m.key.as_bytes()).payload(&m.payload[..]).headers(headers);
+            match self.producer.send_result(record) {
+                Ok(d) => deliveries.push(d),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    return Err(PublishError::Saturated(Duration::from_secs(1)))
+                }
+                Err((e, _)) => return Err(PublishError::Unavailable(e.to_string())),
+            }
+        }
+        for d in futures::future::join_all(deliveries).await {
+            match d {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(PublishError::Unavailable(e.to_string())),
+                Err(_) => return Err(PublishError::Unavailable("producer dropped the message".into())),
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, topic: &str, group: &str) -> anyhow::Result<Box<dyn Subscription>> {
+        let done: Arc<Mutex<HashMap<(String, i32), i64>>> = Arc::default();
+        let consumer: StreamConsumer<GroupContext> = self
+            .config
+            .client()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .create_with_context(GroupContext { done: done.clone() })?;
+        consumer.subscribe(&[topic])?;
+        Ok(Box::new(KafkaSubscription { consumer: Arc::new(consumer), done }))
+    }
+}
+
+/// Commits finished offsets before partitions are revoked.
+struct GroupContext {
+    done: Arc<Mutex<HashMap<(String, i32), i64>>>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+            let mut tpl = TopicPartitionList::new();
+            for p in partitions.elements() {
+                if let Some(next) = done.get(&(p.topic().to_string(), p.partition())) {
+                    let _ = tpl.add_partition_offset(p.topic(), p.partition(), Offset::Offset(*next));
+                }
+            }
+            if tpl.count() > 0 {
+                if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                    tracing::warn!("commit on revoke failed: {e}");
+                }
+            }
+        }
+    }
+}
+
+struct KafkaSubscription {
+    consumer: Arc<StreamConsumer<GroupContext>>,
+    done: Arc<Mutex<HashMap<(String, i32), i64>>>,
+}
+
+const BATCH_LINGER: Duration = Duration::from_millis(5);
+
+#[async_trait]
+impl Subscription for KafkaSubscription {
+    async fn next(&mut self, max: usize) -> anyhow::Result<Option<Vec<Delivery>>> {
+        let mut out = Vec::new();
+        let mut stream = self.consumer.stream();
+        while out.len() < max.max(1) {
+            let next = if out.is_empty() {
+                stream.next().await
+            } else {
+                match tokio::time::timeout(BATCH_LINGER, stream.next()).await {
+                    Ok(n) => n,
+                    Err(_) => break,
+                }
+            };
+            match next {
+                Some(Ok(m)) => {
+                    let headers = m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                    let message = Message {
+                        route: key.clone(),
+                        key,
+                        id: None,
+                        payload: bytes::Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+                        headers,
+                    };
+                    let token = AckToken::Kafka { topic: m.topic().to_string(), partition: m.partition(), offset: m.offset() };
+                    out.push(Delivery { message, token });
+                }
+                Some(Err(e)) => {
+                    tracing::warn!("Kafka consume: {e}");
+                    if !out.is_empty() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(out))
+    }
+
+    async fn commit(&mut self, deliveries: Vec<Delivery>) -> anyhow::Result<()> {
+        let mut next: HashMap<(String, i32), i64> = HashMap::new();
+        for d in deliveries {
+            if let AckToken::Kafka { topic, partition, offset } = d.token {
+                let e = next.entry((topic, partition)).or_insert(offset + 1);
+                *e = (*e).max(offset + 1);
+            }
+        }
+        if next.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in &next {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+        }
+        self.done.lock().unwrap_or_else(|e| e.into_inner()).extend(next);
+        match self.consumer.commit(&tpl, CommitMode::Async) {
+            Ok(()) => Ok(()),
+            // The partition moved to another detector meanwhile: it will redeliver; not an error.
+            Err(e) => {
+                tracing::debug!("commit: {e}");
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! NATS JetStream transport.
+//!
+//! Each topic is a stream (`kaudit.events` → stream `KAUDIT_EVENTS`, subjects `kaudit.events.>`),
+//! created or checked at start; a message goes to `<topic>.<route>` (`kaudit.events.<cluster>`,
+//! `kaudit.alerts.<priority>`). Publish waits for every JetStream ack. Detectors share one durable
+//! pull consumer (`max_ack_pending` and `ack_wait` from the config) and acknowledge with
+//! `double_ack` — which waits for the server — only after their alerts are stored. Messages that
+//! carry a `Nats-Msg-Id` (alerts: the alert id) are dropped by the stream when redelivered within
+//! its duplicate window.
+
+use super::{AckToken, Bus, Delivery, Message, PublishError, Subscription};
+use async_nats::jetstream::{self, consumer::pull, stream};
+use async_trait::async_trait;
+use futures::StreamExt;
+use serde::Deserialize;
+use std::future::IntoFuture;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    /// Server URL(s), comma-separated.
+    pub url: String,
+    /// Credentials file (`.creds`), optional.
+    pub credentials_file: Option<std::path::PathBuf>,
+    /// Create streams that do not exist (otherwise their absence is an error).
+    pub create_streams: bool,
+    /// How long streams keep messages.
+    pub max_age_secs: u64,
+    /// Window in which a repeated `Nats-Msg-Id` is dropped.
+    pub duplicate_window_secs: u64,
+    /// Unacknowledged deliveries a consumer may have out; the bound on detector memory.
+    pub max_ack_pending: i64,
+    /// A delivery not acknowledged within this is handed out again (another detector).
+    pub ack_wait_secs: u64,
+    /// How long a publish may wait for its acks before the shim answers 503.
+    pub publish_timeout_secs: u64,
+    /// Stream replicas (1 for a single server).
+    pub replicas: usize,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: "nats://127.0.0.1:4222".into(),
+            credentials_file: None,
+            create_streams: true,
+            max_age_secs: 7 * 24 * 3600,
+            duplicate_window_secs: 120,
+            max_ack_pending: 20_000,
+            ack_wait_secs: 30,
+            publish_timeout_secs: 10,
+            replicas: 1,
+        }
+    }
+}
+
+pub struct NatsBus {
+    js: jetstream::Context,
+    config: NatsConfig,
+}
+
+/// `kaudit.events` → `KAUDIT_EVENTS`.
+pub fn stream_name(topic: &str) -> String {
+    topic.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
+}
+
+/// A subject token from a free string (cluster names, priorities): no dots, wildcards or spaces.
+fn token(s: &str) -> String {
+    let t: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    if t.is_empty() { "_".into() } else { t }
+}
+
+impl NatsBus {
+    pub async fn connect(config: NatsConfig, topics: &[&str]) -> anyhow::Result<NatsBus> {
+        let mut options = async_nats::ConnectOptions::new().name("kaudit").retry_on_initial_connect();
+        if let Some(creds) = &config.credentials_file {
+            options = options.credentials_file(creds).await?;
+        }
+        let client = tokio::time::timeout(Duration::from_secs(10), options.connect(config.url.as_str()))
+            .await
+            .map_err(|_| anyhow::anyhow!("NATS at {} did not answer within 10s", config.url))??;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(Duration::from_secs(config.publish_timeout_secs))
+            .build(client);
+        let bus = NatsBus { js, config };
+        for topic in topics {
+            bus.ensure_stream(topic).await?;
+        }
+        Ok(bus)
+    }
+
+    async fn ensure_stream(&self, topic: &str) -> anyhow::Result<stream::Stream> {
+        let name = stream_name(topic);
+        if !self.config.create_streams {
+            return self
+                .js
+                .get_stream(&name)
+                .await
+                .map_err(|e| anyhow::anyhow!("JetStream stream {name} (for {topic}) is missing and create_streams is off: {e}"));
+        }
+        let config = stream::Config {
+            name: name.clone(),
+            subjects: vec![format!("{topic}.>")],
+            max_age: Duration::from_secs(self.config.max_age_secs),
+            duplicate_window: Duration::from_secs(self.config.duplicate_window_secs),
+            storage: stream::StorageType::File,
+            num_replicas: self.config.replicas,
+            ..Default::default()
+        };
+        self.js.get_or_create_stream(config).await.map_err(|e| anyhow::anyhow!("JetStream stream {name}: {e}"))
+    }
+}
+
+#[async_trait]
+impl Bus for NatsBus {
+    async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<(), PublishError> {
+        let mut acks = Vec::with_capacity(messages.len());
+        for m in messages {
+            let mut headers = async_nats::HeaderMap::new();
+            for (k, v) in &m.headers {
+                headers.insert(k.as_str(), v.as_str());
+            }
+            let mut publish = jetstream::message::PublishMessage::build().payload(m.payload).headers(headers);
+            if let Some(id) = &m.id {
+                publish = publish.message_id(id);
+            }
+            let subject = format!("{topic}.{}", token(&m.route));
+            let ack = self.js.send_publish(subject, publish).await.map_err(|e| PublishError::Unavailable(e.to_string()))?;
+            acks.push(ack);
+        }
+        let timeout = Duration::from_secs(self.config.publish_timeout_secs);
+        let all = futures::future::join_all(acks.into_iter().map(IntoFuture::into_future));
+        let results = tokio::time::timeout(timeout, all)
+            .await
+            .map_err(|_| PublishError::Unavailable(format!("no JetStream ack within {timeout:?}")))?;
+        for r in results {
+            r.map_err(|e| PublishError::Unavailable(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, topic: &str, group: &str) -> anyhow::Result<Box<dyn Subscription>> {
+        let stream = self.ensure_stream(topic).await?;
+        let consumer: jetstream::consumer::Consumer<pull::Config> = stream
+            .get_or_create_consumer(
+                group,
+                pull::Config {
+                    durable_name: Some(group.to_string()),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: Duration::from_secs(self.config.ack_wait_secs),
+                    max_ack_pending: self.config.max_ack_pending,
+                    filter_subject: format!("{topic}.>"),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("JetStream consumer {group} on {topic}: {e}"))?;
+        Ok(Box::new(NatsSubscription { consumer, messages: None }))
+    }
+}
+
+struct NatsSubscription {
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+    messages: Option<pull::Stream>,
+}
+
+/// How long `next` keeps collecting once it has a first message.
+const BATCH_LINGER: Duration = Duration::from_millis(5);
+
+#[async_trait]
+impl Subscription for NatsSubscription {
+    async fn next(&mut self, max: usize) -> anyhow::Result<Option<Vec<Delivery>>> {
+        let mut out = Vec::new();
+        loop {
+            if self.messages.is_none() {
+                let stream = self.consumer.stream().max_messages_per_batch(max.clamp(1, 1000)).messages().await?;
+                self.messages = Some(stream);
+            }
+            let messages = self.messages.as_mut().expect("set above");
+            let next = if out.is_empty() {
+                messages.next().await
+            } else {
+                match tokio::time::timeout(BATCH_LINGER, messages.next()).await {
+                    Ok(n) => n,
+                    Err(_) => break,
+                }
+            };
+            match next {
+                Some(Ok(m)) => {
+                    out.push(delivery(m));
+                    if out.len() >= max {
+                        break;
+                    }
+                }
+                Some(Err(e)) => {
+                    // E.g. 409 "Exceeded MaxRequest*": the stream ended; subscribe again.
+                    tracing::warn!("JetStream pull: {e}; resubscribing");
+                    self.messages = None;
+                    if !out.is_empty() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                None => {
+                    self.messages = None;
+                    if !out.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(Some(out))
+    }
+
+    async fn commit(&mut self, deliveries: Vec<Delivery>) -> anyhow::Result<()> {
+        let acks = deliveries.into_iter().filter_map(|d| match d.token {
+            AckToken::Nats(m) => Some(async move { m.double_ack().await }),
+            _ => None,
+        });
+        for r in futures::future::join_all(acks).await {
+            r.map_err(|e| anyhow::anyhow!("JetStream ack: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+fn delivery(m: jetstream::Message) -> Delivery {
+    let headers = m
+        .headers
+        .as_ref()
+        .map(|h| h.iter().flat_map(|(k, vs)| vs.iter().map(move |v| (k.to_string(), v.to_string()))).collect())
+        .unwrap_or_default();
+    let key = m.subject.rsplit('.').next().unwrap_or_default().to_string();
+    let message = Message { key: key.clone(), route: key, id: None, payload: m.payload.clone(), headers };
+    Delivery { message, token: AckToken::Nats(Box::new(m)) }
+}
