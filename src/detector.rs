@@ -142,7 +142,13 @@ pub fn evaluate(rules: &RuleSet, batch: &[Delivery], stats: &DetectorStats) -> V
         let view = event.view();
         for firing in rules.evaluate(&view, cluster) {
             let rule = &rules.rules()[firing.rule];
-            alerts.push(Alert::new(rule, firing, &view, cluster, &hostname));
+            let mut alert = Alert::new(rule, firing, &view, cluster, &hostname);
+            // Continue the shim's trace: same trace id, a span of our own.
+            if let Some(trace_id) = message.header(headers::TRACEPARENT).and_then(|tp| tp.split('-').nth(1)) {
+                tracing::debug!(trace_id, rule = alert.rule, alert_id = alert.id, "alert");
+                alert.traceparent = Some(format!("00-{trace_id}-{:016x}-01", rand::random::<u64>()));
+            }
+            alerts.push(alert);
         }
     }
     alerts

@@ -3,8 +3,10 @@
 //! A superset of Falco's JSON output (`time`, `rule`, `priority`, `source`, `output`,
 //! `output_fields`, `tags`, `hostname`), so falcosidekick and parsers written for Falco read it
 //! unchanged, plus `id`, `cluster`, `audit_id` and `dedup`. The `id` is a hash of rule, cluster,
-//! audit ID and stage: a redelivered event produces the same id, so consumers (and JetStream's
-//! `Nats-Msg-Id`) can drop duplicates.
+//! audit ID, stage and the request's receive time: a redelivered event produces the same id, so
+//! consumers (and JetStream's `Nats-Msg-Id`) can drop duplicates. The receive time is in the hash
+//! because the audit ID is whatever the client sent in its `Audit-ID` header: without it, a
+//! second request reusing an earlier audit ID would have its alert dropped as a "duplicate".
 
 use crate::audit::EventView;
 use crate::engine::{Firing, Rule};
@@ -29,6 +31,9 @@ pub struct Alert {
     pub cluster: String,
     pub audit_id: String,
     pub dedup: Dedup,
+    /// W3C trace context of the batch that carried the event (message header, not JSON).
+    #[serde(skip)]
+    pub traceparent: Option<String>,
 }
 
 /// How many matches this alert stands for.
@@ -53,8 +58,9 @@ impl Alert {
         let user = user_name(view);
         let namespace = namespace(view);
         let key = digest(&[cluster, &rule.name, &user, &namespace]);
+        let received = view.str("requestReceivedTimestamp").unwrap_or_default();
         Alert {
-            id: digest(&[&rule.name, cluster, &audit_id, &stage]),
+            id: digest(&[&rule.name, cluster, &audit_id, &stage, &received]),
             time: time.clone(),
             rule: rule.name.clone(),
             priority: rule.priority.as_str().to_string(),
@@ -72,6 +78,7 @@ impl Alert {
                 first_seen: time.clone(),
                 last_seen: time,
             },
+            traceparent: None,
         }
     }
 }

@@ -91,7 +91,7 @@ pub struct TopicSink {
 }
 
 pub fn alert_message(alert: &Alert) -> anyhow::Result<Message> {
-    Ok(Message {
+    let mut message = Message {
         key: alert.dedup.key.clone(),
         route: alert.priority.to_ascii_lowercase(),
         id: Some(alert.id.clone()),
@@ -104,7 +104,11 @@ pub fn alert_message(alert: &Alert) -> anyhow::Result<Message> {
             ("ce_time".into(), alert.time.clone()),
             ("content-type".into(), "application/json".into()),
         ],
-    })
+    };
+    if let Some(tp) = &alert.traceparent {
+        message.headers.push((headers::TRACEPARENT.into(), tp.clone()));
+    }
+    Ok(message)
 }
 
 #[async_trait]

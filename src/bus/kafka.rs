@@ -169,6 +169,14 @@ struct GroupContext {
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => tracing::info!("partitions assigned: {}", partitions(tpl)),
+            Rebalance::Revoke(tpl) => tracing::info!("partitions revoked: {}", partitions(tpl)),
+            Rebalance::Error(e) => tracing::warn!("rebalance failed: {e}"),
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
             let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
@@ -185,6 +193,11 @@ impl ConsumerContext for GroupContext {
             }
         }
     }
+}
+
+fn partitions(tpl: &TopicPartitionList) -> String {
+    let list: Vec<String> = tpl.elements().iter().map(|p| format!("{}[{}]", p.topic(), p.partition())).collect();
+    if list.is_empty() { "none".into() } else { list.join(" ") }
 }
 
 struct KafkaSubscription {

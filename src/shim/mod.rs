@@ -223,6 +223,11 @@ async fn handle(
         Err(e) => return reject("not_json", StatusCode::BAD_REQUEST, e),
     };
     let received_at = now_rfc3339();
+    // One trace per batch: its context rides on every message, the detector continues it.
+    let trace_id = format!("{:032x}", rand::random::<u128>());
+    let traceparent = format!("00-{trace_id}-{:016x}-01", rand::random::<u64>());
+    let span = tracing::debug_span!("batch", trace_id, cluster);
+    let _entered = span.enter();
     let mut events = Vec::with_capacity(items.len());
     let mut dead = Vec::new();
     for item in items {
@@ -235,6 +240,7 @@ async fn handle(
                 headers: vec![
                     (headers::CLUSTER.into(), cluster.clone()),
                     (headers::RECEIVED.into(), received_at.clone()),
+                    (headers::TRACEPARENT.into(), traceparent.clone()),
                 ],
             }),
             Err(bad) => {
@@ -270,8 +276,10 @@ async fn handle(
         }
         Ok::<_, PublishError>(())
     };
-    match published.await {
+    drop(_entered);
+    match tracing::Instrument::instrument(published, span.clone()).await {
         Ok(()) => {
+            tracing::debug!(parent: &span, accepted, dead_lettered, "batch published");
             metrics().events_published.add(accepted as u64, &labels);
             metrics().events_dead_lettered.add(dead_lettered as u64, &labels);
             metrics().publish_seconds.record(received.elapsed().as_secs_f64(), &[]);

@@ -1,0 +1,400 @@
+//! The pipeline through real brokers, for Kafka (tansu) and NATS JetStream: a shim process and
+//! two detector processes. End to end with three clusters, a `kill -9` of a detector in the
+//! middle of a 50k-event stream, and a broker outage under load.
+
+mod common;
+
+#[path = "../integration/events.rs"]
+#[allow(dead_code)]
+mod events;
+
+use common::brokers::{free_port, wait_for_port, Broker, Kind, Proc};
+use kaudit::alert::Alert;
+use kaudit::audit::Event;
+use kaudit::bus::{self, BusConfig, BusKind};
+use kaudit::engine::{Matching, RuleSet};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Pipeline {
+    broker: Broker,
+    dir: tempfile::TempDir,
+    shim_port: u16,
+    shim: Option<Proc>,
+    detectors: Vec<(Proc, u16)>,
+    config: std::path::PathBuf,
+}
+
+fn bus_config(broker: &Broker) -> BusConfig {
+    let mut c = BusConfig::default();
+    match broker.kind {
+        Kind::Nats => {
+            c.kind = BusKind::Nats;
+            c.nats.url = broker.url();
+            c.nats.ack_wait_secs = 5;
+            c.nats.publish_timeout_secs = 3;
+        }
+        Kind::Kafka => {
+            c.kind = BusKind::Kafka;
+            c.kafka.brokers = broker.url();
+            c.kafka.message_timeout_ms = 3000;
+        }
+    }
+    c
+}
+
+impl Pipeline {
+    fn start(kind: Kind, detectors: usize) -> Pipeline {
+        let broker = Broker::start(kind);
+        let dir = tempfile::tempdir().unwrap();
+        let bus = match kind {
+            Kind::Nats => format!(
+                "kind = \"nats\"\n[bus.nats]\nurl = \"{}\"\nack_wait_secs = 5\npublish_timeout_secs = 3\n",
+                broker.url()
+            ),
+            Kind::Kafka => format!("kind = \"kafka\"\n[bus.kafka]\nbrokers = \"{}\"\nmessage_timeout_ms = 3000\n", broker.url()),
+        };
+        let config = dir.path().join("pipeline.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[shim]\nallow_unauthenticated = true\nrequest_timeout_secs = 20\n[detector]\nrules = [\"{}\"]\n[[outputs]]\nkind = \"topic\"\n[bus]\n{bus}",
+                common::repo().join("rules").display()
+            ),
+        )
+        .unwrap();
+        let mut p = Pipeline { broker, dir, shim_port: free_port(), shim: None, detectors: Vec::new(), config };
+        for i in 0..detectors {
+            p.add_detector(i);
+        }
+        p.start_shim();
+        p
+    }
+
+    fn start_shim(&mut self) {
+        let env = [("KAUDIT__SHIM__LISTEN", format!("127.0.0.1:{}", self.shim_port))];
+        let config = self.config.display().to_string();
+        self.shim = Some(Proc::spawn("shim", &["shim", "--pipeline", &config], &env, self.dir.path()));
+        assert!(wait_for_port(self.shim_port, Duration::from_secs(30)), "shim did not start: {}", self.shim.as_ref().unwrap().log_text());
+    }
+
+    fn add_detector(&mut self, i: usize) {
+        let port = free_port();
+        let env = [("KAUDIT__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))];
+        let config = self.config.display().to_string();
+        let proc = Proc::spawn(&format!("detector-{i}"), &["detect", "--pipeline", &config], &env, self.dir.path());
+        assert!(wait_for_port(port, Duration::from_secs(30)), "detector did not start: {}", proc.log_text());
+        self.detectors.push((proc, port));
+    }
+
+    /// Kafka: waits until the consumer group has given every detector partitions (so the test
+    /// does not race the group's first rebalances). NATS consumers need no such wait.
+    async fn settled(&self) {
+        if self.broker.kind != Kind::Kafka {
+            return;
+        }
+        let detectors = &self.detectors;
+        wait_until("the consumer group to assign partitions to every detector", Duration::from_secs(60), || {
+            detectors.iter().all(|(p, _)| p.log_text().lines().rev().find(|l| l.contains("partitions assigned") || l.contains("partitions revoked")).is_some_and(|l| l.contains("partitions assigned") && !l.contains("assigned: none")))
+        })
+        .await;
+    }
+
+    fn url(&self, cluster: &str) -> String {
+        format!("http://127.0.0.1:{}/k8s_audit/{cluster}", self.shim_port)
+    }
+
+    fn logs(&self) -> String {
+        let mut s = String::new();
+        for p in self.shim.iter().chain(self.detectors.iter().map(|(p, _)| p)) {
+            let text = p.log_text();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            s.push_str(&format!("--- {} ---\n{}\n", p.name, tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+        }
+        s
+    }
+}
+
+async fn evaluated(port: u16) -> Option<u64> {
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.ok()?.text().await.ok()?;
+    text.lines().find(|l| l.starts_with("kaudit_events_evaluated_total")).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Collects alerts from the alerts topic (a consumer group of the test's own).
+fn collect_alerts(config: BusConfig) -> Arc<Mutex<Vec<Alert>>> {
+    let seen: Arc<Mutex<Vec<Alert>>> = Arc::default();
+    let out = seen.clone();
+    tokio::spawn(async move {
+        let bus = bus::connect(&config).await.unwrap();
+        let mut sub = bus.subscribe(&config.alerts_topic, "test-reader").await.unwrap();
+        while let Ok(Some(batch)) = sub.next(1000).await {
+            for d in &batch {
+                out.lock().unwrap().push(serde_json::from_slice(&d.message.payload).unwrap());
+            }
+            sub.commit(batch).await.unwrap();
+        }
+    });
+    seen
+}
+
+/// Alert ids the rules give for these events, as `kaudit scan` would: id → cluster.
+fn expected(events: &[(String, String)]) -> HashMap<String, String> {
+    let rules = RuleSet::load(&[common::repo().join("rules")], Matching::All).unwrap();
+    let mut ids = HashMap::new();
+    for (cluster, json) in events {
+        let event = Event::from_json(json.clone().into_bytes()).unwrap();
+        let view = event.view();
+        for firing in rules.evaluate(&view, cluster) {
+            let alert = Alert::new(&rules.rules()[firing.rule], firing, &view, cluster, "x");
+            ids.insert(alert.id, cluster.clone());
+        }
+    }
+    ids
+}
+
+async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn event_list(items: &[&str]) -> String {
+    format!(r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{{}},"items":[{}]}}"#, items.join(","))
+}
+
+/// Cluster names whose Kafka partitions (librdkafka hashes keys with CRC-32) fall in both
+/// halves of six partitions, so that each of two detectors owns at least one.
+fn clusters() -> [&'static str; 3] {
+    let partition = |name: &str| {
+        let mut crc = flate2::Crc::new();
+        crc.update(name.as_bytes());
+        crc.sum() % 6
+    };
+    let candidates = ["eu-prod", "us-prod", "ap-staging", "eu-dev", "us-dev", "ap-prod", "ci", "edge", "lab"];
+    let low: Vec<_> = candidates.iter().copied().filter(|c| partition(c) < 3).collect();
+    let high: Vec<_> = candidates.iter().copied().filter(|c| partition(c) >= 3).collect();
+    [low[0], high[0], if low.len() > 1 { low[1] } else { high[1] }]
+}
+
+fn falco_trace_events() -> Vec<String> {
+    let shared = common::shared().expect("../shared holds the Falco traces the broker tests post");
+    let mut traces: Vec<_> = std::fs::read_dir(shared.join("falco/traces")).unwrap().map(|e| e.unwrap().path()).collect();
+    traces.sort();
+    // Some traces repeat an event of another (same audit ID, stage and receive time, sometimes
+    // with other contents): each request is posted once per cluster, as an apiserver would.
+    let mut seen = HashSet::new();
+    let identity = |e: &String| {
+        let v: serde_json::Value = serde_json::from_str(e).unwrap();
+        format!("{}/{}/{}", v["auditID"], v["stage"], v["requestReceivedTimestamp"])
+    };
+    traces
+        .iter()
+        .filter(|p| !p.ends_with("fal_01_003.json"))
+        .flat_map(|p| std::fs::read_to_string(p).unwrap().lines().filter(|l| !l.trim().is_empty()).map(String::from).collect::<Vec<_>>())
+        .filter(|e| seen.insert(identity(e)))
+        .collect()
+}
+
+async fn end_to_end(kind: Kind) {
+    let p = Pipeline::start(kind, 2);
+    p.settled().await;
+    let alerts = collect_alerts(bus_config(&p.broker));
+    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let events = falco_trace_events();
+    let mut posted = Vec::new();
+    for cluster in clusters() {
+        let items: Vec<&str> = events.iter().map(String::as_str).collect();
+        let r = client.post(p.url(cluster)).body(event_list(&items)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{}", p.logs());
+        posted.extend(events.iter().map(|e| (cluster.to_string(), e.clone())));
+    }
+    let want = expected(&posted);
+    assert!(want.len() >= 3 * 15, "the traces should fire many rules: {}", want.len());
+    wait_until("every expected alert", Duration::from_secs(90), || {
+        let got: HashSet<String> = alerts.lock().unwrap().iter().map(|a| a.id.clone()).collect();
+        want.keys().all(|id| got.contains(id))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let got = alerts.lock().unwrap().clone();
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for a in &got {
+        *counts.entry(a.id.as_str()).or_default() += 1;
+        assert_eq!(want.get(&a.id), Some(&a.cluster), "unexpected alert {a:?}");
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, &n)| n > 1).collect();
+    assert!(twice.is_empty(), "alerts arrived more than once: {twice:?}\n{}", p.logs());
+    assert_eq!(counts.len(), want.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_end_to_end_three_clusters_two_detectors() {
+    end_to_end(Kind::Nats).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_end_to_end_three_clusters_two_detectors() {
+    end_to_end(Kind::Kafka).await;
+}
+
+/// 50k generated events (about 2.7% fire a rule) in batches of 400 from the three clusters.
+fn generated(n: usize) -> Vec<(String, String)> {
+    let mut rng = events::Rng(0x5DEE_CE66_D1CE_4E5B);
+    let clusters = clusters();
+    (0..n).map(|i| (clusters[(i / 400) % 3].to_string(), events::event(&mut rng, i as u64).to_string())).collect()
+}
+
+async fn kill_a_detector(kind: Kind) {
+    let mut p = Pipeline::start(kind, 2);
+    p.settled().await;
+    let alerts = collect_alerts(bus_config(&p.broker));
+    let events = generated(50_000);
+    let want = expected(&events);
+    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let batches: Vec<(String, String)> = events
+        .chunks(400)
+        .map(|c| (c[0].0.clone(), event_list(&c.iter().map(|(_, e)| e.as_str()).collect::<Vec<_>>())))
+        .collect();
+    let (mut shares, mut killed) = (None, false);
+    for (i, (cluster, body)) in batches.iter().enumerate() {
+        loop {
+            let r = client.post(p.url(cluster)).body(body.clone()).send().await.unwrap();
+            if r.status() == 200 {
+                break;
+            }
+            // 429/503 with Retry-After: the bus pushes back; the apiserver would wait too.
+            assert!(r.headers().contains_key("retry-after"), "{}", r.status());
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if i == batches.len() / 3 && !killed {
+            // Let both detectors work on the first third, then take their shares and kill one.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let a = evaluated(p.detectors[0].1).await.unwrap_or(0);
+                let b = evaluated(p.detectors[1].1).await.unwrap_or(0);
+                if (a > 0 && b > 0) || Instant::now() > deadline {
+                    shares = Some((a, b));
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            p.detectors[1].0.kill9();
+            killed = true;
+        }
+    }
+    let (a, b) = shares.unwrap();
+    eprintln!("{kind:?}: before the kill, detector 0 evaluated {a} events and detector 1 {b}");
+    assert!(a > 0 && b > 0, "both detectors should take a share: {a} and {b}\n{}", p.logs());
+    wait_until("every expected alert after the kill", Duration::from_secs(240), || {
+        let got: HashSet<String> = alerts.lock().unwrap().iter().map(|a| a.id.clone()).collect();
+        want.keys().all(|id| got.contains(id))
+    })
+    .await;
+    let got = alerts.lock().unwrap().clone();
+    for a in &got {
+        assert_eq!(want.get(&a.id), Some(&a.cluster), "an alert no event explains: {a:?}");
+    }
+    let distinct: HashSet<&str> = got.iter().map(|a| a.id.as_str()).collect();
+    eprintln!("{kind:?}: {} alerts expected, {} received ({} distinct)", want.len(), got.len(), distinct.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_kill_9_of_a_detector_loses_no_alert() {
+    kill_a_detector(Kind::Nats).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_kill_9_of_a_detector_loses_no_alert() {
+    kill_a_detector(Kind::Kafka).await;
+}
+
+/// An exec event (each fires one alert) with a unique audit ID.
+fn exec_event(id: usize) -> String {
+    format!(
+        r#"{{"auditID":"outage-{id}","stage":"ResponseStarted","verb":"get","user":{{"username":"alice"}},"requestReceivedTimestamp":"2026-11-20T10:00:00.{id:06}Z","stageTimestamp":"2026-11-20T10:00:00.{id:06}Z","objectRef":{{"resource":"pods","namespace":"default","name":"web","subresource":"exec"}},"responseStatus":{{"code":101}}}}"#
+    )
+}
+
+async fn broker_outage(kind: Kind) {
+    let mut p = Pipeline::start(kind, 1);
+    let alerts = collect_alerts(bus_config(&p.broker));
+    let accepted: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let refused = Arc::new(Mutex::new(Vec::<(u16, Option<String>)>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut posters = Vec::new();
+    for w in 0..2usize {
+        let (url, accepted, refused, stop) = (p.url("prod"), accepted.clone(), refused.clone(), stop.clone());
+        posters.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder().http2_prior_knowledge().timeout(Duration::from_secs(30)).build().unwrap();
+            let mut batch = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let ids: Vec<usize> = (0..50).map(|i| (w * 1_000_000) + batch * 50 + i).collect();
+                batch += 1;
+                let items: Vec<String> = ids.iter().map(|&i| exec_event(i)).collect();
+                let body = event_list(&items.iter().map(String::as_str).collect::<Vec<_>>());
+                match client.post(&url).body(body).send().await {
+                    Ok(r) if r.status() == 200 => accepted.lock().unwrap().extend(ids),
+                    Ok(r) => {
+                        let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+                        refused.lock().unwrap().push((r.status().as_u16(), retry));
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => panic!("the shim must answer, even without a broker: {e}"),
+                }
+            }
+        }));
+    }
+    let wait_accepting = |n: usize| {
+        let accepted = accepted.clone();
+        async move { wait_until("accepted batches", Duration::from_secs(60), || accepted.lock().unwrap().len() >= n).await }
+    };
+    wait_accepting(500).await;
+    match kind {
+        Kind::Nats => p.broker.kill(),
+        Kind::Kafka => p.broker.freeze(),
+    }
+    wait_until("a 503 while the broker is down", Duration::from_secs(60), || {
+        refused.lock().unwrap().iter().any(|(s, _)| *s == 503)
+    })
+    .await;
+    match kind {
+        Kind::Nats => p.broker.restart(),
+        Kind::Kafka => p.broker.thaw(),
+    }
+    let before = accepted.lock().unwrap().len();
+    wait_accepting(before + 500).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for poster in posters {
+        poster.await.unwrap();
+    }
+    for (status, retry) in refused.lock().unwrap().iter() {
+        assert!(matches!(status, 429 | 503), "refused with {status}");
+        assert!(retry.is_some(), "a {status} without Retry-After");
+    }
+    let want: HashSet<String> = accepted.lock().unwrap().iter().map(|i| format!("outage-{i}")).collect();
+    wait_until("an alert for every accepted event", Duration::from_secs(120), || {
+        let got: HashSet<String> = alerts.lock().unwrap().iter().map(|a| a.audit_id.clone()).collect();
+        want.iter().all(|id| got.contains(id))
+    })
+    .await;
+    eprintln!(
+        "{kind:?}: {} events accepted, {} requests refused during the outage",
+        want.len(),
+        refused.lock().unwrap().len()
+    );
+    let _ = Path::new(".");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_outage_answers_503_and_loses_no_accepted_event() {
+    broker_outage(Kind::Nats).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_outage_answers_503_and_loses_no_accepted_event() {
+    broker_outage(Kind::Kafka).await;
+}
