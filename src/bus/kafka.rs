@@ -36,6 +36,10 @@ pub struct KafkaConfig {
     pub replication: i32,
     /// How long a message may wait for its acknowledgement (librdkafka `message.timeout.ms`).
     pub message_timeout_ms: u64,
+    /// Static group membership (`group.instance.id`), e.g. the pod name of a StatefulSet: a
+    /// detector that restarts under the same id takes its partitions back at once, without a
+    /// rebalance of the whole group.
+    pub group_instance_id: Option<String>,
     /// Any librdkafka property, for TLS and SASL: `"security.protocol" = "SASL_SSL"`,
     /// `"sasl.mechanism" = "SCRAM-SHA-512"`, `"sasl.username"`, `"ssl.ca.location"`, ...
     pub properties: BTreeMap<String, String>,
@@ -49,6 +53,7 @@ impl Default for KafkaConfig {
             partitions: 6,
             replication: 1,
             message_timeout_ms: 10_000,
+            group_instance_id: None,
             properties: BTreeMap::new(),
         }
     }
@@ -146,9 +151,11 @@ impl Bus for KafkaBus {
 
     async fn subscribe(&self, topic: &str, group: &str) -> anyhow::Result<Box<dyn Subscription>> {
         let done: Arc<Mutex<HashMap<(String, i32), i64>>> = Arc::default();
-        let consumer: StreamConsumer<GroupContext> = self
-            .config
-            .client()
+        let mut client = self.config.client();
+        if let Some(id) = &self.config.group_instance_id {
+            client.set("group.instance.id", id);
+        }
+        let consumer: StreamConsumer<GroupContext> = client
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
