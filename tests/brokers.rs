@@ -54,7 +54,10 @@ impl Pipeline {
                 "kind = \"nats\"\n[bus.nats]\nurl = \"{}\"\nack_wait_secs = 5\npublish_timeout_secs = 3\n",
                 broker.url()
             ),
-            Kind::Kafka => format!("kind = \"kafka\"\n[bus.kafka]\nbrokers = \"{}\"\nmessage_timeout_ms = 3000\n", broker.url()),
+            Kind::Kafka => format!(
+                "kind = \"kafka\"\n[bus.kafka]\nbrokers = \"{}\"\nmessage_timeout_ms = 3000\n",
+                broker.url()
+            ),
         };
         let config = dir.path().join("pipeline.toml");
         std::fs::write(
@@ -65,7 +68,14 @@ impl Pipeline {
             ),
         )
         .unwrap();
-        let mut p = Pipeline { broker, dir, shim_port: free_port(), shim: None, detectors: Vec::new(), config };
+        let mut p = Pipeline {
+            broker,
+            dir,
+            shim_port: free_port(),
+            shim: None,
+            detectors: Vec::new(),
+            config,
+        };
         for i in 0..detectors {
             p.add_detector(i);
         }
@@ -76,8 +86,17 @@ impl Pipeline {
     fn start_shim(&mut self) {
         let env = [("KAUDIT__SHIM__LISTEN", format!("127.0.0.1:{}", self.shim_port))];
         let config = self.config.display().to_string();
-        self.shim = Some(Proc::spawn("shim", &["shim", "--pipeline", &config], &env, self.dir.path()));
-        assert!(wait_for_port(self.shim_port, Duration::from_secs(30)), "shim did not start: {}", self.shim.as_ref().unwrap().log_text());
+        self.shim = Some(Proc::spawn(
+            "shim",
+            &["shim", "--pipeline", &config],
+            &env,
+            self.dir.path(),
+        ));
+        assert!(
+            wait_for_port(self.shim_port, Duration::from_secs(30)),
+            "shim did not start: {}",
+            self.shim.as_ref().unwrap().log_text()
+        );
     }
 
     fn add_detector(&mut self, i: usize) {
@@ -87,8 +106,17 @@ impl Pipeline {
             ("KAUDIT__BUS__KAFKA__GROUP_INSTANCE_ID", format!("detector-{i}")),
         ];
         let config = self.config.display().to_string();
-        let proc = Proc::spawn(&format!("detector-{i}"), &["detect", "--pipeline", &config], &env, self.dir.path());
-        assert!(wait_for_port(port, Duration::from_secs(30)), "detector did not start: {}", proc.log_text());
+        let proc = Proc::spawn(
+            &format!("detector-{i}"),
+            &["detect", "--pipeline", &config],
+            &env,
+            self.dir.path(),
+        );
+        assert!(
+            wait_for_port(port, Duration::from_secs(30)),
+            "detector did not start: {}",
+            proc.log_text()
+        );
         self.detectors.push((proc, port));
     }
 
@@ -99,9 +127,19 @@ impl Pipeline {
             return;
         }
         let detectors = &self.detectors;
-        wait_until("the consumer group to assign partitions to every detector", Duration::from_secs(60), || {
-            detectors.iter().all(|(p, _)| p.log_text().lines().rev().find(|l| l.contains("partitions assigned") || l.contains("partitions revoked")).is_some_and(|l| l.contains("partitions assigned") && !l.contains("assigned: none")))
-        })
+        wait_until(
+            "the consumer group to assign partitions to every detector",
+            Duration::from_secs(60),
+            || {
+                detectors.iter().all(|(p, _)| {
+                    p.log_text()
+                        .lines()
+                        .rev()
+                        .find(|l| l.contains("partitions assigned") || l.contains("partitions revoked"))
+                        .is_some_and(|l| l.contains("partitions assigned") && !l.contains("assigned: none"))
+                })
+            },
+        )
         .await;
     }
 
@@ -114,15 +152,26 @@ impl Pipeline {
         for p in self.shim.iter().chain(self.detectors.iter().map(|(p, _)| p)) {
             let text = p.log_text();
             let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            s.push_str(&format!("--- {} ---\n{}\n", p.name, tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+            s.push_str(&format!(
+                "--- {} ---\n{}\n",
+                p.name,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
         }
         s
     }
 }
 
 async fn evaluated(port: u16) -> Option<u64> {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.ok()?.text().await.ok()?;
-    text.lines().find(|l| l.starts_with("kaudit_events_evaluated_total")).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with("kaudit_events_evaluated_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 /// Collects alerts from the alerts topic (a consumer group of the test's own).
@@ -134,7 +183,9 @@ fn collect_alerts(config: BusConfig) -> Arc<Mutex<Vec<Alert>>> {
         let mut sub = bus.subscribe(&config.alerts_topic, "test-reader").await.unwrap();
         while let Ok(Some(batch)) = sub.next(1000).await {
             for d in &batch {
-                out.lock().unwrap().push(serde_json::from_slice(&d.message.payload).unwrap());
+                out.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&d.message.payload).unwrap());
             }
             sub.commit(batch).await.unwrap();
         }
@@ -173,7 +224,10 @@ async fn eventually(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
 }
 
 fn event_list(items: &[&str]) -> String {
-    format!(r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{{}},"items":[{}]}}"#, items.join(","))
+    format!(
+        r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{{}},"items":[{}]}}"#,
+        items.join(",")
+    )
 }
 
 /// Cluster names whose Kafka partitions (librdkafka hashes keys with CRC-32) fall in both
@@ -184,7 +238,17 @@ fn clusters() -> [&'static str; 3] {
         crc.update(name.as_bytes());
         crc.sum() % 6
     };
-    let candidates = ["eu-prod", "us-prod", "ap-staging", "eu-dev", "us-dev", "ap-prod", "ci", "edge", "lab"];
+    let candidates = [
+        "eu-prod",
+        "us-prod",
+        "ap-staging",
+        "eu-dev",
+        "us-dev",
+        "ap-prod",
+        "ci",
+        "edge",
+        "lab",
+    ];
     let low: Vec<_> = candidates.iter().copied().filter(|c| partition(c) < 3).collect();
     let high: Vec<_> = candidates.iter().copied().filter(|c| partition(c) >= 3).collect();
     [low[0], high[0], if low.len() > 1 { low[1] } else { high[1] }]
@@ -192,7 +256,10 @@ fn clusters() -> [&'static str; 3] {
 
 fn falco_trace_events() -> Vec<String> {
     let shared = common::shared().expect("../shared holds the Falco traces the broker tests post");
-    let mut traces: Vec<_> = std::fs::read_dir(shared.join("falco/traces")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut traces: Vec<_> = std::fs::read_dir(shared.join("falco/traces"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     traces.sort();
     // Some traces repeat an event of another (same audit ID, stage and receive time, sometimes
     // with other contents): each request is posted once per cluster, as an apiserver would.
@@ -204,7 +271,14 @@ fn falco_trace_events() -> Vec<String> {
     traces
         .iter()
         .filter(|p| !p.ends_with("fal_01_003.json"))
-        .flat_map(|p| std::fs::read_to_string(p).unwrap().lines().filter(|l| !l.trim().is_empty()).map(String::from).collect::<Vec<_>>())
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
         .filter(|e| seen.insert(identity(e)))
         .collect()
 }
@@ -218,12 +292,21 @@ async fn end_to_end(kind: Kind) {
     let mut posted = Vec::new();
     for cluster in clusters() {
         let items: Vec<&str> = events.iter().map(String::as_str).collect();
-        let r = client.post(p.url(cluster)).body(event_list(&items)).send().await.unwrap();
+        let r = client
+            .post(p.url(cluster))
+            .body(event_list(&items))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{}", p.logs());
         posted.extend(events.iter().map(|e| (cluster.to_string(), e.clone())));
     }
     let want = expected(&posted);
-    assert!(want.len() >= 3 * 15, "the traces should fire many rules: {}", want.len());
+    assert!(
+        want.len() >= 3 * 15,
+        "the traces should fire many rules: {}",
+        want.len()
+    );
     wait_until("every expected alert", Duration::from_secs(90), || {
         let got: HashSet<String> = alerts.lock().unwrap().iter().map(|a| a.id.clone()).collect();
         want.keys().all(|id| got.contains(id))
@@ -237,7 +320,11 @@ async fn end_to_end(kind: Kind) {
         assert_eq!(want.get(&a.id), Some(&a.cluster), "unexpected alert {a:?}");
     }
     let twice: Vec<_> = counts.iter().filter(|(_, &n)| n > 1).collect();
-    assert!(twice.is_empty(), "alerts arrived more than once: {twice:?}\n{}", p.logs());
+    assert!(
+        twice.is_empty(),
+        "alerts arrived more than once: {twice:?}\n{}",
+        p.logs()
+    );
     assert_eq!(counts.len(), want.len());
 }
 
@@ -255,7 +342,14 @@ async fn kafka_end_to_end_three_clusters_two_detectors() {
 fn generated(n: usize) -> Vec<(String, String)> {
     let mut rng = events::Rng(0x5DEE_CE66_D1CE_4E5B);
     let clusters = clusters();
-    (0..n).map(|i| (clusters[(i / 400) % 3].to_string(), events::event(&mut rng, i as u64).to_string())).collect()
+    (0..n)
+        .map(|i| {
+            (
+                clusters[(i / 400) % 3].to_string(),
+                events::event(&mut rng, i as u64).to_string(),
+            )
+        })
+        .collect()
 }
 
 async fn kill_a_detector(kind: Kind) {
@@ -267,7 +361,12 @@ async fn kill_a_detector(kind: Kind) {
     let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
     let batches: Vec<(String, String)> = events
         .chunks(400)
-        .map(|c| (c[0].0.clone(), event_list(&c.iter().map(|(_, e)| e.as_str()).collect::<Vec<_>>())))
+        .map(|c| {
+            (
+                c[0].0.clone(),
+                event_list(&c.iter().map(|(_, e)| e.as_str()).collect::<Vec<_>>()),
+            )
+        })
         .collect();
     let (mut shares, mut killed) = (None, false);
     for (i, (cluster, body)) in batches.iter().enumerate() {
@@ -304,7 +403,11 @@ async fn kill_a_detector(kind: Kind) {
     }
     let (a, b) = shares.unwrap();
     eprintln!("{kind:?}: before the kill, detector 0 evaluated {a} events and detector 1 {b}");
-    assert!(a > 0 && b > 0, "both detectors should take a share: {a} and {b}\n{}", p.logs());
+    assert!(
+        a > 0 && b > 0,
+        "both detectors should take a share: {a} and {b}\n{}",
+        p.logs()
+    );
     let all_there = eventually(Duration::from_secs(240), || {
         let got: HashSet<String> = alerts.lock().unwrap().iter().map(|a| a.id.clone()).collect();
         want.keys().all(|id| got.contains(id))
@@ -314,13 +417,23 @@ async fn kill_a_detector(kind: Kind) {
         let got: HashSet<String> = alerts.lock().unwrap().iter().map(|a| a.id.clone()).collect();
         want.keys().filter(|id| !got.contains(*id)).count()
     };
-    assert!(all_there, "{missing} of {} expected alerts missing after the kill\n{}", want.len(), p.logs());
+    assert!(
+        all_there,
+        "{missing} of {} expected alerts missing after the kill\n{}",
+        want.len(),
+        p.logs()
+    );
     let got = alerts.lock().unwrap().clone();
     for a in &got {
         assert_eq!(want.get(&a.id), Some(&a.cluster), "an alert no event explains: {a:?}");
     }
     let distinct: HashSet<&str> = got.iter().map(|a| a.id.as_str()).collect();
-    eprintln!("{kind:?}: {} alerts expected, {} received ({} distinct)", want.len(), got.len(), distinct.len());
+    eprintln!(
+        "{kind:?}: {} alerts expected, {} received ({} distinct)",
+        want.len(),
+        got.len(),
+        distinct.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,7 +463,11 @@ async fn broker_outage(kind: Kind) {
     for w in 0..2usize {
         let (url, accepted, refused, stop) = (p.url("prod"), accepted.clone(), refused.clone(), stop.clone());
         posters.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder().http2_prior_knowledge().timeout(Duration::from_secs(30)).build().unwrap();
+            let client = reqwest::Client::builder()
+                .http2_prior_knowledge()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap();
             let mut batch = 0usize;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let ids: Vec<usize> = (0..50).map(|i| (w * 1_000_000) + batch * 50 + i).collect();
@@ -371,7 +488,12 @@ async fn broker_outage(kind: Kind) {
     }
     let wait_accepting = |n: usize| {
         let accepted = accepted.clone();
-        async move { wait_until("accepted batches", Duration::from_secs(60), || accepted.lock().unwrap().len() >= n).await }
+        async move {
+            wait_until("accepted batches", Duration::from_secs(60), || {
+                accepted.lock().unwrap().len() >= n
+            })
+            .await
+        }
     };
     wait_accepting(500).await;
     match kind {
@@ -387,7 +509,16 @@ async fn broker_outage(kind: Kind) {
         Kind::Kafka => p.broker.thaw(),
     }
     let before = accepted.lock().unwrap().len();
-    wait_accepting(before + 500).await;
+    let recovered = eventually(Duration::from_secs(90), || {
+        accepted.lock().unwrap().len() >= before + 500
+    })
+    .await;
+    assert!(
+        recovered,
+        "no batch accepted after the broker came back ({} refusals)\n{}",
+        refused.lock().unwrap().len(),
+        p.logs()
+    );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for poster in posters {
         poster.await.unwrap();

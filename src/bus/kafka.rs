@@ -74,43 +74,107 @@ impl KafkaConfig {
 
 pub struct KafkaBus {
     config: KafkaConfig,
-    producer: FutureProducer,
+    /// Replaced when librdkafka reports a fatal error (an idempotent producer fenced after
+    /// its messages timed out in an outage never recovers by itself).
+    producer: std::sync::RwLock<FutureProducer>,
 }
 
 impl KafkaBus {
     pub async fn connect(config: KafkaConfig, topics: &[&str]) -> anyhow::Result<KafkaBus> {
-        let producer: FutureProducer = config
+        let producer = Self::producer(&config)?;
+        let bus = KafkaBus {
+            config,
+            producer: std::sync::RwLock::new(producer),
+        };
+        bus.ensure_topics(topics).await?;
+        Ok(bus)
+    }
+
+    fn producer(config: &KafkaConfig) -> anyhow::Result<FutureProducer> {
+        Ok(config
             .client()
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("linger.ms", "2")
             .set("message.timeout.ms", config.message_timeout_ms.to_string())
             .set("queue.buffering.max.messages", "200000")
-            .create()?;
-        let bus = KafkaBus { config, producer };
-        bus.ensure_topics(topics).await?;
-        Ok(bus)
+            .create()?)
+    }
+
+    fn current(&self) -> FutureProducer {
+        self.producer.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// After a failed publish: a producer in a fatal state, or fenced by the broker, or that
+    /// did not answer in time, is replaced by a new one (with a new producer id).
+    fn recover(&self, failed: &FutureProducer, code: Option<RDKafkaErrorCode>) {
+        let fenced = matches!(
+            code,
+            Some(
+                RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::UnknownProducerId
+                    | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                    | RDKafkaErrorCode::InvalidProducerIdMapping
+            )
+        );
+        let reason = match failed.client().fatal_error() {
+            Some((code, reason)) => format!("{code}: {reason}"),
+            None if fenced => format!("{code:?}"),
+            None => return,
+        };
+        let mut producer = self.producer.write().unwrap_or_else(|e| e.into_inner());
+        if producer.client().native_ptr() != failed.client().native_ptr() {
+            return; // another request replaced it already
+        }
+        match Self::producer(&self.config) {
+            Ok(p) => {
+                tracing::warn!("Kafka producer unusable ({reason}); replaced it");
+                *producer = p;
+            }
+            Err(e) => tracing::warn!("Kafka producer unusable ({reason}); cannot replace it yet: {e}"),
+        }
     }
 
     async fn ensure_topics(&self, topics: &[&str]) -> anyhow::Result<()> {
         let admin: AdminClient<DefaultClientContext> = self.config.client().create()?;
         let metadata = {
-            let producer = self.producer.clone();
-            tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, Duration::from_secs(10))).await??
+            let producer = self.current();
+            tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, Duration::from_secs(10)))
+                .await??
         };
         let existing: Vec<String> = metadata.topics().iter().map(|t| t.name().to_string()).collect();
-        let missing: Vec<&str> = topics.iter().copied().filter(|t| !existing.iter().any(|e| e == t)).collect();
+        let missing: Vec<&str> = topics
+            .iter()
+            .copied()
+            .filter(|t| !existing.iter().any(|e| e == t))
+            .collect();
         if missing.is_empty() {
             return Ok(());
         }
         if !self.config.create_topics {
-            anyhow::bail!("Kafka topics {missing:?} do not exist at {} and create_topics is off", self.config.brokers);
+            anyhow::bail!(
+                "Kafka topics {missing:?} do not exist at {} and create_topics is off",
+                self.config.brokers
+            );
         }
         let new: Vec<NewTopic> = missing
             .iter()
-            .map(|t| NewTopic::new(t, self.config.partitions, TopicReplication::Fixed(self.config.replication)))
+            .map(|t| {
+                NewTopic::new(
+                    t,
+                    self.config.partitions,
+                    TopicReplication::Fixed(self.config.replication),
+                )
+            })
             .collect();
-        for result in admin.create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))).await? {
+        for result in admin
+            .create_topics(
+                &new,
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await?
+        {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((topic, code)) => anyhow::bail!("cannot create Kafka topic {topic}: {code}"),
@@ -124,29 +188,21 @@ impl KafkaBus {
 #[async_trait]
 impl Bus for KafkaBus {
     async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<(), PublishError> {
-        let mut deliveries = Vec::with_capacity(messages.len());
-        for m in &messages {
-            let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
-            for (k, v) in &m.headers {
-                headers = headers.insert(Header { key: k, value: Some(v.as_bytes()) });
+        let producer = self.current();
+        let deadline = Duration::from_millis(self.config.message_timeout_ms) + Duration::from_secs(5);
+        match tokio::time::timeout(deadline, publish_with(&producer, topic, &messages)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err((error, code))) => {
+                self.recover(&producer, code);
+                Err(error)
             }
-            let record = FutureRecord::to(topic).key(m.key.as_bytes()).payload(&m.payload[..]).headers(headers);
-            match self.producer.send_result(record) {
-                Ok(d) => deliveries.push(d),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    return Err(PublishError::Saturated(Duration::from_secs(1)))
-                }
-                Err((e, _)) => return Err(PublishError::Unavailable(e.to_string())),
-            }
-        }
-        for d in futures::future::join_all(deliveries).await {
-            match d {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(PublishError::Unavailable(e.to_string())),
-                Err(_) => return Err(PublishError::Unavailable("producer dropped the message".into())),
+            Err(_) => {
+                self.recover(&producer, Some(RDKafkaErrorCode::ProducerFenced));
+                Err(PublishError::Unavailable(format!(
+                    "no acknowledgement within {deadline:?}"
+                )))
             }
         }
-        Ok(())
     }
 
     async fn subscribe(&self, topic: &str, group: &str) -> anyhow::Result<Box<dyn Subscription>> {
@@ -164,8 +220,51 @@ impl Bus for KafkaBus {
             .set("heartbeat.interval.ms", "1000")
             .create_with_context(GroupContext { done: done.clone() })?;
         consumer.subscribe(&[topic])?;
-        Ok(Box::new(KafkaSubscription { consumer: Arc::new(consumer), done }))
+        Ok(Box::new(KafkaSubscription {
+            consumer: Arc::new(consumer),
+            done,
+        }))
     }
+}
+
+type Failure = (PublishError, Option<RDKafkaErrorCode>);
+
+fn failure(e: KafkaError) -> Failure {
+    let code = e.rdkafka_error_code();
+    (PublishError::Unavailable(e.to_string()), code)
+}
+
+/// Sends every message and waits for all acknowledgements.
+async fn publish_with(producer: &FutureProducer, topic: &str, messages: &[Message]) -> Result<(), Failure> {
+    let mut deliveries = Vec::with_capacity(messages.len());
+    for m in messages {
+        let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
+        for (k, v) in &m.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let record = FutureRecord::to(topic)
+            .key(m.key.as_bytes())
+            .payload(&m.payload[..])
+            .headers(headers);
+        match producer.send_result(record) {
+            Ok(d) => deliveries.push(d),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                return Err((PublishError::Saturated(Duration::from_secs(1)), None))
+            }
+            Err((e, _)) => return Err(failure(e)),
+        }
+    }
+    for d in futures::future::join_all(deliveries).await {
+        match d {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(failure(e)),
+            Err(_) => return Err((PublishError::Unavailable("producer dropped the message".into()), None)),
+        }
+    }
+    Ok(())
 }
 
 /// Commits finished offsets before partitions are revoked.
@@ -203,8 +302,16 @@ impl ConsumerContext for GroupContext {
 }
 
 fn partitions(tpl: &TopicPartitionList) -> String {
-    let list: Vec<String> = tpl.elements().iter().map(|p| format!("{}[{}]", p.topic(), p.partition())).collect();
-    if list.is_empty() { "none".into() } else { list.join(" ") }
+    let list: Vec<String> = tpl
+        .elements()
+        .iter()
+        .map(|p| format!("{}[{}]", p.topic(), p.partition()))
+        .collect();
+    if list.is_empty() {
+        "none".into()
+    } else {
+        list.join(" ")
+    }
 }
 
 struct KafkaSubscription {
@@ -234,7 +341,12 @@ impl Subscription for KafkaSubscription {
                         .headers()
                         .map(|h| {
                             h.iter()
-                                .map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+                                .map(|h| {
+                                    (
+                                        h.key.to_string(),
+                                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                                    )
+                                })
                                 .collect()
                         })
                         .unwrap_or_default();
@@ -246,7 +358,11 @@ impl Subscription for KafkaSubscription {
                         payload: bytes::Bytes::copy_from_slice(m.payload().unwrap_or_default()),
                         headers,
                     };
-                    let token = AckToken::Kafka { topic: m.topic().to_string(), partition: m.partition(), offset: m.offset() };
+                    let token = AckToken::Kafka {
+                        topic: m.topic().to_string(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                    };
                     out.push(Delivery { message, token });
                 }
                 Some(Err(e)) => {
@@ -265,7 +381,12 @@ impl Subscription for KafkaSubscription {
     async fn commit(&mut self, deliveries: Vec<Delivery>) -> anyhow::Result<()> {
         let mut next: HashMap<(String, i32), i64> = HashMap::new();
         for d in deliveries {
-            if let AckToken::Kafka { topic, partition, offset } = d.token {
+            if let AckToken::Kafka {
+                topic,
+                partition,
+                offset,
+            } = d.token
+            {
                 let e = next.entry((topic, partition)).or_insert(offset + 1);
                 *e = (*e).max(offset + 1);
             }

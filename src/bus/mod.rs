@@ -125,7 +125,11 @@ impl Default for BusConfig {
 
 /// Connects the bus a config names.
 pub async fn connect(config: &BusConfig) -> anyhow::Result<Arc<dyn Bus>> {
-    let topics = [config.events_topic.as_str(), config.alerts_topic.as_str(), config.dead_letter_topic.as_str()];
+    let topics = [
+        config.events_topic.as_str(),
+        config.alerts_topic.as_str(),
+        config.dead_letter_topic.as_str(),
+    ];
     match config.kind {
         BusKind::Memory => Ok(Arc::new(memory::MemoryBus::new(config.memory.clone()))),
         BusKind::Kafka => Ok(Arc::new(kafka::KafkaBus::connect(config.kafka.clone(), &topics).await?)),

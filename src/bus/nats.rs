@@ -62,18 +62,42 @@ pub struct NatsBus {
 
 /// `kaudit.events` → `KAUDIT_EVENTS`.
 pub fn stream_name(topic: &str) -> String {
-    topic.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
+    topic
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// A subject token from a free string (cluster names, priorities): no dots, wildcards or spaces.
 fn token(s: &str) -> String {
-    let t: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-    if t.is_empty() { "_".into() } else { t }
+    let t: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if t.is_empty() {
+        "_".into()
+    } else {
+        t
+    }
 }
 
 impl NatsBus {
     pub async fn connect(config: NatsConfig, topics: &[&str]) -> anyhow::Result<NatsBus> {
-        let mut options = async_nats::ConnectOptions::new().name("kaudit").retry_on_initial_connect();
+        let mut options = async_nats::ConnectOptions::new()
+            .name("kaudit")
+            .retry_on_initial_connect();
         if let Some(creds) = &config.credentials_file {
             options = options.credentials_file(creds).await?;
         }
@@ -93,11 +117,9 @@ impl NatsBus {
     async fn ensure_stream(&self, topic: &str) -> anyhow::Result<stream::Stream> {
         let name = stream_name(topic);
         if !self.config.create_streams {
-            return self
-                .js
-                .get_stream(&name)
-                .await
-                .map_err(|e| anyhow::anyhow!("JetStream stream {name} (for {topic}) is missing and create_streams is off: {e}"));
+            return self.js.get_stream(&name).await.map_err(|e| {
+                anyhow::anyhow!("JetStream stream {name} (for {topic}) is missing and create_streams is off: {e}")
+            });
         }
         let config = stream::Config {
             name: name.clone(),
@@ -108,7 +130,10 @@ impl NatsBus {
             num_replicas: self.config.replicas,
             ..Default::default()
         };
-        self.js.get_or_create_stream(config).await.map_err(|e| anyhow::anyhow!("JetStream stream {name}: {e}"))
+        self.js
+            .get_or_create_stream(config)
+            .await
+            .map_err(|e| anyhow::anyhow!("JetStream stream {name}: {e}"))
     }
 }
 
@@ -121,12 +146,18 @@ impl Bus for NatsBus {
             for (k, v) in &m.headers {
                 headers.insert(k.as_str(), v.as_str());
             }
-            let mut publish = jetstream::message::PublishMessage::build().payload(m.payload).headers(headers);
+            let mut publish = jetstream::message::PublishMessage::build()
+                .payload(m.payload)
+                .headers(headers);
             if let Some(id) = &m.id {
                 publish = publish.message_id(id);
             }
             let subject = format!("{topic}.{}", token(&m.route));
-            let ack = self.js.send_publish(subject, publish).await.map_err(|e| PublishError::Unavailable(e.to_string()))?;
+            let ack = self
+                .js
+                .send_publish(subject, publish)
+                .await
+                .map_err(|e| PublishError::Unavailable(e.to_string()))?;
             acks.push(ack);
         }
         let timeout = Duration::from_secs(self.config.publish_timeout_secs);
@@ -156,7 +187,10 @@ impl Bus for NatsBus {
             )
             .await
             .map_err(|e| anyhow::anyhow!("JetStream consumer {group} on {topic}: {e}"))?;
-        Ok(Box::new(NatsSubscription { consumer, messages: None }))
+        Ok(Box::new(NatsSubscription {
+            consumer,
+            messages: None,
+        }))
     }
 }
 
@@ -174,7 +208,12 @@ impl Subscription for NatsSubscription {
         let mut out = Vec::new();
         loop {
             if self.messages.is_none() {
-                let stream = self.consumer.stream().max_messages_per_batch(max.clamp(1, 1000)).messages().await?;
+                let stream = self
+                    .consumer
+                    .stream()
+                    .max_messages_per_batch(max.clamp(1, 1000))
+                    .messages()
+                    .await?;
                 self.messages = Some(stream);
             }
             let messages = self.messages.as_mut().expect("set above");
@@ -229,9 +268,22 @@ fn delivery(m: jetstream::Message) -> Delivery {
     let headers = m
         .headers
         .as_ref()
-        .map(|h| h.iter().flat_map(|(k, vs)| vs.iter().map(move |v| (k.to_string(), v.to_string()))).collect())
+        .map(|h| {
+            h.iter()
+                .flat_map(|(k, vs)| vs.iter().map(move |v| (k.to_string(), v.to_string())))
+                .collect()
+        })
         .unwrap_or_default();
     let key = m.subject.rsplit('.').next().unwrap_or_default().to_string();
-    let message = Message { key: key.clone(), route: key, id: None, payload: m.payload.clone(), headers };
-    Delivery { message, token: AckToken::Nats(Box::new(m)) }
+    let message = Message {
+        key: key.clone(),
+        route: key,
+        id: None,
+        payload: m.payload.clone(),
+        headers,
+    };
+    Delivery {
+        message,
+        token: AckToken::Nats(Box::new(m)),
+    }
 }

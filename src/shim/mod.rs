@@ -295,12 +295,15 @@ async fn handle(
             StatusCode::TOO_MANY_REQUESTS,
             "the bus is full; retry later".into(),
         ),
-        Err(PublishError::Unavailable(e)) => retry_later(
-            shim,
-            "unavailable",
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the broker is unavailable: {e}"),
-        ),
+        Err(PublishError::Unavailable(e)) => {
+            tracing::warn!(cluster, "publish failed, answering 503: {e}");
+            retry_later(
+                shim,
+                "unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the broker is unavailable: {e}"),
+            )
+        }
     }
 }
 

@@ -21,7 +21,11 @@ pub struct Broker {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn find(binary: &str, install: &str) -> PathBuf {
@@ -49,19 +53,29 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
 
 impl Broker {
     pub fn start(kind: Kind) -> Broker {
-        let mut b = Broker { kind, port: free_port(), child: None, dir: tempfile::tempdir().unwrap() };
+        let mut b = Broker {
+            kind,
+            port: free_port(),
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
         b.spawn();
         b
     }
 
     fn spawn(&mut self) {
         let port = self.port;
-        let log = std::fs::File::create(self.dir.path().join(format!("broker-{}.log", Instant::now().elapsed().as_nanos())))
-            .unwrap();
+        let log = std::fs::File::create(
+            self.dir
+                .path()
+                .join(format!("broker-{}.log", Instant::now().elapsed().as_nanos())),
+        )
+        .unwrap();
         let mut cmd = match self.kind {
             Kind::Nats => {
                 let mut c = Command::new(find("nats-server", "apt-get install nats-server"));
-                c.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"]).arg(self.dir.path().join("js"));
+                c.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+                    .arg(self.dir.path().join("js"));
                 c
             }
             Kind::Kafka => {
@@ -72,9 +86,14 @@ impl Broker {
                 c
             }
         };
-        cmd.stdout(Stdio::from(log.try_clone().unwrap())).stderr(Stdio::from(log));
+        cmd.stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log));
         self.child = Some(cmd.spawn().unwrap());
-        assert!(wait_for_port(port, Duration::from_secs(20)), "{:?} broker did not listen on {port}", self.kind);
+        assert!(
+            wait_for_port(port, Duration::from_secs(20)),
+            "{:?} broker did not listen on {port}",
+            self.kind
+        );
     }
 
     /// The address clients use: `nats://127.0.0.1:P` or `127.0.0.1:P`.
@@ -148,8 +167,13 @@ impl Proc {
             cmd.env(k, v);
         }
         cmd.env("KAUDIT_LOG", "info,kaudit=debug");
-        cmd.stdout(Stdio::from(file.try_clone().unwrap())).stderr(Stdio::from(file));
-        Proc { child: cmd.spawn().unwrap(), name: name.to_string(), log }
+        cmd.stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file));
+        Proc {
+            child: cmd.spawn().unwrap(),
+            name: name.to_string(),
+            log,
+        }
     }
 
     pub fn kill9(&mut self) {
