@@ -1,17 +1,32 @@
 #!/usr/bin/env bash
-# Runs every test of kaudit: unit tests, integration tests, and (as transports land) the tests
-# against real brokers. It installs and starts what the tests need when it is missing, and
-# stops what it started. Usage: ./integration/test.sh
+# Runs every test of kaudit: unit tests, integration tests, and the tests against real brokers
+# (a NATS server with JetStream and tansu, a Kafka-compatible broker, which the tests start on
+# free loopback ports and stop). It installs what is missing first: build tools, nats-server
+# (Debian package) and tansu (cargo install, ~20 minutes the first time; reused afterwards).
+# Usage: ./integration/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
 
 need() { command -v "$1" >/dev/null 2>&1; }
+apt_updated=
+apt_install() {
+  [ -n "$apt_updated" ] || { apt-get update -qq; apt_updated=1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
 
-# Build tools the crates need (rdkafka builds librdkafka from source; jq for the benchmark).
-if ! need cc || ! need pkg-config || ! need make; then
-  echo "test.sh: installing build tools" >&2
-  apt-get update -qq && apt-get install -y -qq build-essential pkg-config >/dev/null
+# Build tools (rdkafka builds librdkafka from source; it links OpenSSL and zlib).
+need cc && need c++ && need make && need pkg-config || apt_install build-essential pkg-config
+[ -f /usr/include/openssl/ssl.h ] || apt_install libssl-dev
+[ -f /usr/include/zlib.h ] || apt_install zlib1g-dev
+need curl || apt_install curl
+need nats-server || apt_install nats-server
+if ! need tansu; then
+  echo "test.sh: installing tansu (a Kafka-compatible broker) with cargo; this takes a while once" >&2
+  cargo install tansu --locked --features dynostore
 fi
 
 cargo --version
+nats-server --version
+tansu --version 2>/dev/null || true
 cargo test --all-targets --locked 2>&1
