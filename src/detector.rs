@@ -146,8 +146,9 @@ pub fn evaluate(rules: &RuleSet, batch: &[Delivery], stats: &DetectorStats) -> V
             // Continue the shim's trace: same trace id, a span of our own.
             if let Some(trace_id) = message.header(headers::TRACEPARENT).and_then(|tp| tp.split('-').nth(1)) {
                 tracing::debug!(trace_id, rule = alert.rule, alert_id = alert.id, "alert");
-                alert.traceparent = Some(format!("00-{trace_id}-{:016x}-01", rand::random::<u64>()));
+                alert.origin.traceparent = Some(format!("00-{trace_id}-{:016x}-01", rand::random::<u64>()));
             }
+            alert.origin.received = message.header(headers::RECEIVED).map(String::from);
             alerts.push(alert);
         }
     }

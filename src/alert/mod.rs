@@ -31,9 +31,18 @@ pub struct Alert {
     pub cluster: String,
     pub audit_id: String,
     pub dedup: Dedup,
-    /// W3C trace context of the batch that carried the event (message header, not JSON).
+    /// Where the event came from on the bus: travels as message headers, not in the JSON.
     #[serde(skip)]
+    pub origin: Origin,
+}
+
+/// The bus context of the event behind an alert.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Origin {
+    /// W3C trace context continuing the shim's trace of the batch.
     pub traceparent: Option<String>,
+    /// When the shim received the event (RFC 3339): alert consumers measure latency from it.
+    pub received: Option<String>,
 }
 
 /// How many matches this alert stands for.
@@ -78,7 +87,7 @@ impl Alert {
                 first_seen: time.clone(),
                 last_seen: time,
             },
-            traceparent: None,
+            origin: Origin::default(),
         }
     }
 }

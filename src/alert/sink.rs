@@ -105,8 +105,11 @@ pub fn alert_message(alert: &Alert) -> anyhow::Result<Message> {
             ("content-type".into(), "application/json".into()),
         ],
     };
-    if let Some(tp) = &alert.traceparent {
+    if let Some(tp) = &alert.origin.traceparent {
         message.headers.push((headers::TRACEPARENT.into(), tp.clone()));
+    }
+    if let Some(received) = &alert.origin.received {
+        message.headers.push((headers::RECEIVED.into(), received.clone()));
     }
     Ok(message)
 }

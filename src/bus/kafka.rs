@@ -12,7 +12,6 @@
 
 use super::{AckToken, Bus, Delivery, Message, PublishError, Subscription};
 use async_trait::async_trait;
-use futures::StreamExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -218,6 +217,7 @@ impl Bus for KafkaBus {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
+            .set("fetch.wait.max.ms", "20")
             .create_with_context(GroupContext { done: done.clone() })?;
         consumer.subscribe(&[topic])?;
         Ok(Box::new(KafkaSubscription {
@@ -325,18 +325,17 @@ const BATCH_LINGER: Duration = Duration::from_millis(5);
 impl Subscription for KafkaSubscription {
     async fn next(&mut self, max: usize) -> anyhow::Result<Option<Vec<Delivery>>> {
         let mut out = Vec::new();
-        let mut stream = self.consumer.stream();
         while out.len() < max.max(1) {
             let next = if out.is_empty() {
-                stream.next().await
+                self.consumer.recv().await
             } else {
-                match tokio::time::timeout(BATCH_LINGER, stream.next()).await {
+                match tokio::time::timeout(BATCH_LINGER, self.consumer.recv()).await {
                     Ok(n) => n,
                     Err(_) => break,
                 }
             };
             match next {
-                Some(Ok(m)) => {
+                Ok(m) => {
                     let headers = m
                         .headers()
                         .map(|h| {
@@ -365,14 +364,13 @@ impl Subscription for KafkaSubscription {
                     };
                     out.push(Delivery { message, token });
                 }
-                Some(Err(e)) => {
+                Err(e) => {
                     tracing::warn!("Kafka consume: {e}");
                     if !out.is_empty() {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                None => return Ok(None),
             }
         }
         Ok(Some(out))
