@@ -14,12 +14,16 @@ async fn main() -> anyhow::Result<()> {
     let seconds: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(20);
     let config = PipelineConfig::load(Some(std::path::Path::new(&pipeline)))?;
     let bus = kaudit::bus::connect(&config.bus).await?;
-    let mut sub = bus.subscribe(&config.bus.alerts_topic, &format!("alertlat-{}", std::process::id())).await?;
+    let mut sub = bus
+        .subscribe(&config.bus.alerts_topic, &format!("alertlat-{}", std::process::id()))
+        .await?;
     println!("ready");
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let (mut latencies, mut first, mut last) = (Vec::new(), None, Instant::now());
     while Instant::now() < deadline {
-        let Ok(batch) = tokio::time::timeout(deadline - Instant::now(), sub.next(1000)).await else { break };
+        let Ok(batch) = tokio::time::timeout(deadline - Instant::now(), sub.next(1000)).await else {
+            break;
+        };
         let Some(batch) = batch? else { break };
         let now = chrono::Utc::now();
         for d in &batch {
@@ -34,8 +38,16 @@ async fn main() -> anyhow::Result<()> {
         sub.commit(batch).await?;
     }
     latencies.sort();
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or_default();
-    let span = first.map(|f| last.duration_since(f).as_secs_f64()).unwrap_or(0.0).max(1e-3);
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    let span = first
+        .map(|f| last.duration_since(f).as_secs_f64())
+        .unwrap_or(0.0)
+        .max(1e-3);
     println!(
         "{} alerts in {span:.1}s ({:.0}/s); POST-to-alert latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         latencies.len(),

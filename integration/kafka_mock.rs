@@ -13,7 +13,11 @@ async fn main() -> anyhow::Result<()> {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(200_000);
     let mock = rdkafka::mocking::MockCluster::new(1)?;
     mock.create_topic("kaudit.events", 6, 1)?;
-    let config = KafkaConfig { brokers: mock.bootstrap_servers(), create_topics: false, ..Default::default() };
+    let config = KafkaConfig {
+        brokers: mock.bootstrap_servers(),
+        create_topics: false,
+        ..Default::default()
+    };
     let bus = KafkaBus::connect(config, &["kaudit.events"]).await?;
     let event = std::fs::read_to_string("rules/fixtures/privileged_container/positive.jsonl")?;
     let payload = bytes::Bytes::from(event.lines().next().unwrap_or_default().to_string());
@@ -43,6 +47,10 @@ async fn main() -> anyhow::Result<()> {
         r?;
     }
     let secs = start.elapsed().as_secs_f64();
-    println!("publish: {sent} events ({} B each) acknowledged in {secs:.2}s: {:.0} events/s", payload.len(), sent as f64 / secs);
+    println!(
+        "publish: {sent} events ({} B each) acknowledged in {secs:.2}s: {:.0} events/s",
+        payload.len(),
+        sent as f64 / secs
+    );
     Ok(())
 }

@@ -65,16 +65,17 @@ async fn main() {
     let a = args();
     // Pre-built bodies: the generator must cost little next to the system it measures.
     let mut rng = events::Rng(0x2545_F491_4F6C_DD1D);
-    let bodies: Vec<bytes::Bytes> = (0..64u64)
+    // Each pass over the bodies rewrites the audit IDs' first group, so every event posted is a
+    // new request (the same IDs again would be redeliveries, and alert dedup would drop them).
+    let bodies: Vec<String> = (0..64u64)
         .map(|b| {
             let items: Vec<_> = (0..a.batch as u64)
                 .map(|i| events::event(&mut rng, b * a.batch as u64 + i))
                 .collect();
-            serde_json::to_vec(
+            serde_json::to_string(
                 &serde_json::json!({"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":items}),
             )
             .unwrap()
-            .into()
         })
         .collect();
     let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
@@ -102,7 +103,9 @@ async fn main() {
                     tokio::time::sleep_until(next.into()).await;
                     next += interval;
                 }
-                let body = bodies[i % bodies.len()].clone();
+                let pass = (i / bodies.len()) * 64 + w;
+                let body = bodies[i % bodies.len()]
+                    .replace("\"00000000-0000-4000-8000-", &format!("\"{pass:08x}-0000-4000-8000-"));
                 i += 1;
                 let mut req = client.post(&url).header("content-type", "application/json").body(body);
                 if let Some(tok) = &token {

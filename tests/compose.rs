@@ -16,7 +16,12 @@ fn compose() -> Value {
 fn env_of(service: &Value) -> HashMap<String, String> {
     service["environment"]
         .as_object()
-        .map(|m| m.iter().filter(|(k, _)| k.starts_with("KAUDIT__")).map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| k.starts_with("KAUDIT__"))
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -32,7 +37,12 @@ fn every_kaudit_service_has_a_valid_pipeline_for_both_buses() {
     assert_eq!(roles.iter().filter(|r| **r == "shim").count(), 1, "{roles:?}");
     assert_eq!(roles.iter().filter(|r| **r == "detect").count(), 2, "{roles:?}");
     for (name, service) in &kaudit {
-        let command: Vec<&str> = service["command"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let command: Vec<&str> = service["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
         assert_eq!(command[1], "--pipeline", "{name}");
         let env = env_of(service);
         for bus in ["kafka", "nats"] {
@@ -47,7 +57,10 @@ fn every_kaudit_service_has_a_valid_pipeline_for_both_buses() {
                 let published = service["ports"][0].as_str().unwrap();
                 assert!(published.ends_with(":8765"), "{published}");
             } else {
-                assert!(config.bus.kafka.group_instance_id.is_some(), "{name} needs a static member id");
+                assert!(
+                    config.bus.kafka.group_instance_id.is_some(),
+                    "{name} needs a static member id"
+                );
             }
         }
     }
@@ -56,19 +69,40 @@ fn every_kaudit_service_has_a_valid_pipeline_for_both_buses() {
         .filter_map(|(_, s)| env_of(s).get("KAUDIT__BUS__KAFKA__GROUP_INSTANCE_ID").cloned())
         .collect();
     assert_eq!(ids.len(), 2);
-    assert_ne!(ids[0], ids[1], "two detectors with one static member id would fence each other");
+    assert_ne!(
+        ids[0], ids[1],
+        "two detectors with one static member id would fence each other"
+    );
 }
 
 #[test]
 fn the_image_ships_what_the_services_use() {
     let dockerfile = std::fs::read_to_string(common::repo().join("Dockerfile")).unwrap();
-    for needed in ["COPY rules rules", "COPY pipelines pipelines", "--bin kaudit", "ENTRYPOINT [\"kaudit\"]"] {
+    for needed in [
+        "COPY rules rules",
+        "COPY pipelines pipelines",
+        "--bin kaudit",
+        "ENTRYPOINT [\"kaudit\"]",
+    ] {
         assert!(dockerfile.contains(needed), "Dockerfile lacks {needed}");
     }
     // Every path the build copies exists.
-    for line in dockerfile.lines().filter(|l| l.starts_with("COPY ") && !l.contains("--from")) {
-        for path in line.split_whitespace().skip(1).collect::<Vec<_>>().split_last().unwrap().1 {
-            assert!(common::repo().join(path).exists(), "Dockerfile copies {path}, which does not exist");
+    for line in dockerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
+        for path in line
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .split_last()
+            .unwrap()
+            .1
+        {
+            assert!(
+                common::repo().join(path).exists(),
+                "Dockerfile copies {path}, which does not exist"
+            );
         }
     }
 }
