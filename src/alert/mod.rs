@@ -64,8 +64,8 @@ impl Alert {
         let audit_id = view.audit_id().into_owned();
         let stage = view.stage();
         let time = view.time().map(|t| t.into_owned()).unwrap_or_default();
-        let user = user_name(view);
-        let namespace = namespace(view);
+        let user = nested_str(view, "user", "username");
+        let namespace = nested_str(view, "objectRef", "namespace");
         let key = digest(&[cluster, &rule.name, &user, &namespace]);
         let received = view.str("requestReceivedTimestamp").unwrap_or_default();
         Alert {
@@ -92,27 +92,12 @@ impl Alert {
     }
 }
 
-fn user_name(view: &EventView<'_>) -> String {
-    #[derive(Deserialize)]
-    struct User {
-        #[serde(default)]
-        username: Option<String>,
-    }
-    view.get("user")
-        .and_then(|u| serde_json::from_str::<User>(u).ok())
-        .and_then(|u| u.username)
-        .unwrap_or_default()
-}
-
-fn namespace(view: &EventView<'_>) -> String {
-    #[derive(Deserialize)]
-    struct ObjectRef {
-        #[serde(default)]
-        namespace: Option<String>,
-    }
-    view.get("objectRef")
-        .and_then(|o| serde_json::from_str::<ObjectRef>(o).ok())
-        .and_then(|o| o.namespace)
+/// A string inside one of the event's small top-level objects (`user.username`,
+/// `objectRef.namespace`); empty when absent or not a string.
+fn nested_str(view: &EventView<'_>, object: &str, key: &str) -> String {
+    view.get(object)
+        .and_then(|raw| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw).ok())
+        .and_then(|map| map.get(key)?.as_str().map(String::from))
         .unwrap_or_default()
 }
 
