@@ -5,6 +5,7 @@
 //! Metric names (Prometheus adds `_total` to counters):
 //! `kaudit_events_received` {cluster}, `kaudit_events_published` {cluster},
 //! `kaudit_requests_rejected` {reason}, `kaudit_events_dead_lettered` {cluster},
+//! `kaudit_events_truncated`,
 //! `kaudit_events_evaluated`, `kaudit_alerts` {rule, priority},
 //! `kaudit_rule_evaluation_errors` {rule}, `kaudit_publish_seconds` and
 //! `kaudit_evaluate_seconds` (histograms).
@@ -32,6 +33,7 @@ pub struct Metrics {
     pub events_published: Counter<u64>,
     pub requests_rejected: Counter<u64>,
     pub events_dead_lettered: Counter<u64>,
+    pub events_truncated: Counter<u64>,
     pub events_evaluated: Counter<u64>,
     pub alerts: Counter<u64>,
     pub publish_seconds: Histogram<f64>,
@@ -92,6 +94,10 @@ impl Metrics {
             events_dead_lettered: meter
                 .u64_counter("kaudit_events_dead_lettered")
                 .with_description("Malformed items sent to the dead-letter topic")
+                .build(),
+            events_truncated: meter
+                .u64_counter("kaudit_events_truncated")
+                .with_description("Events over max_event_bytes, published without their objects")
                 .build(),
             events_evaluated: meter
                 .u64_counter("kaudit_events_evaluated")

@@ -326,3 +326,42 @@ async fn metrics_move_as_requests_arrive() {
     assert_eq!(health.status(), 200);
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_events_are_truncated_like_the_apiserver_does_or_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(config(dir.path(), 1000), Roles::All).await.unwrap();
+    let mut dlq = running.bus.subscribe("kaudit.deadletter", "t").await.unwrap();
+    let mut big = event(1, true);
+    big["requestObject"] = json!({"junk": "x".repeat(2 << 20)});
+    let mut hopeless = event(2, true);
+    hopeless["userAgent"] = json!("y".repeat(2 << 20));
+    let items = vec![big, hopeless, event(3, true)];
+    let r = post(
+        &running,
+        "/k8s_audit",
+        Some(TOKEN_A),
+        serde_json::to_vec(&event_list(items)).unwrap(),
+        false,
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"accepted": 2, "dead_lettered": 1})
+    );
+    let dead = dlq.next(10).await.unwrap().unwrap();
+    let record: Value = serde_json::from_slice(&dead[0].message.payload).unwrap();
+    assert_eq!(record["position"], "item 1");
+    assert!(
+        record["reason"].as_str().unwrap().contains("max_event_bytes"),
+        "{record}"
+    );
+    wait_for(|| read_alerts(dir.path()).len() >= 2).await;
+    let ids: Vec<String> = read_alerts(dir.path())
+        .iter()
+        .map(|a| a["audit_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["id-1", "id-3"]);
+    running.shutdown().await.unwrap();
+}

@@ -82,6 +82,33 @@ impl Event {
         &self.json
     }
 
+    /// The event as the apiserver truncates one that is too large: without `requestObject` and
+    /// `responseObject`, annotated `audit.k8s.io/truncated: "true"`.
+    pub fn truncated(&self) -> Event {
+        let view = self.view();
+        let mut out = String::with_capacity(2048);
+        out.push('{');
+        for (key, raw) in view.fields() {
+            if matches!(key, "requestObject" | "responseObject" | "annotations") {
+                continue;
+            }
+            out.push_str(&serde_json::to_string(key).unwrap_or_default());
+            out.push(':');
+            out.push_str(raw);
+            out.push(',');
+        }
+        let mut annotations: serde_json::Map<String, serde_json::Value> = view
+            .get("annotations")
+            .and_then(|raw| serde_json::from_str(raw).ok())
+            .unwrap_or_default();
+        annotations.insert("audit.k8s.io/truncated".into(), "true".into());
+        out.push_str("\"annotations\":");
+        out.push_str(&serde_json::Value::Object(annotations).to_string());
+        out.push('}');
+        // Every field came from a valid event; the result is one too.
+        Event::from_json(out.into_bytes()).unwrap_or_else(|_| self.clone())
+    }
+
     /// The top-level fields of this event, from the positions found when it was checked.
     pub fn view(&self) -> EventView<'_> {
         let text = self.as_str();
@@ -254,6 +281,20 @@ mod tests {
             let err = EventView::parse(text).unwrap_err();
             assert!(err.contains(why), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn truncation_drops_the_objects_and_says_so() {
+        let e = Event::from_json(
+            r#"{"auditID":"a","stage":"s","requestObject":{"big":1},"responseObject":[2],"annotations":{"x":"y"}}"#,
+        )
+        .unwrap();
+        let t = e.truncated();
+        let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"auditID":"a","stage":"s","annotations":{"x":"y","audit.k8s.io/truncated":"true"}})
+        );
     }
 
     #[test]

@@ -42,6 +42,11 @@ pub struct ShimConfig {
     pub request_timeout_secs: u64,
     /// Requests processed at once; more get 503 with Retry-After.
     pub max_inflight_requests: usize,
+    /// Largest event published as it is. A larger one loses `requestObject`/`responseObject`
+    /// (annotated `audit.k8s.io/truncated`, as the apiserver's own truncation does); if it is
+    /// still too large it is dead-lettered. Keep it under the broker's message limit (NATS
+    /// `max_payload` and Kafka `message.max.bytes` are 1 MB by default).
+    pub max_event_bytes: usize,
     /// Seconds the apiserver is told to wait on 429/503.
     pub retry_after_secs: u64,
     /// Accept requests without a credential (loopback demos only; logged at start).
@@ -58,6 +63,7 @@ impl Default for ShimConfig {
             max_decompressed_bytes: 256 * 1024 * 1024,
             request_timeout_secs: 30,
             max_inflight_requests: 64,
+            max_event_bytes: 900 * 1024,
             retry_after_secs: 1,
             allow_unauthenticated: false,
             clusters: Vec::new(),
@@ -230,7 +236,9 @@ async fn handle(
     let _entered = span.enter();
     let mut events = Vec::with_capacity(items.len());
     let mut dead = Vec::new();
-    for item in items {
+    let max_event = shim.config.max_event_bytes;
+    for (index, item) in items.into_iter().enumerate() {
+        let item = item.and_then(|event| fit(event, max_event, index));
         match item {
             Ok(event) => events.push(Message {
                 key: cluster.clone(),
@@ -305,6 +313,25 @@ async fn handle(
             )
         }
     }
+}
+
+/// An event that fits the bus, truncated if it must be.
+fn fit(event: crate::audit::Event, max: usize, index: usize) -> Result<crate::audit::Event, crate::audit::Malformed> {
+    if event.bytes().len() <= max {
+        return Ok(event);
+    }
+    let size = event.bytes().len();
+    let truncated = event.truncated();
+    if truncated.bytes().len() <= max {
+        tracing::warn!(size, audit_id = %truncated.view().audit_id(), "event over max_event_bytes: published without its objects");
+        metrics().events_truncated.add(1, &[]);
+        return Ok(truncated);
+    }
+    Err(crate::audit::Malformed {
+        position: crate::audit::Position::Item(index),
+        reason: format!("event of {size} bytes exceeds max_event_bytes ({max}) even without its objects"),
+        text: String::from_utf8_lossy(&truncated.bytes()[..max.min(64 * 1024)]).into_owned(),
+    })
 }
 
 enum Decompress {
