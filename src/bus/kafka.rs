@@ -106,21 +106,11 @@ impl KafkaBus {
 
     /// After a failed publish: a producer in a fatal state, or fenced by the broker, or that
     /// did not answer in time, is replaced by a new one (with a new producer id).
-    fn recover(&self, failed: &FutureProducer, code: Option<RDKafkaErrorCode>) {
-        let fenced = matches!(
-            code,
-            Some(
-                RDKafkaErrorCode::ProducerFenced
-                    | RDKafkaErrorCode::InvalidProducerEpoch
-                    | RDKafkaErrorCode::UnknownProducerId
-                    | RDKafkaErrorCode::OutOfOrderSequenceNumber
-                    | RDKafkaErrorCode::InvalidProducerIdMapping
-            )
-        );
-        let reason = match failed.client().fatal_error() {
-            Some((code, reason)) => format!("{code}: {reason}"),
-            None if fenced => format!("{code:?}"),
-            None => return,
+    fn recover(&self, failed: &FutureProducer, cause: Option<String>) {
+        let reason = match (failed.client().fatal_error(), cause) {
+            (Some((code, reason)), _) => format!("{code}: {reason}"),
+            (None, Some(cause)) => cause,
+            (None, None) => return,
         };
         let mut producer = self.producer.write().unwrap_or_else(|e| e.into_inner());
         if producer.client().native_ptr() != failed.client().native_ptr() {
@@ -192,11 +182,21 @@ impl Bus for KafkaBus {
         match tokio::time::timeout(deadline, publish_with(&producer, topic, &messages)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err((error, code))) => {
-                self.recover(&producer, code);
+                let fenced = matches!(
+                    code,
+                    Some(
+                        RDKafkaErrorCode::ProducerFenced
+                            | RDKafkaErrorCode::InvalidProducerEpoch
+                            | RDKafkaErrorCode::UnknownProducerId
+                            | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                            | RDKafkaErrorCode::InvalidProducerIdMapping
+                    )
+                );
+                self.recover(&producer, fenced.then(|| format!("{code:?}")));
                 Err(error)
             }
             Err(_) => {
-                self.recover(&producer, Some(RDKafkaErrorCode::ProducerFenced));
+                self.recover(&producer, Some(format!("no acknowledgement within {deadline:?}")));
                 Err(PublishError::Unavailable(format!(
                     "no acknowledgement within {deadline:?}"
                 )))
