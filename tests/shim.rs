@@ -67,6 +67,14 @@ fn event_list(items: Vec<Value>) -> Value {
     json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {}, "items": items})
 }
 
+/// Posts an EventList of `items` as cluster A; the answer must be 200; returns its body.
+async fn post_items(running: &Running, items: Vec<Value>) -> Value {
+    let body = serde_json::to_vec(&event_list(items)).unwrap();
+    let r = post(running, "/k8s_audit", Some(TOKEN_A), body, false).await;
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
 fn read_alerts(dir: &Path) -> Vec<Value> {
     std::fs::read_to_string(dir.join("alerts.jsonl"))
         .unwrap_or_default()
@@ -174,17 +182,8 @@ async fn malformed_items_are_dead_lettered_and_the_rest_accepted() {
     let running = start(config(dir.path(), 1000), Roles::All).await.unwrap();
     let mut dlq = running.bus.subscribe("kaudit.deadletter", "t").await.unwrap();
     let items = vec![event(1, true), json!({"kind": 0}), event(2, true), json!("text")];
-    let r = post(
-        &running,
-        "/k8s_audit",
-        Some(TOKEN_A),
-        serde_json::to_vec(&event_list(items)).unwrap(),
-        false,
-    )
-    .await;
-    assert_eq!(r.status(), 200);
     assert_eq!(
-        r.json::<Value>().await.unwrap(),
+        post_items(&running, items).await,
         json!({"accepted": 2, "dead_lettered": 2})
     );
     let dead = dlq.next(10).await.unwrap().unwrap();
@@ -337,17 +336,8 @@ async fn oversized_events_are_truncated_like_the_apiserver_does_or_dead_lettered
     let mut hopeless = event(2, true);
     hopeless["userAgent"] = json!("y".repeat(2 << 20));
     let items = vec![big, hopeless, event(3, true)];
-    let r = post(
-        &running,
-        "/k8s_audit",
-        Some(TOKEN_A),
-        serde_json::to_vec(&event_list(items)).unwrap(),
-        false,
-    )
-    .await;
-    assert_eq!(r.status(), 200);
     assert_eq!(
-        r.json::<Value>().await.unwrap(),
+        post_items(&running, items).await,
         json!({"accepted": 2, "dead_lettered": 1})
     );
     let dead = dlq.next(10).await.unwrap().unwrap();
