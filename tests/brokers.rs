@@ -181,13 +181,22 @@ fn collect_alerts(config: BusConfig) -> Arc<Mutex<Vec<Alert>>> {
     tokio::spawn(async move {
         let bus = bus::connect(&config).await.unwrap();
         let mut sub = bus.subscribe(&config.alerts_topic, "test-reader").await.unwrap();
-        while let Ok(Some(batch)) = sub.next(1000).await {
+        // The reader outlives broker outages: errors mean "try again" (redeliveries are fine).
+        loop {
+            let batch = match sub.next(1000).await {
+                Ok(Some(batch)) => batch,
+                Ok(None) => break,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
             for d in &batch {
                 out.lock()
                     .unwrap()
                     .push(serde_json::from_slice(&d.message.payload).unwrap());
             }
-            sub.commit(batch).await.unwrap();
+            let _ = sub.commit(batch).await;
         }
     });
     seen
