@@ -54,6 +54,9 @@ pub struct DetectorStats {
 
 pub struct Detector {
     pub rules: Arc<RuleSet>,
+    /// Rate limits alerts of rules with a dedup policy (state lives with this detector: events
+    /// are keyed by cluster, so a key that includes the cluster is seen by one detector).
+    pub deduper: Arc<crate::dedup::Deduper>,
     pub sinks: Vec<Arc<dyn Sink>>,
     pub batch_size: usize,
     pub stats: Arc<DetectorStats>,
@@ -87,8 +90,9 @@ impl Detector {
         let started = Instant::now();
         let rules = self.rules.clone();
         let stats = self.stats.clone();
+        let deduper = self.deduper.clone();
         let (batch, alerts) = tokio::task::spawn_blocking(move || {
-            let alerts = evaluate(&rules, &batch, &stats);
+            let alerts = evaluate(&rules, &batch, &stats, &deduper);
             (batch, alerts)
         })
         .await?;
@@ -124,7 +128,12 @@ impl Detector {
 }
 
 /// Evaluates a batch; the cluster of each event comes from its message, never its body.
-pub fn evaluate(rules: &RuleSet, batch: &[Delivery], stats: &DetectorStats) -> Vec<Alert> {
+pub fn evaluate(
+    rules: &RuleSet,
+    batch: &[Delivery],
+    stats: &DetectorStats,
+    deduper: &crate::dedup::Deduper,
+) -> Vec<Alert> {
     let hostname = crate::hostname();
     let mut alerts = Vec::new();
     for delivery in batch {
@@ -149,6 +158,11 @@ pub fn evaluate(rules: &RuleSet, batch: &[Delivery], stats: &DetectorStats) -> V
                 alert.origin.traceparent = Some(format!("00-{trace_id}-{:016x}-01", rand::random::<u64>()));
             }
             alert.origin.received = message.header(headers::RECEIVED).map(String::from);
+            if let Some(policy) = &rule.dedup {
+                if !deduper.admit(&mut alert, policy) {
+                    continue;
+                }
+            }
             alerts.push(alert);
         }
     }

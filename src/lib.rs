@@ -9,6 +9,7 @@ pub fn hostname() -> String {
 }
 pub mod bus;
 pub mod config;
+pub mod dedup;
 pub mod detector;
 pub mod pipeline;
 pub mod shim;

@@ -34,6 +34,9 @@ enum Command {
         /// Stop at the first matching rule per event (Falco's default) or fire all.
         #[arg(long, value_enum, default_value_t = Matching::All)]
         rule_matching: Matching,
+        /// Show every match: ignore the rules' dedup policies.
+        #[arg(long)]
+        no_dedup: bool,
     },
     /// Run shim, detector and alert output in one process (the embedded default: in-memory bus).
     Run {
@@ -134,11 +137,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rules,
             cluster,
             rule_matching,
+            no_dedup,
         } => {
             let rules = RuleSet::load(&rules, rule_matching)?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-            let summary = kaudit::scan::scan(&files, &rules, &cluster, &mut out, std::io::stderr().is_terminal())?;
+            let summary = kaudit::scan::scan(
+                &files,
+                &rules,
+                &cluster,
+                &mut out,
+                std::io::stderr().is_terminal(),
+                !no_dedup,
+            )?;
             kaudit::scan::report(&summary, &rules, &mut std::io::stderr())?;
             Ok(ExitCode::SUCCESS)
         }

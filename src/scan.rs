@@ -21,20 +21,25 @@ pub struct Summary {
     /// The first malformed items, as `file: line N: reason`.
     pub malformed_examples: Vec<String>,
     pub alerts: u64,
+    /// Matches held back by dedup (reported in summary alerts or later alerts' counts).
+    pub suppressed: u64,
     pub elapsed: Duration,
 }
 
 const MALFORMED_EXAMPLES: usize = 10;
 
-/// Scans `files` with `rules`, writing alerts to `out`.
+/// Scans `files` with `rules`, writing alerts to `out`; with `dedup`, rules' dedup policies
+/// apply on event time and keys still holding repeats at the end get summary alerts.
 pub fn scan(
     files: &[PathBuf],
     rules: &RuleSet,
     cluster: &str,
     out: &mut dyn Write,
     progress: bool,
+    dedup: bool,
 ) -> anyhow::Result<Summary> {
     let hostname = crate::hostname();
+    let deduper = crate::dedup::Deduper::new();
     let start = Instant::now();
     let mut summary = Summary::default();
     for path in files {
@@ -58,9 +63,14 @@ pub fn scan(
                     let view = event.view();
                     for firing in rules.evaluate(&view, cluster) {
                         let rule = &rules.rules()[firing.rule];
-                        let alert = Alert::new(rule, firing, &view, cluster, &hostname);
-                        serde_json::to_writer(&mut *out, &alert)?;
-                        out.write_all(b"\n")?;
+                        let mut alert = Alert::new(rule, firing, &view, cluster, &hostname);
+                        if let (true, Some(policy)) = (dedup, &rule.dedup) {
+                            if !deduper.admit(&mut alert, policy) {
+                                summary.suppressed += 1;
+                                continue;
+                            }
+                        }
+                        write_alert(out, &alert)?;
                         summary.alerts += 1;
                     }
                 }
@@ -76,9 +86,18 @@ pub fn scan(
             bar.finish_and_clear();
         }
     }
+    for alert in deduper.flush() {
+        write_alert(out, &alert)?;
+        summary.alerts += 1;
+    }
     out.flush()?;
     summary.elapsed = start.elapsed();
     Ok(summary)
+}
+
+fn write_alert(out: &mut dyn Write, alert: &Alert) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, alert)?;
+    out.write_all(b"\n")
 }
 
 fn progress_bar(show: bool, len: u64, name: &str) -> Option<indicatif::ProgressBar> {
@@ -99,12 +118,13 @@ pub fn report(summary: &Summary, rules: &RuleSet, err: &mut dyn Write) -> std::i
     let secs = summary.elapsed.as_secs_f64().max(1e-9);
     writeln!(
         err,
-        "scanned {} events ({} malformed) in {:.3}s: {:.0} events/s, {} alerts",
+        "scanned {} events ({} malformed) in {:.3}s: {:.0} events/s, {} alerts ({} repeats suppressed by dedup)",
         summary.events,
         summary.malformed,
         secs,
         summary.events as f64 / secs,
-        summary.alerts
+        summary.alerts,
+        summary.suppressed
     )?;
     for example in &summary.malformed_examples {
         writeln!(err, "  malformed: {example}")?;

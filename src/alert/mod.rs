@@ -64,9 +64,6 @@ impl Alert {
         let audit_id = view.audit_id().into_owned();
         let stage = view.stage();
         let time = view.time().map(|t| t.into_owned()).unwrap_or_default();
-        let user = nested_str(view, "user", "username");
-        let namespace = nested_str(view, "objectRef", "namespace");
-        let key = digest(&[cluster, &rule.name, &user, &namespace]);
         let received = view.str("requestReceivedTimestamp").unwrap_or_default();
         Alert {
             id: digest(&[&rule.name, cluster, &audit_id, &stage, &received]),
@@ -81,7 +78,7 @@ impl Alert {
             cluster: cluster.to_string(),
             audit_id,
             dedup: Dedup {
-                key,
+                key: firing.dedup_key,
                 count: 1,
                 suppressed: 0,
                 first_seen: time.clone(),
@@ -90,15 +87,6 @@ impl Alert {
             origin: Origin::default(),
         }
     }
-}
-
-/// A string inside one of the event's small top-level objects (`user.username`,
-/// `objectRef.namespace`); empty when absent or not a string.
-fn nested_str(view: &EventView<'_>, object: &str, key: &str) -> String {
-    view.get(object)
-        .and_then(|raw| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw).ok())
-        .and_then(|map| map.get(key)?.as_str().map(String::from))
-        .unwrap_or_default()
 }
 
 /// A stable 128-bit hex digest of the parts (NUL-separated, so parts cannot run together).

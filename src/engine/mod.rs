@@ -87,8 +87,15 @@ pub struct Rule {
     condition: Program,
     exceptions: Vec<(String, Program)>,
     output: output::Template,
+    /// Expressions whose values form the alert's dedup key.
+    dedup_key: Vec<Program>,
+    /// Rate limit of this rule's alerts; `None` lets every match through.
+    pub dedup: Option<crate::dedup::DedupPolicy>,
     pub stats: RuleStats,
 }
+
+/// The dedup key when a rule names none: one key per cluster, user and namespace.
+const DEFAULT_DEDUP_KEY: [&str; 3] = ["cluster", "user.username", "objectRef.namespace"];
 
 /// A rule that fired on an event, with its rendered output.
 #[derive(Debug, Clone)]
@@ -96,6 +103,8 @@ pub struct Firing {
     pub rule: usize,
     pub output: String,
     pub output_fields: serde_json::Map<String, serde_json::Value>,
+    /// Hash of the rule and its dedup key's values.
+    pub dedup_key: String,
 }
 
 /// A compiled, immutable rule set; share it behind an `Arc` and swap it whole to reload.
@@ -232,6 +241,20 @@ impl RuleSet {
                     continue;
                 }
             };
+            let (dedup, key_sources) = match dedup_policy(def.dedup.as_ref()) {
+                Ok(d) => d,
+                Err(e) => {
+                    errors.push(what(&format!("dedup: {e}")));
+                    continue;
+                }
+            };
+            let mut dedup_key = Vec::new();
+            for src in &key_sources {
+                match env.compile(src) {
+                    Ok(p) => dedup_key.push(p),
+                    Err(e) => errors.push(what(&format!("dedup key `{src}`: {e}"))),
+                }
+            }
             let programs = std::iter::once(&condition)
                 .chain(exceptions.iter().map(|(_, p)| p))
                 .chain(output.programs());
@@ -251,6 +274,8 @@ impl RuleSet {
                 condition,
                 exceptions,
                 output,
+                dedup_key,
+                dedup,
                 stats: RuleStats::default(),
             });
         }
@@ -315,16 +340,56 @@ impl RuleSet {
             }
             rule.stats.matched.fetch_add(1, Ordering::Relaxed);
             let (output, output_fields) = rule.output.render(&ctx);
+            let dedup_key = dedup_key(rule, &ctx);
             firings.push(Firing {
                 rule: index,
                 output,
                 output_fields,
+                dedup_key,
             });
             if self.matching == Matching::First {
                 break;
             }
         }
         firings
+    }
+}
+
+/// The rule's name and the JSON of each key value (null when absent), hashed.
+fn dedup_key(rule: &Rule, ctx: &Context) -> String {
+    let values: Vec<String> = rule
+        .dedup_key
+        .iter()
+        .map(|p| {
+            let v = catch_panic(|| p.execute(ctx)).ok().and_then(|r| r.ok());
+            v.map(|v| output::to_json(&v).to_string())
+                .unwrap_or_else(|| "null".into())
+        })
+        .collect();
+    let mut parts: Vec<&str> = vec![&rule.name];
+    parts.extend(values.iter().map(String::as_str));
+    crate::alert::digest(&parts)
+}
+
+/// A rule's dedup policy and key expressions from its `dedup` item.
+fn dedup_policy(def: Option<&rules::DedupDef>) -> Result<(Option<crate::dedup::DedupPolicy>, Vec<String>), String> {
+    use rules::DedupDef;
+    let default_key = || DEFAULT_DEDUP_KEY.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    match def {
+        None | Some(DedupDef::Flag(false)) => Ok((None, default_key())),
+        Some(DedupDef::Word(w)) if w == "off" => Ok((None, default_key())),
+        Some(DedupDef::Flag(true)) | Some(DedupDef::Word(_)) => {
+            Err("expected `off` or {key: [...], window: 10m, burst: 1}".into())
+        }
+        Some(DedupDef::Spec(spec)) => {
+            let window = crate::dedup::parse_window(&spec.window)?;
+            if window.is_zero() {
+                return Err("window must be longer than zero".into());
+            }
+            let burst = std::num::NonZeroU32::new(spec.burst.unwrap_or(1)).ok_or("burst must be at least 1")?;
+            let key = spec.key.clone().unwrap_or_else(default_key);
+            Ok((Some(crate::dedup::DedupPolicy { window, burst }), key))
+        }
     }
 }
 

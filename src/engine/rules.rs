@@ -150,6 +150,28 @@ pub enum ExceptionValue {
     Many(Vec<Scalar>),
 }
 
+/// A rule's `dedup`: `off` (or `false`), or a key, a window and a burst.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum DedupDef {
+    Flag(bool),
+    Word(String),
+    Spec(DedupSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupSpec {
+    /// CEL expressions whose values form the key; default: cluster, user, namespace.
+    #[serde(default)]
+    pub key: Option<Vec<String>>,
+    /// `10m`, `30s`, `1h`.
+    pub window: String,
+    /// Alerts let through per key per window (default 1).
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
 /// A rule after all files are applied.
 #[derive(Debug, Clone)]
 pub struct RuleDef {
@@ -162,6 +184,7 @@ pub struct RuleDef {
     pub tags: Vec<String>,
     pub enabled: bool,
     pub exceptions: Vec<ExceptionDef>,
+    pub dedup: Option<DedupDef>,
     pub origin: Origin,
 }
 
@@ -202,6 +225,7 @@ struct RawItem {
     tags: Option<Vec<String>>,
     enabled: Option<bool>,
     exceptions: Option<Vec<ExceptionDef>>,
+    dedup: Option<DedupDef>,
     #[serde(rename = "override")]
     override_: Option<HashMap<String, String>>,
     append: Option<bool>,
@@ -340,7 +364,8 @@ impl RuleSource {
             && raw.desc.is_none()
             && raw.priority.is_none()
             && raw.tags.is_none()
-            && raw.exceptions.is_none();
+            && raw.exceptions.is_none()
+            && raw.dedup.is_none();
         if changes_existing || only_enabled {
             let Some(rule) = self.rules.get_mut(&name) else {
                 return Err(err("changes a rule that is not defined".into()));
@@ -375,6 +400,7 @@ impl RuleSource {
                 tags: raw.tags.unwrap_or_default(),
                 enabled: raw.enabled.unwrap_or(true),
                 exceptions: raw.exceptions.unwrap_or_default(),
+                dedup: raw.dedup,
                 origin: origin.clone(),
             },
         );
@@ -455,6 +481,7 @@ fn apply_rule_changes(rule: &mut RuleDef, raw: RawItem, origin: &Origin) -> Resu
                 }
             }
             "enabled" => rule.enabled = raw.enabled.ok_or_else(missing)?,
+            "dedup" => rule.dedup = Some(raw.dedup.clone().ok_or_else(missing)?),
             _ => unreachable!("checked against the allowed keys"),
         }
     }
@@ -504,6 +531,7 @@ fn only_fields(raw: &RawItem, allowed: &[&str]) -> Result<(), String> {
         ("tags", raw.tags.is_some()),
         ("enabled", raw.enabled.is_some()),
         ("exceptions", raw.exceptions.is_some()),
+        ("dedup", raw.dedup.is_some()),
         ("source", raw.source.is_some()),
         ("items", raw.items.is_some()),
         ("condition", raw.condition.is_some()),

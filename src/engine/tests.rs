@@ -223,3 +223,33 @@ fn optional_field_syntax_reads_absent_paths_as_defaults() {
     assert_eq!(s.rules()[0].stats.errors.load(Ordering::Relaxed), 0);
     assert_eq!(s.rules()[0].stats.missing.load(Ordering::Relaxed), 0);
 }
+
+#[test]
+fn dedup_policies_parse_and_bad_ones_are_load_errors() {
+    let rule = |dedup: &str| {
+        format!("- rule: R\n  desc: d\n  condition: verb == 'get'\n  output: o\n  priority: info\n  dedup: {dedup}\n")
+    };
+    let s = RuleSet::from_text(
+        "d.yaml",
+        &rule("{ key: [user.username], window: 5m, burst: 2 }"),
+        Matching::All,
+    )
+    .unwrap();
+    let policy = s.rules()[0].dedup.clone().unwrap();
+    assert_eq!((policy.window.as_secs(), policy.burst.get()), (300, 2));
+    let s = RuleSet::from_text("d.yaml", &rule("off"), Matching::All).unwrap();
+    assert!(s.rules()[0].dedup.is_none());
+    for bad in [
+        "{ window: soon }",
+        "{ window: 0s }",
+        "{ window: 1m, burst: 0 }",
+        "maybe",
+        "{ window: 1m, key: ['(('] }",
+    ] {
+        let errors = RuleSet::from_text("d.yaml", &rule(bad), Matching::All).unwrap_err().0;
+        assert!(
+            errors[0].to_string().contains("rule 'R'") && errors[0].to_string().contains("dedup"),
+            "{bad}: {errors:?}"
+        );
+    }
+}
