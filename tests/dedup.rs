@@ -98,3 +98,23 @@ fn keys_are_separate_and_bursts_pass() {
     assert_eq!(burst.len(), 4, "three let through, then the summary of seven");
     assert_eq!(burst[3].dedup.suppressed, 7);
 }
+
+#[test]
+fn stale_keys_are_purged() {
+    use kaudit::dedup::{DedupPolicy, Deduper};
+    let rules = RuleSet::from_text("dedup.yaml", RULES, Matching::All).unwrap();
+    let deduper = Deduper::new();
+    let policy = DedupPolicy {
+        window: std::time::Duration::from_secs(60),
+        burst: std::num::NonZeroU32::new(1).unwrap(),
+    };
+    // 20,000 users, each once, over about five hours of event time: only the last window's keys stay.
+    for i in 0..20_000 {
+        let event = kaudit::audit::Event::from_json(exec(i, &format!("user-{i}"), i as f64)).unwrap();
+        let view = event.view();
+        let firing = rules.evaluate(&view, "c1").into_iter().next().unwrap();
+        let mut alert = Alert::new(&rules.rules()[firing.rule], firing, &view, "c1", "h");
+        assert!(deduper.admit(&mut alert, &policy));
+    }
+    assert!(deduper.live_keys() < 200, "{} keys live", deduper.live_keys());
+}

@@ -55,11 +55,15 @@ struct Pending {
 #[derive(Default)]
 pub struct Deduper {
     clock: EventClock,
+    admitted: AtomicU64,
     limiters: Mutex<HashMap<(String, DedupPolicyKey), Arc<Limiter>>>,
     pending: Mutex<HashMap<String, Pending>>,
 }
 
 type DedupPolicyKey = (u64, u32);
+
+/// Stale keys are purged after this many alerts.
+const PURGE_EVERY: u64 = 10_000;
 
 impl Deduper {
     pub fn new() -> Deduper {
@@ -70,6 +74,9 @@ impl Deduper {
     /// the repeats suppressed before it.
     pub fn admit(&self, alert: &mut Alert, policy: &DedupPolicy) -> bool {
         self.clock.0.store(event_nanos(&alert.time), Ordering::Relaxed);
+        if self.admitted.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == PURGE_EVERY - 1 {
+            self.purge();
+        }
         let limiter = self.limiter(&alert.rule, policy);
         let fingerprint = u64::from_str_radix(&alert.dedup.key[..16.min(alert.dedup.key.len())], 16).unwrap_or(0);
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -117,6 +124,24 @@ impl Deduper {
             .collect();
         out.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
         out
+    }
+
+    /// Forgets keys whose window has passed (their state equals a fresh key's).
+    fn purge(&self) {
+        for limiter in self.limiters.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+
+    /// Keys with live rate-limit state.
+    pub fn live_keys(&self) -> usize {
+        self.limiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|l| l.len())
+            .sum()
     }
 
     fn limiter(&self, rule: &str, policy: &DedupPolicy) -> Arc<Limiter> {
