@@ -14,7 +14,6 @@ use kaudit::audit::Event;
 use kaudit::bus::{self, BusConfig, BusKind};
 use kaudit::engine::{Matching, RuleSet};
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -547,7 +546,6 @@ async fn broker_outage(kind: Kind) {
         want.len(),
         refused.lock().unwrap().len()
     );
-    let _ = Path::new(".");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
