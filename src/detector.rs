@@ -160,6 +160,9 @@ pub fn evaluate(
             alert.origin.received = message.header(headers::RECEIVED).map(String::from);
             if let Some(policy) = &rule.dedup {
                 if !deduper.admit(&mut alert, policy) {
+                    crate::telemetry::metrics()
+                        .alerts_suppressed
+                        .add(1, &[KeyValue::new("rule", alert.rule)]);
                     continue;
                 }
             }

@@ -6,7 +6,7 @@
 //! `kaudit_events_received` {cluster}, `kaudit_events_published` {cluster},
 //! `kaudit_requests_rejected` {reason}, `kaudit_events_dead_lettered` {cluster},
 //! `kaudit_events_truncated`,
-//! `kaudit_events_evaluated`, `kaudit_alerts` {rule, priority},
+//! `kaudit_events_evaluated`, `kaudit_alerts` {rule, priority}, `kaudit_alerts_suppressed` {rule},
 //! `kaudit_rule_evaluation_errors` {rule}, `kaudit_publish_seconds` and
 //! `kaudit_evaluate_seconds` (histograms).
 
@@ -36,6 +36,7 @@ pub struct Metrics {
     pub events_truncated: Counter<u64>,
     pub events_evaluated: Counter<u64>,
     pub alerts: Counter<u64>,
+    pub alerts_suppressed: Counter<u64>,
     pub publish_seconds: Histogram<f64>,
     pub evaluate_seconds: Histogram<f64>,
     registry: prometheus::Registry,
@@ -106,6 +107,10 @@ impl Metrics {
             alerts: meter
                 .u64_counter("kaudit_alerts")
                 .with_description("Alerts emitted, by rule and priority")
+                .build(),
+            alerts_suppressed: meter
+                .u64_counter("kaudit_alerts_suppressed")
+                .with_description("Matches held back by a rule's dedup policy, by rule")
                 .build(),
             publish_seconds: meter
                 .f64_histogram("kaudit_publish")

@@ -355,3 +355,41 @@ async fn oversized_events_are_truncated_like_the_apiserver_does_or_dead_lettered
     assert_eq!(ids, ["id-1", "id-3"]);
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_detector_applies_dedup_policies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), 1000);
+    let rules = dir.path().join("dedup.yaml");
+    std::fs::write(
+        &rules,
+        "- rule: Exec deduped\n  desc: d\n  condition: objectRef.subresource == 'exec'\n  output: exec {user.username}\n  priority: notice\n  dedup: { window: 10m }\n",
+    )
+    .unwrap();
+    config.detector.rules = vec![rules];
+    let running = start(config, Roles::All).await.unwrap();
+    // Five execs by one user in one batch: one alert, four repeats held back and counted.
+    assert_eq!(
+        post_items(&running, (0..5).map(|i| event(i, true)).collect()).await["accepted"],
+        5
+    );
+    let want = r#"kaudit_alerts_suppressed_total{rule="Exec deduped"} 4"#;
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = client()
+            .get(format!("http://{}/metrics", running.addr.unwrap()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains(want) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    running.shutdown().await.unwrap();
+    assert!(text.contains(want), "{text}");
+    assert_eq!(read_alerts(dir.path()).len(), 1);
+}
