@@ -158,13 +158,11 @@ pub fn evaluate(
                 alert.origin.traceparent = Some(format!("00-{trace_id}-{:016x}-01", rand::random::<u64>()));
             }
             alert.origin.received = message.header(headers::RECEIVED).map(String::from);
-            if let Some(policy) = &rule.dedup {
-                if !deduper.admit(&mut alert, policy) {
-                    crate::telemetry::metrics()
-                        .alerts_suppressed
-                        .add(1, &[KeyValue::new("rule", alert.rule)]);
-                    continue;
-                }
+            if !deduper.admit(&mut alert, rule.dedup.as_ref()) {
+                crate::telemetry::metrics()
+                    .alerts_suppressed
+                    .add(1, &[KeyValue::new("rule", alert.rule)]);
+                continue;
             }
             alerts.push(alert);
         }

@@ -64,11 +64,9 @@ pub fn scan(
                     for firing in rules.evaluate(&view, cluster) {
                         let rule = &rules.rules()[firing.rule];
                         let mut alert = Alert::new(rule, firing, &view, cluster, &hostname);
-                        if let (true, Some(policy)) = (dedup, &rule.dedup) {
-                            if !deduper.admit(&mut alert, policy) {
-                                summary.suppressed += 1;
-                                continue;
-                            }
+                        if !deduper.admit(&mut alert, rule.dedup.as_ref().filter(|_| dedup)) {
+                            summary.suppressed += 1;
+                            continue;
                         }
                         write_alert(out, &alert)?;
                         summary.alerts += 1;

@@ -38,47 +38,40 @@ fn json_lines(alerts: &[Alert]) -> anyhow::Result<Vec<u8>> {
     Ok(buf)
 }
 
-pub struct StdoutSink;
+/// JSON lines to a writer: stdout, or a file opened for appending.
+pub struct LinesSink {
+    out: Mutex<Box<dyn Write + Send>>,
+}
 
-#[async_trait]
-impl Sink for StdoutSink {
-    async fn send(&self, alerts: &[Alert]) -> anyhow::Result<()> {
-        if alerts.is_empty() {
-            return Ok(());
+impl LinesSink {
+    pub fn stdout() -> LinesSink {
+        LinesSink {
+            out: Mutex::new(Box::new(std::io::stdout())),
         }
-        let buf = json_lines(alerts)?;
-        let mut out = std::io::stdout().lock();
-        out.write_all(&buf)?;
-        out.flush()?;
-        Ok(())
     }
-}
 
-pub struct FileSink {
-    file: Mutex<std::fs::File>,
-}
-
-impl FileSink {
-    pub fn open(path: &std::path::Path) -> anyhow::Result<FileSink> {
+    pub fn file(path: &std::path::Path) -> anyhow::Result<LinesSink> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .map_err(|e| anyhow::anyhow!("cannot open alert file {}: {e}", path.display()))?;
-        Ok(FileSink { file: Mutex::new(file) })
+        Ok(LinesSink {
+            out: Mutex::new(Box::new(file)),
+        })
     }
 }
 
 #[async_trait]
-impl Sink for FileSink {
+impl Sink for LinesSink {
     async fn send(&self, alerts: &[Alert]) -> anyhow::Result<()> {
         if alerts.is_empty() {
             return Ok(());
         }
         let buf = json_lines(alerts)?;
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        file.write_all(&buf)?;
-        file.flush()?;
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        out.write_all(&buf)?;
+        out.flush()?;
         Ok(())
     }
 }
@@ -129,14 +122,14 @@ impl Sink for TopicSink {
 /// Builds the sinks a config names (stdout when it names none).
 pub fn build(outputs: &[OutputConfig], bus: &Arc<dyn Bus>, alerts_topic: &str) -> anyhow::Result<Vec<Arc<dyn Sink>>> {
     if outputs.is_empty() {
-        return Ok(vec![Arc::new(StdoutSink)]);
+        return Ok(vec![Arc::new(LinesSink::stdout())]);
     }
     outputs
         .iter()
         .map(|o| -> anyhow::Result<Arc<dyn Sink>> {
             Ok(match o {
-                OutputConfig::Stdout => Arc::new(StdoutSink),
-                OutputConfig::File { path } => Arc::new(FileSink::open(path)?),
+                OutputConfig::Stdout => Arc::new(LinesSink::stdout()),
+                OutputConfig::File { path } => Arc::new(LinesSink::file(path)?),
                 OutputConfig::Topic { topic } => Arc::new(TopicSink {
                     bus: bus.clone(),
                     topic: topic.clone().unwrap_or_else(|| alerts_topic.to_string()),

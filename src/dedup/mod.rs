@@ -70,9 +70,10 @@ impl Deduper {
         Deduper::default()
     }
 
-    /// Decides whether `alert` goes out under `policy`; when it does, it carries the count of
-    /// the repeats suppressed before it.
-    pub fn admit(&self, alert: &mut Alert, policy: &DedupPolicy) -> bool {
+    /// Decides whether `alert` goes out under its rule's `policy` (none: always); when it does,
+    /// it carries the count of the repeats suppressed before it.
+    pub fn admit(&self, alert: &mut Alert, policy: Option<&DedupPolicy>) -> bool {
+        let Some(policy) = policy else { return true };
         self.clock.0.store(event_nanos(&alert.time), Ordering::Relaxed);
         if self.admitted.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == PURGE_EVERY - 1 {
             self.purge();
