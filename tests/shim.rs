@@ -67,6 +67,18 @@ fn event_list(items: Vec<Value>) -> Value {
     json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {}, "items": items})
 }
 
+/// Posts an EventList of `items` over h2 in a task of its own (for concurrent batches).
+fn spawn_post(
+    running: &Running,
+    path: &str,
+    token: &'static str,
+    items: Vec<Value>,
+) -> tokio::task::JoinHandle<reqwest::Response> {
+    let url = format!("http://{}{path}", running.addr.unwrap());
+    let body = serde_json::to_vec(&event_list(items)).unwrap();
+    tokio::spawn(async move { client().post(url).bearer_auth(token).body(body).send().await.unwrap() })
+}
+
 /// Posts an EventList of `items` as cluster A; the answer must be 200; returns its body.
 async fn post_items(running: &Running, items: Vec<Value>) -> Value {
     let body = serde_json::to_vec(&event_list(items)).unwrap();
@@ -118,16 +130,9 @@ async fn concurrent_h2_batches_of_two_clusters_keep_their_cluster() {
             (TOKEN_B, "/k8s_audit/cluster-b")
         };
         let items: Vec<Value> = (0..400).map(|i| event(batch * 400 + i, i % 4 == 0)).collect();
-        let body = serde_json::to_vec(&event_list(items)).unwrap();
-        let addr = running.addr.unwrap();
+        let post = spawn_post(&running, path, token, items);
         posts.push(tokio::spawn(async move {
-            let r = client()
-                .post(format!("http://{addr}{path}"))
-                .bearer_auth(token)
-                .body(body)
-                .send()
-                .await
-                .unwrap();
+            let r = post.await.unwrap();
             assert_eq!(r.version(), reqwest::Version::HTTP_2);
             (r.status(), r.json::<Value>().await.unwrap())
         }));
@@ -243,16 +248,9 @@ async fn overload_answers_retry_after_and_every_accepted_event_is_decided() {
     let mut posts = Vec::new();
     for batch in 0..40 {
         let items: Vec<Value> = (0..400).map(|i| event(batch * 400 + i, i % 10 == 0)).collect();
-        let body = serde_json::to_vec(&event_list(items)).unwrap();
-        let addr = running.addr.unwrap();
+        let post = spawn_post(&running, "/k8s_audit", TOKEN_A, items);
         posts.push(tokio::spawn(async move {
-            let r = client()
-                .post(format!("http://{addr}/k8s_audit"))
-                .bearer_auth(TOKEN_A)
-                .body(body)
-                .send()
-                .await
-                .unwrap();
+            let r = post.await.unwrap();
             let retry_after = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
             (r.status().as_u16(), retry_after)
         }));
