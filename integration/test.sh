@@ -34,7 +34,9 @@ cargo build --locked --examples --benches
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --locked --lib --bins --tests 2>&1 | tee "$log"
+# One test at a time: the broker tests start processes on ports they pick free, and two tests
+# picking at once could be handed the same port.
+cargo test --locked --lib --bins --tests -- --test-threads=1 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')

@@ -69,19 +69,31 @@ impl Detector {
     /// Runs until `stop` turns true, then drains what is already queued and returns.
     pub async fn run(&self, mut sub: Box<dyn Subscription>, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
         metrics().watch_rules(self.rules.clone());
+        let mut backoff = Duration::from_millis(100);
         loop {
             let batch = if *stop.borrow() {
                 match tokio::time::timeout(DRAIN_QUIET, sub.next(self.batch_size)).await {
-                    Ok(batch) => batch?,
+                    Ok(batch) => batch,
                     Err(_) => return Ok(()),
                 }
             } else {
                 tokio::select! {
-                    batch = sub.next(self.batch_size) => batch?,
+                    batch = sub.next(self.batch_size) => batch,
                     _ = stop.changed() => continue,
                 }
             };
-            let Some(batch) = batch else { return Ok(()) };
+            // A broker that is away is waited for, never a reason to stop detecting.
+            let batch = match batch {
+                Ok(Some(batch)) => batch,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!("consuming failed, retrying in {backoff:?}: {e:#}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
             self.process(&mut *sub, batch).await?;
         }
     }
@@ -110,7 +122,11 @@ impl Detector {
         self.deliver(&alerts).await;
         self.stats.alerts.fetch_add(alerts.len() as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        sub.commit(batch).await
+        // An uncommitted batch is delivered again and yields the same alert ids: log and go on.
+        if let Err(e) = sub.commit(batch).await {
+            tracing::warn!("commit failed; the batch will be redelivered: {e:#}");
+        }
+        Ok(())
     }
 
     /// Hands alerts to every sink, retrying a failing sink (with backoff) until it takes them:

@@ -536,11 +536,18 @@ async fn broker_outage(kind: Kind) {
         assert!(retry.is_some(), "a {status} without Retry-After");
     }
     let want: HashSet<String> = accepted.lock().unwrap().iter().map(|i| format!("outage-{i}")).collect();
-    wait_until("an alert for every accepted event", Duration::from_secs(120), || {
+    let missing = || {
         let got: HashSet<String> = alerts.lock().unwrap().iter().map(|a| a.audit_id.clone()).collect();
-        want.iter().all(|id| got.contains(id))
-    })
-    .await;
+        want.iter().filter(|id| !got.contains(*id)).count()
+    };
+    let complete = eventually(Duration::from_secs(120), || missing() == 0).await;
+    assert!(
+        complete,
+        "{} of {} accepted events have no alert\n{}",
+        missing(),
+        want.len(),
+        p.logs()
+    );
     eprintln!(
         "{kind:?}: {} events accepted, {} requests refused during the outage",
         want.len(),
