@@ -10,6 +10,7 @@ use crate::alert::sink::Sink;
 use crate::alert::Alert;
 use crate::audit::Event;
 use crate::bus::{headers, Delivery, Subscription};
+use crate::dedup::Verdict;
 use crate::engine::{Matching, RuleSet};
 use crate::telemetry::metrics;
 use opentelemetry::KeyValue;
@@ -30,6 +31,8 @@ pub struct DetectorConfig {
     pub batch_size: usize,
     /// Consumer group (Kafka) or durable consumer (NATS) the detectors share.
     pub group: String,
+    /// Rate limits, summaries and stateful windows.
+    pub dedup: crate::dedup::DedupConfig,
 }
 
 impl Default for DetectorConfig {
@@ -39,6 +42,7 @@ impl Default for DetectorConfig {
             rule_matching: Matching::All,
             batch_size: 512,
             group: "kaudit-detectors".into(),
+            dedup: crate::dedup::DedupConfig::default(),
         }
     }
 }
@@ -54,8 +58,8 @@ pub struct DetectorStats {
 
 pub struct Detector {
     pub rules: Arc<RuleSet>,
-    /// Rate limits alerts of rules with a dedup policy (state lives with this detector: events
-    /// are keyed by cluster, so a key that includes the cluster is seen by one detector).
+    /// Stateful windows and rate limits (state lives with this detector: events are partitioned
+    /// by cluster, so a key that includes the cluster is seen by one detector).
     pub deduper: Arc<crate::dedup::Deduper>,
     pub sinks: Vec<Arc<dyn Sink>>,
     pub batch_size: usize,
@@ -65,10 +69,24 @@ pub struct Detector {
 /// How long a stopping detector keeps draining: until its subscription is quiet this long.
 const DRAIN_QUIET: Duration = Duration::from_millis(300);
 
+/// How often dedup windows that closed are summarized and stale keys purged.
+const TICK: Duration = Duration::from_secs(1);
+
 impl Detector {
     /// Runs until `stop` turns true, then drains what is already queued and returns.
     pub async fn run(&self, mut sub: Box<dyn Subscription>, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
         metrics().watch_rules(self.rules.clone());
+        let ticker = tokio::spawn(tick(self.deduper.clone(), self.sinks.clone(), stop.clone()));
+        let result = self.consume(&mut *sub, &mut stop).await;
+        ticker.abort();
+        // Windows still holding repeats are summarized on the way out.
+        let mut summaries = Vec::new();
+        self.deduper.flush(&mut summaries);
+        self.deliver(&summaries).await;
+        result
+    }
+
+    async fn consume(&self, sub: &mut dyn Subscription, stop: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(100);
         loop {
             let batch = if *stop.borrow() {
@@ -94,7 +112,7 @@ impl Detector {
                 }
             };
             backoff = Duration::from_millis(100);
-            self.process(&mut *sub, batch).await?;
+            self.process(sub, batch).await?;
         }
     }
 
@@ -129,17 +147,51 @@ impl Detector {
         Ok(())
     }
 
-    /// Hands alerts to every sink, retrying a failing sink (with backoff) until it takes them:
-    /// the input is not committed before.
+    /// Hands alerts to every sink, retrying until they take them: the input is not committed
+    /// before.
     async fn deliver(&self, alerts: &[Alert]) {
-        for sink in &self.sinks {
-            let mut backoff = Duration::from_millis(100);
-            while let Err(e) = sink.send(alerts).await {
-                tracing::warn!("alert sink failed, retrying in {backoff:?}: {e:#}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
+        deliver(&self.sinks, alerts).await
+    }
+}
+
+/// Hands alerts to every sink, retrying a failing sink (with backoff) until it takes them.
+async fn deliver(sinks: &[Arc<dyn Sink>], alerts: &[Alert]) {
+    if alerts.is_empty() {
+        return;
+    }
+    for sink in sinks {
+        let mut backoff = Duration::from_millis(100);
+        while let Err(e) = sink.send(alerts).await {
+            tracing::warn!("alert sink failed, retrying in {backoff:?}: {e:#}");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
+    }
+}
+
+/// The dedup timer: summaries of windows that closed while no event came, purge of stale keys.
+async fn tick(deduper: Arc<crate::dedup::Deduper>, sinks: Vec<Arc<dyn Sink>>, stop: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !*stop.borrow() {
+        interval.tick().await;
+        let d = deduper.clone();
+        let (summaries, live, evicted) = tokio::task::spawn_blocking(move || {
+            let mut summaries = Vec::new();
+            d.tick(&mut summaries);
+            (summaries, d.live_keys(), d.evicted())
+        })
+        .await
+        .unwrap_or_default();
+        metrics()
+            .dedup_keys
+            .record(live.0 as u64, &[KeyValue::new("kind", "rate_limit")]);
+        metrics()
+            .dedup_keys
+            .record(live.1 as u64, &[KeyValue::new("kind", "window")]);
+        metrics().dedup_keys_evicted.record(evicted, &[]);
+        deliver(&sinks, &summaries).await;
+        metrics().alerts_summarized.add(summaries.len() as u64, &[]);
     }
 }
 
@@ -167,6 +219,7 @@ pub fn evaluate(
         let view = event.view();
         for firing in rules.evaluate(&view, cluster) {
             let rule = &rules.rules()[firing.rule];
+            let firing_observation = firing.observation;
             let mut alert = Alert::new(rule, firing, &view, cluster, &hostname);
             // Continue the shim's trace: same trace id, a span of our own.
             if let Some(trace_id) = message.header(headers::TRACEPARENT).and_then(|tp| tp.split('-').nth(1)) {
@@ -174,13 +227,16 @@ pub fn evaluate(
                 alert.origin.traceparent = Some(format!("00-{trace_id}-{:016x}-01", rand::random::<u64>()));
             }
             alert.origin.received = message.header(headers::RECEIVED).map(String::from);
-            if !deduper.admit(&mut alert, rule.dedup.as_ref()) {
-                crate::telemetry::metrics()
+            let observation = firing_observation;
+            match deduper.admit(rule, alert, observation.as_ref(), &mut alerts) {
+                Verdict::Suppressed => metrics()
                     .alerts_suppressed
-                    .add(1, &[KeyValue::new("rule", alert.rule)]);
-                continue;
+                    .add(1, &[KeyValue::new("rule", rule.name.clone())]),
+                Verdict::Late => metrics()
+                    .window_late
+                    .add(1, &[KeyValue::new("rule", rule.name.clone())]),
+                Verdict::Passed | Verdict::Held => {}
             }
-            alerts.push(alert);
         }
     }
     alerts

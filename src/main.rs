@@ -34,7 +34,7 @@ enum Command {
         /// Stop at the first matching rule per event (Falco's default) or fire all.
         #[arg(long, value_enum, default_value_t = Matching::All)]
         rule_matching: Matching,
-        /// Show every match: ignore the rules' dedup policies.
+        /// Show every match: no rate limits (stateful rules still alert when their window fires).
         #[arg(long)]
         no_dedup: bool,
     },
@@ -148,7 +148,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &cluster,
                 &mut out,
                 std::io::stderr().is_terminal(),
-                !no_dedup,
+                &if no_dedup {
+                    kaudit::dedup::DedupConfig::off()
+                } else {
+                    kaudit::dedup::DedupConfig::default()
+                },
             )?;
             kaudit::scan::report(&summary, &rules, &mut std::io::stderr())?;
             Ok(ExitCode::SUCCESS)

@@ -95,7 +95,7 @@ pub async fn start(config: PipelineConfig, roles: Roles) -> anyhow::Result<Runni
         let stats = Arc::new(DetectorStats::default());
         let detector = Detector {
             rules,
-            deduper: Arc::new(crate::dedup::Deduper::new()),
+            deduper: Arc::new(crate::dedup::Deduper::new(&config.detector.dedup)?),
             sinks,
             batch_size: config.detector.batch_size,
             stats: stats.clone(),

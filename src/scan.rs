@@ -6,6 +6,7 @@
 
 use crate::alert::Alert;
 use crate::audit::DocumentReader;
+use crate::dedup::Verdict;
 use crate::engine::RuleSet;
 use anyhow::Context as _;
 use std::io::{IsTerminal, Read, Write};
@@ -23,23 +24,27 @@ pub struct Summary {
     pub alerts: u64,
     /// Matches held back by dedup (reported in summary alerts or later alerts' counts).
     pub suppressed: u64,
+    /// Matches of stateful rules later than the allowed lateness (dropped).
+    pub late: u64,
     pub elapsed: Duration,
 }
 
 const MALFORMED_EXAMPLES: usize = 10;
 
-/// Scans `files` with `rules`, writing alerts to `out`; with `dedup`, rules' dedup policies
-/// apply on event time and keys still holding repeats at the end get summary alerts.
+/// Scans `files` with `rules`, writing alerts to `out`. Stateful windows and rate limits apply on
+/// event time as in the detector (`dedup`); keys still holding repeats at the end get summary
+/// alerts.
 pub fn scan(
     files: &[PathBuf],
     rules: &RuleSet,
     cluster: &str,
     out: &mut dyn Write,
     progress: bool,
-    dedup: bool,
+    dedup: &crate::dedup::DedupConfig,
 ) -> anyhow::Result<Summary> {
     let hostname = crate::hostname();
-    let deduper = crate::dedup::Deduper::new();
+    let deduper = crate::dedup::Deduper::new(dedup)?;
+    let mut alerts = Vec::new();
     let start = Instant::now();
     let mut summary = Summary::default();
     for path in files {
@@ -63,14 +68,15 @@ pub fn scan(
                     let view = event.view();
                     for firing in rules.evaluate(&view, cluster) {
                         let rule = &rules.rules()[firing.rule];
-                        let mut alert = Alert::new(rule, firing, &view, cluster, &hostname);
-                        if !deduper.admit(&mut alert, rule.dedup.as_ref().filter(|_| dedup)) {
-                            summary.suppressed += 1;
-                            continue;
+                        let observation = firing.observation;
+                        let alert = Alert::new(rule, firing, &view, cluster, &hostname);
+                        match deduper.admit(rule, alert, observation.as_ref(), &mut alerts) {
+                            Verdict::Suppressed => summary.suppressed += 1,
+                            Verdict::Late => summary.late += 1,
+                            Verdict::Passed | Verdict::Held => {}
                         }
-                        write_alert(out, &alert)?;
-                        summary.alerts += 1;
                     }
+                    summary.alerts += write_alerts(out, &mut alerts)?;
                 }
                 Err(bad) => {
                     summary.malformed += 1;
@@ -84,18 +90,21 @@ pub fn scan(
             bar.finish_and_clear();
         }
     }
-    for alert in deduper.flush() {
-        write_alert(out, &alert)?;
-        summary.alerts += 1;
-    }
+    deduper.flush(&mut alerts);
+    summary.alerts += write_alerts(out, &mut alerts)?;
     out.flush()?;
     summary.elapsed = start.elapsed();
     Ok(summary)
 }
 
-fn write_alert(out: &mut dyn Write, alert: &Alert) -> std::io::Result<()> {
-    serde_json::to_writer(&mut *out, alert)?;
-    out.write_all(b"\n")
+/// Writes and empties `alerts`; how many there were.
+fn write_alerts(out: &mut dyn Write, alerts: &mut Vec<Alert>) -> std::io::Result<u64> {
+    let n = alerts.len() as u64;
+    for alert in alerts.drain(..) {
+        serde_json::to_writer(&mut *out, &alert)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(n)
 }
 
 fn progress_bar(show: bool, len: u64, name: &str) -> Option<indicatif::ProgressBar> {
@@ -124,6 +133,13 @@ pub fn report(summary: &Summary, rules: &RuleSet, err: &mut dyn Write) -> std::i
         summary.alerts,
         summary.suppressed
     )?;
+    if summary.late > 0 {
+        writeln!(
+            err,
+            "  {} matches of stateful rules arrived later than the allowed lateness and were dropped",
+            summary.late
+        )?;
+    }
     for example in &summary.malformed_examples {
         writeln!(err, "  malformed: {example}")?;
     }

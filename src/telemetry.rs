@@ -7,13 +7,15 @@
 //! `kaudit_requests_rejected` {reason}, `kaudit_events_dead_lettered` {cluster},
 //! `kaudit_events_truncated`,
 //! `kaudit_events_evaluated`, `kaudit_alerts` {rule, priority}, `kaudit_alerts_suppressed` {rule},
+//! `kaudit_alerts_summarized`, `kaudit_window_late_matches` {rule}, `kaudit_dedup_keys` {kind},
+//! `kaudit_dedup_keys_evicted`,
 //! `kaudit_rule_evaluation_errors` {rule}, `kaudit_publish_seconds` and
 //! `kaudit_evaluate_seconds` (histograms).
 
 use crate::engine::RuleSet;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use opentelemetry::metrics::{Counter, Histogram, MeterProvider};
+use opentelemetry::metrics::{Counter, Gauge, Histogram, MeterProvider};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use serde::Deserialize;
@@ -37,6 +39,10 @@ pub struct Metrics {
     pub events_evaluated: Counter<u64>,
     pub alerts: Counter<u64>,
     pub alerts_suppressed: Counter<u64>,
+    pub alerts_summarized: Counter<u64>,
+    pub window_late: Counter<u64>,
+    pub dedup_keys: Gauge<u64>,
+    pub dedup_keys_evicted: Gauge<u64>,
     pub publish_seconds: Histogram<f64>,
     pub evaluate_seconds: Histogram<f64>,
     registry: prometheus::Registry,
@@ -111,6 +117,22 @@ impl Metrics {
             alerts_suppressed: meter
                 .u64_counter("kaudit_alerts_suppressed")
                 .with_description("Matches held back by a rule's dedup policy, by rule")
+                .build(),
+            alerts_summarized: meter
+                .u64_counter("kaudit_alerts_summarized")
+                .with_description("Summary alerts of dedup windows that closed with suppressed repeats")
+                .build(),
+            window_late: meter
+                .u64_counter("kaudit_window_late_matches")
+                .with_description("Matches of stateful rules that arrived later than the allowed lateness, by rule")
+                .build(),
+            dedup_keys: meter
+                .u64_gauge("kaudit_dedup_keys")
+                .with_description("Live dedup keys, by kind (rate_limit, window)")
+                .build(),
+            dedup_keys_evicted: meter
+                .u64_gauge("kaudit_dedup_keys_evicted")
+                .with_description("Dedup keys evicted since start because max_keys was reached")
                 .build(),
             publish_seconds: meter
                 .f64_histogram("kaudit_publish")

@@ -1,5 +1,6 @@
 //! Rate-limited dedup on event time, through `kaudit scan`'s path: repeats inside a window are
-//! suppressed and counted, keys are separate, windows expire, `--no-dedup` shows everything.
+//! suppressed and counted, keys are separate, windows expire, the pipeline default applies to
+//! rules that say nothing, `--no-dedup` shows everything, keys are purged and capped.
 
 mod common;
 
@@ -19,7 +20,20 @@ const RULES: &str = r#"
   output: exec by {user.username}
   priority: notice
   dedup: { key: [user.username], window: 10m, burst: 3 }
+- rule: Exec default
+  desc: no dedup item of its own, so the pipeline default
+  condition: objectRef.subresource == 'exec' && stage == 'ResponseStarted' && user.username == 'dave'
+  output: exec by {user.username}
+  priority: notice
+- rule: Exec off
+  desc: dedup off
+  condition: objectRef.subresource == 'exec' && stage == 'ResponseStarted' && user.username == 'dave'
+  output: exec by {user.username}
+  priority: notice
+  dedup: off
 "#;
+
+use kaudit::dedup::{DedupConfig, Deduper, Verdict};
 
 /// One exec event by `user` at `secs` seconds after 10:00:00.
 fn exec(i: usize, user: &str, secs: f64) -> String {
@@ -32,12 +46,23 @@ fn exec(i: usize, user: &str, secs: f64) -> String {
 }
 
 fn scan(lines: &[String], dedup: bool) -> Vec<Alert> {
+    scan_with(
+        lines,
+        &if dedup {
+            DedupConfig::default()
+        } else {
+            DedupConfig::off()
+        },
+    )
+}
+
+fn scan_with(lines: &[String], config: &DedupConfig) -> Vec<Alert> {
     let rules = RuleSet::from_text("dedup.yaml", RULES, Matching::All).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("audit.log");
     std::fs::write(&file, lines.join("\n")).unwrap();
     let mut out = Vec::new();
-    kaudit::scan::scan(&[file], &rules, "c1", &mut out, false, dedup).unwrap();
+    kaudit::scan::scan(&[file], &rules, "c1", &mut out, false, config).unwrap();
     String::from_utf8(out)
         .unwrap()
         .lines()
@@ -69,16 +94,53 @@ fn ten_thousand_repeats_in_a_minute_give_one_alert_and_one_count() {
 }
 
 #[test]
-fn the_next_alert_after_the_window_carries_the_count() {
+fn a_closed_window_yields_its_summary_or_the_next_alert_carries_the_count() {
     let mut lines: Vec<String> = (0..100).map(|i| exec(i, "alice", i as f64)).collect();
     lines.push(exec(100, "alice", 700.0)); // 11 min 40 s: the window has passed
     let alerts: Vec<Alert> = scan(&lines, true).into_iter().filter(|a| a.rule == "Exec").collect();
+    assert_eq!(alerts.len(), 3, "first, the summary of the closed window, the next one");
+    let (summary, next) = (&alerts[1], &alerts[2]);
+    assert_eq!((summary.dedup.count, summary.dedup.suppressed), (99, 99));
+    assert_eq!(summary.dedup.first_seen, "2026-11-20T10:00:01.000000Z");
+    assert_eq!(summary.dedup.last_seen, "2026-11-20T10:01:39.000000Z");
+    assert_eq!((next.audit_id.as_str(), next.dedup.count), ("a-100", 1));
+    let total: u64 = alerts.iter().map(|a| a.dedup.count).sum();
+    assert_eq!(total, 101, "the counts add up to the matches");
+
+    // Without summaries, the next alert carries the repeats.
+    let config = DedupConfig {
+        summaries: false,
+        ..DedupConfig::default()
+    };
+    let alerts: Vec<Alert> = scan_with(&lines, &config)
+        .into_iter()
+        .filter(|a| a.rule == "Exec")
+        .collect();
     assert_eq!(alerts.len(), 2);
     let next = &alerts[1];
     assert_eq!(next.audit_id, "a-100");
     assert_eq!((next.dedup.count, next.dedup.suppressed), (100, 99));
     assert_eq!(next.dedup.first_seen, "2026-11-20T10:00:01.000000Z");
     assert_eq!(next.dedup.last_seen, "2026-11-20T10:11:40.000000Z");
+}
+
+#[test]
+fn the_default_policy_applies_to_rules_that_name_none() {
+    let lines: Vec<String> = (0..50).map(|i| exec(i, "dave", i as f64)).collect();
+    let alerts = scan(&lines, true);
+    let count = |rule: &str| alerts.iter().filter(|a| a.rule == rule).count();
+    assert_eq!(
+        count("Exec default"),
+        2,
+        "the first and the summary (default: 10m window)"
+    );
+    assert_eq!(count("Exec off"), 50, "dedup: off");
+    let config = DedupConfig {
+        default: kaudit::engine::rules::DedupDef::Word("off".into()),
+        ..DedupConfig::default()
+    };
+    let alerts = scan_with(&lines, &config);
+    assert_eq!(alerts.iter().filter(|a| a.rule == "Exec default").count(), 50);
 }
 
 #[test]
@@ -99,22 +161,50 @@ fn keys_are_separate_and_bursts_pass() {
     assert_eq!(burst[3].dedup.suppressed, 7);
 }
 
-#[test]
-fn stale_keys_are_purged() {
-    use kaudit::dedup::{DedupPolicy, Deduper};
+/// Admits one `Exec` alert for each of `users` users, one a second.
+fn admit_users(deduper: &Deduper, users: usize) -> usize {
     let rules = RuleSet::from_text("dedup.yaml", RULES, Matching::All).unwrap();
-    let deduper = Deduper::new();
-    let policy = DedupPolicy {
-        window: std::time::Duration::from_secs(60),
-        burst: std::num::NonZeroU32::new(1).unwrap(),
-    };
-    // 20,000 users, each once, over about five hours of event time: only the last window's keys stay.
-    for i in 0..20_000 {
+    let mut passed = 0;
+    for i in 0..users {
         let event = kaudit::audit::Event::from_json(exec(i, &format!("user-{i}"), i as f64)).unwrap();
         let view = event.view();
         let firing = rules.evaluate(&view, "c1").into_iter().next().unwrap();
-        let mut alert = Alert::new(&rules.rules()[firing.rule], firing, &view, "c1", "h");
-        assert!(deduper.admit(&mut alert, Some(&policy)));
+        let rule = &rules.rules()[firing.rule];
+        let alert = Alert::new(rule, firing, &view, "c1", "h");
+        let mut out = Vec::new();
+        if deduper.admit(rule, alert, None, &mut out) == Verdict::Passed {
+            passed += 1;
+        }
     }
-    assert!(deduper.live_keys() < 200, "{} keys live", deduper.live_keys());
+    passed
+}
+
+#[test]
+fn stale_keys_are_purged() {
+    let deduper = Deduper::new(&DedupConfig::default()).unwrap();
+    // 2,000 users, each once, over 33 minutes of event time.
+    assert_eq!(admit_users(&deduper, 2000), 2000);
+    deduper.tick(&mut Vec::new());
+    let (live, _) = deduper.live_keys();
+    assert!(
+        (590..=610).contains(&live),
+        "only the last 10 minutes' keys stay: {live}"
+    );
+}
+
+#[test]
+fn live_keys_are_capped_and_evictions_counted() {
+    let config = DedupConfig {
+        max_keys: 500,
+        ..DedupConfig::default()
+    };
+    let deduper = Deduper::new(&config).unwrap();
+    assert_eq!(
+        admit_users(&deduper, 3000),
+        3000,
+        "an evicted key alerts again: more, never fewer"
+    );
+    let (live, _) = deduper.live_keys();
+    assert!(live <= 500, "{live} keys live");
+    assert!(deduper.evicted() > 0);
 }

@@ -10,7 +10,15 @@ use std::path::PathBuf;
 fn scan(files: &[PathBuf]) -> (kaudit::scan::Summary, Vec<Alert>) {
     let rules = RuleSet::load(&[common::repo().join("rules")], Matching::All).unwrap();
     let mut out = Vec::new();
-    let summary = kaudit::scan::scan(files, &rules, "prod", &mut out, false, true).unwrap();
+    let summary = kaudit::scan::scan(
+        files,
+        &rules,
+        "prod",
+        &mut out,
+        false,
+        &kaudit::dedup::DedupConfig::default(),
+    )
+    .unwrap();
     let alerts = String::from_utf8(out)
         .unwrap()
         .lines()

@@ -2,7 +2,7 @@
 //!
 //! A superset of Falco's JSON output (`time`, `rule`, `priority`, `source`, `output`,
 //! `output_fields`, `tags`, `hostname`), so falcosidekick and parsers written for Falco read it
-//! unchanged, plus `id`, `cluster`, `audit_id` and `dedup`. The `id` is a hash of rule, cluster,
+//! unchanged, plus `id`, `cluster`, `audit_id`, `dedup` and, for stateful rules, `window`. The `id` is a hash of rule, cluster,
 //! audit ID, stage and the request's receive time: a redelivered event produces the same id, so
 //! consumers (and JetStream's `Nats-Msg-Id`) can drop duplicates. The receive time is in the hash
 //! because the audit ID is whatever the client sent in its `Audit-ID` header: without it, a
@@ -31,6 +31,9 @@ pub struct Alert {
     pub cluster: String,
     pub audit_id: String,
     pub dedup: Dedup,
+    /// Stateful rules: the window that fired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowInfo>,
     /// Where the event came from on the bus: travels as message headers, not in the JSON.
     #[serde(skip)]
     pub origin: Origin,
@@ -54,6 +57,21 @@ pub struct Dedup {
     pub count: u64,
     /// Matches suppressed since the previous alert of this key.
     pub suppressed: u64,
+    pub first_seen: String,
+    pub last_seen: String,
+}
+
+/// The window of a stateful rule that fired: what the alert stands for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowInfo {
+    /// `threshold`, `distinct` or `sequence`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Matches (threshold), distinct values (distinct) or steps (sequence) in the window.
+    pub count: u64,
+    /// The rule's window, e.g. `15m`.
+    pub window: String,
+    /// Event times of the window's first and last match.
     pub first_seen: String,
     pub last_seen: String,
 }
@@ -84,6 +102,7 @@ impl Alert {
                 first_seen: time.clone(),
                 last_seen: time,
             },
+            window: None,
             origin: Origin::default(),
         }
     }

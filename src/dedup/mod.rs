@@ -1,28 +1,141 @@
-//! Rate-limited dedup of alerts, on event time.
+//! After the engine: stateful windows, then rate-limited dedup, all on event time.
 //!
-//! A rule with `dedup: {key: [expr, ...], window: 10m, burst: 1}` lets `burst` alerts per key
-//! through per window (governor's GCRA, keyed by the alert's dedup key, with a clock that reads
-//! the event's `stageTimestamp` rather than the wall: a scan of a log file and the live pipeline
-//! decide alike). Repeats inside the window are suppressed and counted; the next alert of that
-//! key that passes carries `dedup.count`, `dedup.suppressed`, `first_seen` and `last_seen`;
-//! `flush` turns keys still holding suppressed repeats into summary alerts (the end of a scan).
-//! Rules without `dedup` (or `dedup: off`) pass every match.
+//! A match of a stateful rule (`threshold`, `distinct`, `sequence`) first goes through its
+//! window ([`window`]); only a window that fires becomes an alert. Every alert then goes through
+//! its rule's rate limit: `dedup: {key, window, burst}`, the pipeline's default for rules that
+//! say nothing, or `dedup: off`. The limit is governor's GCRA, keyed by a 64-bit fingerprint of
+//! the dedup key, in a state store of our own (one `u64 → u64` map: 16 bytes a key plus the
+//! map's overhead) so that the number of keys can be capped, and with a clock that reads the
+//! event's `stageTimestamp` rather than the wall: a scan of a log file and the live pipeline
+//! decide alike.
+//!
+//! The first alert of a key passes; repeats inside its window are suppressed and counted. With
+//! `summaries` (the default), a key's window closing with suppressed repeats yields a summary
+//! alert (`dedup.count` = `dedup.suppressed` = the repeats, `first_seen`/`last_seen` theirs);
+//! otherwise the next alert of the key carries them. Either way the `dedup.count` of all alerts
+//! adds up to the matches. Windows close on event time: as later events arrive, on the detector's
+//! timer (event time advanced by the wall clock since the newest event), and at the end of a scan.
+//!
+//! State lives with the detector that owns the key: events are partitioned by cluster (Kafka
+//! partitions; NATS partition subjects) and every key includes the cluster, so one key is seen by
+//! one detector. State is memory only: a detector that restarts starts its windows afresh.
 
-use crate::alert::Alert;
+pub mod window;
+
+use crate::alert::{Alert, WindowInfo};
+use crate::engine::rules::DedupDef;
+use crate::engine::stateful::{parse_duration, DedupPolicy, DedupSetting, WindowKind};
+use crate::engine::{Observation, Rule};
 use governor::clock::Clock;
 use governor::nanos::Nanos;
+use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
+use serde::Deserialize;
 use std::collections::HashMap;
-use std::num::NonZeroU32;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use window::{Outcome, Windows};
 
-/// How a rule's alerts are rate-limited.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DedupPolicy {
-    pub window: Duration,
-    pub burst: NonZeroU32,
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupConfig {
+    /// Rate limits at all; `false` lets every alert through, whatever the rules say.
+    pub enabled: bool,
+    /// The policy of rules that name none: `"off"` or `{ window = "10m", burst = 1 }` (the key
+    /// is then cluster, user, namespace).
+    pub default: DedupDef,
+    /// Report suppressed repeats in a summary alert when their window closes (otherwise in the
+    /// next alert of the key).
+    pub summaries: bool,
+    /// Live keys kept (rate limits and windows, each); beyond it the oldest are evicted.
+    pub max_keys: usize,
+    /// How far out of event-time order a stateful rule's matches may arrive.
+    pub allowed_lateness: String,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        DedupConfig {
+            enabled: true,
+            default: DedupDef::Spec(crate::engine::rules::DedupSpec {
+                key: None,
+                window: "10m".into(),
+                burst: Some(1),
+            }),
+            summaries: true,
+            max_keys: 1_000_000,
+            allowed_lateness: "30s".into(),
+        }
+    }
+}
+
+impl DedupConfig {
+    /// Every alert goes out: the rules' and the default's rate limits are ignored (stateful
+    /// windows still apply: their alert is the window firing, not each match).
+    pub fn off() -> DedupConfig {
+        DedupConfig {
+            enabled: false,
+            ..DedupConfig::default()
+        }
+    }
+}
+
+/// What happened to one match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// An alert went out.
+    Passed,
+    /// Rate-limited: counted for a later summary or alert.
+    Suppressed,
+    /// Counted by a stateful window that has not fired.
+    Held,
+    /// A stateful rule's match that arrived later than the allowed lateness.
+    Late,
+}
+
+/// Identity hasher: the keys are hashes already.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type KeyMap<V> = HashMap<u64, V, BuildHasherDefault<KeyHasher>>;
+
+/// Governor's GCRA state per key: the theoretical arrival time, in event-time nanoseconds.
+#[derive(Default, Clone)]
+struct KeyStore(Arc<Mutex<KeyMap<Nanos>>>);
+
+impl KeyStore {
+    fn map(&self) -> std::sync::MutexGuard<'_, KeyMap<Nanos>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl StateStore for KeyStore {
+    type Key = u64;
+    fn measure_and_replace<T, F, E>(&self, key: &u64, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let mut map = self.map();
+        let (result, tat) = f(map.get(key).copied())?;
+        map.insert(*key, tat);
+        Ok(result)
+    }
 }
 
 /// Governor's clock, set to each alert's event time before it is checked.
@@ -36,139 +149,313 @@ impl Clock for EventClock {
     }
 }
 
-type Limiter = RateLimiter<
-    u64,
-    governor::state::keyed::DefaultKeyedStateStore<u64>,
-    EventClock,
-    governor::middleware::NoOpMiddleware<Nanos>,
->;
+type Limiter = RateLimiter<u64, KeyStore, EventClock, governor::middleware::NoOpMiddleware<Nanos>>;
+
+/// One policy's limiter and its keys.
+struct Limit {
+    limiter: Limiter,
+    keys: KeyStore,
+}
 
 /// Suppressed repeats of one key since its last alert.
 struct Pending {
     suppressed: u64,
     first_seen: String,
     last_seen: String,
-    /// The first suppressed alert: a summary is built from it.
-    first: Alert,
+    /// Event time at which the key's window closes (a new alert would pass).
+    closes: u64,
+    /// The last suppressed alert: a summary is built from it.
+    sample: Alert,
 }
 
-#[derive(Default)]
-pub struct Deduper {
+/// Everything behind the lock: one batch is admitted at a time, in event order.
+struct State {
     clock: EventClock,
-    admitted: AtomicU64,
-    limiters: Mutex<HashMap<(String, DedupPolicyKey), Arc<Limiter>>>,
-    pending: Mutex<HashMap<String, Pending>>,
+    limits: HashMap<DedupPolicy, Limit>,
+    pending: HashMap<String, Pending>,
+    /// Earliest `closes` among `pending` (summaries are due from then).
+    next_close: u64,
+    windows: Windows,
+    /// Newest event time seen, and when (wall clock) it was seen.
+    newest: u64,
+    newest_at: Instant,
+    evicted: u64,
 }
 
-type DedupPolicyKey = (u64, u32);
+pub struct Deduper {
+    enabled: bool,
+    default: Option<DedupPolicy>,
+    summaries: bool,
+    max_keys: usize,
+    state: Mutex<State>,
+}
 
-/// Stale keys are purged after this many alerts.
-const PURGE_EVERY: u64 = 10_000;
+impl Default for Deduper {
+    fn default() -> Self {
+        Deduper::new(&DedupConfig::default()).expect("the default config is valid")
+    }
+}
 
 impl Deduper {
-    pub fn new() -> Deduper {
-        Deduper::default()
+    pub fn new(config: &DedupConfig) -> anyhow::Result<Deduper> {
+        let default = match crate::engine::stateful::dedup_setting(Some(&config.default)) {
+            Ok((DedupSetting::Policy(p), _)) => {
+                if matches!(&config.default, DedupDef::Spec(s) if s.key.is_some()) {
+                    anyhow::bail!("dedup.default: the default's key is cluster, user, namespace; set `key` per rule");
+                }
+                Some(p)
+            }
+            Ok(_) => None,
+            Err(e) => anyhow::bail!("dedup.default: {e}"),
+        };
+        let lateness =
+            parse_duration(&config.allowed_lateness).map_err(|e| anyhow::anyhow!("dedup.allowed_lateness: {e}"))?;
+        Ok(Deduper {
+            enabled: config.enabled,
+            default,
+            summaries: config.summaries,
+            max_keys: config.max_keys.max(1),
+            state: Mutex::new(State {
+                clock: EventClock::default(),
+                limits: HashMap::new(),
+                pending: HashMap::new(),
+                next_close: u64::MAX,
+                windows: Windows::new(lateness, config.max_keys),
+                newest: 0,
+                newest_at: Instant::now(),
+                evicted: 0,
+            }),
+        })
     }
 
-    /// Decides whether `alert` goes out under its rule's `policy` (none: always); when it does,
-    /// it carries the count of the repeats suppressed before it.
-    pub fn admit(&self, alert: &mut Alert, policy: Option<&DedupPolicy>) -> bool {
-        let Some(policy) = policy else { return true };
-        self.clock.0.store(event_nanos(&alert.time), Ordering::Relaxed);
-        if self.admitted.fetch_add(1, Ordering::Relaxed) % PURGE_EVERY == PURGE_EVERY - 1 {
-            self.purge();
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Passes the alert for a match of `rule` through the rule's window (stateful rules) and its
+    /// rate limit; the alerts to publish go to `out` (a summary of a closed window may precede
+    /// the alert itself).
+    pub fn admit(
+        &self,
+        rule: &Rule,
+        mut alert: Alert,
+        observation: Option<&Observation>,
+        out: &mut Vec<Alert>,
+    ) -> Verdict {
+        let now = event_nanos(&alert.time);
+        let mut state = self.lock();
+        if now > state.newest {
+            state.newest = now;
+            state.newest_at = Instant::now();
         }
-        let limiter = self.limiter(&alert.rule, policy);
+        if state.next_close <= now {
+            self.close_windows(&mut state, now, out);
+        }
+        if let (Some(window), Some(obs)) = (&rule.window, observation) {
+            match state.windows.observe(&window.policy, obs, now) {
+                Outcome::Held => return Verdict::Held,
+                Outcome::Late => return Verdict::Late,
+                Outcome::Fired(f) => {
+                    alert.window = Some(WindowInfo {
+                        kind: match window.policy.kind {
+                            WindowKind::Threshold => "threshold",
+                            WindowKind::Distinct => "distinct",
+                            WindowKind::Sequence { .. } => "sequence",
+                        }
+                        .into(),
+                        count: f.count,
+                        window: humantime::format_duration(window.policy.window).to_string(),
+                        first_seen: format_nanos(f.first),
+                        last_seen: format_nanos(f.last),
+                    })
+                }
+            }
+        }
+        let policy = match &rule.dedup {
+            _ if !self.enabled => None,
+            DedupSetting::Off => None,
+            DedupSetting::Default => self.default.as_ref(),
+            DedupSetting::Policy(p) => Some(p),
+        };
+        let Some(policy) = policy else {
+            out.push(alert);
+            return Verdict::Passed;
+        };
         let fingerprint = u64::from_str_radix(&alert.dedup.key[..16.min(alert.dedup.key.len())], 16).unwrap_or(0);
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if limiter.check_key(&fingerprint).is_ok() {
-            if let Some(p) = pending.remove(&alert.dedup.key) {
-                alert.dedup.suppressed = p.suppressed;
-                alert.dedup.count = p.suppressed + 1;
-                alert.dedup.first_seen = p.first_seen;
+        let check = {
+            let state = &mut *state;
+            state.clock.0.store(now, Ordering::Relaxed);
+            let clock = state.clock.clone();
+            let limit = state
+                .limits
+                .entry(policy.clone())
+                .or_insert_with(|| new_limit(policy, &clock));
+            limit
+                .limiter
+                .check_key(&fingerprint)
+                .map_err(|not_until| u64::from(not_until.earliest_possible()).max(now))
+        };
+        match check {
+            Ok(()) => {
+                if let Some(p) = state.pending.remove(&alert.dedup.key) {
+                    if self.summaries {
+                        out.push(summary(p));
+                    } else {
+                        alert.dedup.suppressed = p.suppressed;
+                        alert.dedup.count = p.suppressed + 1;
+                        alert.dedup.first_seen = p.first_seen;
+                    }
+                }
+                out.push(alert);
+                self.cap_keys(&mut state, now);
+                Verdict::Passed
             }
-            return true;
+            Err(closes) => {
+                if self.summaries {
+                    state.next_close = state.next_close.min(closes);
+                }
+                match state.pending.get_mut(&alert.dedup.key) {
+                    Some(p) => {
+                        p.suppressed += 1;
+                        p.last_seen = alert.time.clone();
+                        p.closes = closes;
+                        p.sample = alert;
+                    }
+                    None => {
+                        let key = alert.dedup.key.clone();
+                        state.pending.insert(
+                            key,
+                            Pending {
+                                suppressed: 1,
+                                first_seen: alert.time.clone(),
+                                last_seen: alert.time.clone(),
+                                closes,
+                                sample: alert,
+                            },
+                        );
+                    }
+                }
+                Verdict::Suppressed
+            }
         }
-        match pending.get_mut(&alert.dedup.key) {
-            Some(p) => {
-                p.suppressed += 1;
-                p.last_seen = alert.time.clone();
-            }
-            None => {
-                pending.insert(
-                    alert.dedup.key.clone(),
-                    Pending {
-                        suppressed: 1,
-                        first_seen: alert.time.clone(),
-                        last_seen: alert.time.clone(),
-                        first: alert.clone(),
-                    },
-                );
-            }
-        }
-        false
     }
 
-    /// Summary alerts for every key that still holds suppressed repeats.
-    pub fn flush(&self) -> Vec<Alert> {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<Alert> = pending
-            .drain()
-            .map(|(_, p)| {
-                let mut a = p.first;
-                a.dedup.count = p.suppressed;
-                a.dedup.suppressed = p.suppressed;
-                a.dedup.first_seen = p.first_seen;
-                a.dedup.last_seen = p.last_seen;
-                a
-            })
+    /// The detector's timer: event time goes on with the wall clock while no event arrives;
+    /// summaries of windows closed by then go to `out`, stale keys are purged.
+    pub fn tick(&self, out: &mut Vec<Alert>) {
+        let mut state = self.lock();
+        if state.newest == 0 {
+            return;
+        }
+        let now = state.newest + state.newest_at.elapsed().as_nanos() as u64;
+        if self.summaries {
+            self.close_windows(&mut state, now, out);
+        }
+        purge(&mut state, now);
+    }
+
+    /// Summary alerts for every key that still holds suppressed repeats (the end of a scan).
+    pub fn flush(&self, out: &mut Vec<Alert>) {
+        let mut state = self.lock();
+        let mut all: Vec<Alert> = state.pending.drain().map(|(_, p)| summary(p)).collect();
+        state.next_close = u64::MAX;
+        all.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
+        out.extend(all);
+    }
+
+    /// Keys with live state: rate limits, and windows.
+    pub fn live_keys(&self) -> (usize, usize) {
+        let state = self.lock();
+        let limits = state.limits.values().map(|l| l.keys.map().len()).sum();
+        (limits, state.windows.len())
+    }
+
+    /// Keys evicted because `max_keys` was reached (rate limits and windows).
+    pub fn evicted(&self) -> u64 {
+        let state = self.lock();
+        state.evicted + state.windows.evicted
+    }
+
+    fn close_windows(&self, state: &mut State, now: u64, out: &mut Vec<Alert>) {
+        let closed: Vec<String> = state
+            .pending
+            .iter()
+            .filter(|(_, p)| p.closes <= now)
+            .map(|(k, _)| k.clone())
             .collect();
-        out.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
-        out
+        let mut summaries: Vec<Alert> = closed
+            .iter()
+            .filter_map(|k| state.pending.remove(k))
+            .map(summary)
+            .collect();
+        summaries.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
+        out.extend(summaries);
+        state.next_close = state.pending.values().map(|p| p.closes).min().unwrap_or(u64::MAX);
     }
 
-    /// Forgets keys whose window has passed (their state equals a fresh key's).
-    fn purge(&self) {
-        for limiter in self.limiters.lock().unwrap_or_else(|e| e.into_inner()).values() {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
+    /// Beyond `max_keys` rate-limit keys: purge the stale, then evict the tenth closest to
+    /// expiring (an evicted key alerts again early: more alerts, never fewer).
+    fn cap_keys(&self, state: &mut State, now: u64) {
+        let total: usize = state.limits.values().map(|l| l.keys.map().len()).sum();
+        if total <= self.max_keys {
+            return;
+        }
+        purge(state, now);
+        for limit in state.limits.values() {
+            let mut map = limit.keys.map();
+            if map.len() * 10 < self.max_keys * 9 {
+                continue;
+            }
+            let mut tats: Vec<u64> = map.values().map(|t| u64::from(*t)).collect();
+            let n = (map.len() / 10).max(1);
+            let cut = *tats.select_nth_unstable(n - 1).1;
+            let before = map.len();
+            map.retain(|_, t| u64::from(*t) > cut);
+            state.evicted += (before - map.len()) as u64;
         }
     }
+}
 
-    /// Keys with live rate-limit state.
-    pub fn live_keys(&self) -> usize {
-        self.limiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .map(|l| l.len())
-            .sum()
+/// Forgets keys whose window has passed at `now` (their state equals a fresh key's).
+fn purge(state: &mut State, now: u64) {
+    for limit in state.limits.values() {
+        let mut map = limit.keys.map();
+        map.retain(|_, tat| u64::from(*tat) > now);
+        map.shrink_to_fit();
     }
+    state.windows.purge(now);
+}
 
-    fn limiter(&self, rule: &str, policy: &DedupPolicy) -> Arc<Limiter> {
-        let key = (rule.to_string(), (policy.window.as_nanos() as u64, policy.burst.get()));
-        let mut limiters = self.limiters.lock().unwrap_or_else(|e| e.into_inner());
-        limiters
-            .entry(key)
-            .or_insert_with(|| {
-                let period = policy.window / policy.burst.get();
-                let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
-                    .expect("period is positive")
-                    .allow_burst(policy.burst);
-                Arc::new(RateLimiter::dashmap_with_clock(quota, self.clock.clone()))
-            })
-            .clone()
-    }
+fn new_limit(policy: &DedupPolicy, clock: &EventClock) -> Limit {
+    let period = (policy.window / policy.burst.get()).max(Duration::from_nanos(1));
+    let quota = Quota::with_period(period)
+        .expect("period is positive")
+        .allow_burst(policy.burst);
+    let keys = KeyStore::default();
+    // The limiter measures from the clock's value at creation: zero, so its times are absolute.
+    let at = clock.0.swap(0, Ordering::Relaxed);
+    let limiter = RateLimiter::new(quota, keys.clone(), clock.clone());
+    clock.0.store(at, Ordering::Relaxed);
+    Limit { limiter, keys }
+}
+
+fn summary(p: Pending) -> Alert {
+    let mut a = p.sample;
+    a.id = crate::alert::digest(&[&a.id, "summary"]);
+    a.dedup.count = p.suppressed;
+    a.dedup.suppressed = p.suppressed;
+    a.dedup.first_seen = p.first_seen;
+    a.dedup.last_seen = p.last_seen;
+    a
 }
 
 /// Nanoseconds since the epoch of an RFC 3339 time; now when it cannot be read.
-fn event_nanos(time: &str) -> u64 {
+pub fn event_nanos(time: &str) -> u64 {
     chrono::DateTime::parse_from_rfc3339(time)
         .map(|t| t.timestamp_nanos_opt().unwrap_or(0).max(0) as u64)
         .unwrap_or_else(|_| chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0).max(0) as u64)
 }
 
-/// `10m`, `30s`, `1h30m` (humantime).
-pub fn parse_window(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("window `{text}`: {e}"))
+fn format_nanos(nanos: u64) -> String {
+    chrono::DateTime::from_timestamp_nanos(nanos as i64).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }

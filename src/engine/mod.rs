@@ -13,6 +13,7 @@ pub mod functions;
 pub mod output;
 pub mod prefilter;
 pub mod rules;
+pub mod stateful;
 
 use crate::audit::EventView;
 use bind::{catch_panic, Bindings, Scope, Symbol};
@@ -89,13 +90,32 @@ pub struct Rule {
     output: output::Template,
     /// Expressions whose values form the alert's dedup key.
     dedup_key: Vec<Program>,
-    /// Rate limit of this rule's alerts; `None` lets every match through.
-    pub dedup: Option<crate::dedup::DedupPolicy>,
+    /// Rate limit of this rule's alerts.
+    pub dedup: stateful::DedupSetting,
+    /// Stateful rules: the window their matches go through before an alert.
+    pub window: Option<Window>,
     pub stats: RuleStats,
 }
 
-/// The dedup key when a rule names none: one key per cluster, user and namespace.
-const DEFAULT_DEDUP_KEY: [&str; 3] = ["cluster", "user.username", "objectRef.namespace"];
+/// A stateful rule's window and the expressions that feed it.
+#[derive(Debug)]
+pub struct Window {
+    pub policy: stateful::WindowPolicy,
+    key: Vec<Program>,
+    field: Option<Program>,
+    steps: Vec<Program>,
+}
+
+/// What a stateful rule's match tells its window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observation {
+    /// Hash of the rule and its window key's values.
+    pub key: u64,
+    /// `distinct`: hash of the field's value.
+    pub value: u64,
+    /// `sequence`: bit i set when step i matched.
+    pub steps: u32,
+}
 
 /// A rule that fired on an event, with its rendered output.
 #[derive(Debug, Clone)]
@@ -105,6 +125,8 @@ pub struct Firing {
     pub output_fields: serde_json::Map<String, serde_json::Value>,
     /// Hash of the rule and its dedup key's values.
     pub dedup_key: String,
+    /// Stateful rules: what the match feeds their window.
+    pub observation: Option<Observation>,
 }
 
 /// A compiled, immutable rule set; share it behind an `Arc` and swap it whole to reload.
@@ -215,18 +237,73 @@ impl RuleSet {
         let mut routes = Vec::new();
         for def in source.rules.values() {
             let what = |e: &str| item_error(&def.origin, "rule", &def.name, e);
-            let condition = match env.compile(&def.condition) {
-                Ok(p) => p,
+            let window_sources = match def.stateful.as_ref().map(stateful::window_sources).transpose() {
+                Ok(w) => w,
                 Err(e) => {
-                    errors.push(cel_error(&def.condition_origin, "rule", &def.name, "condition", &e));
+                    errors.push(what(&e));
                     continue;
                 }
             };
-            for name in unknown_names(&condition, &scope) {
-                errors.push(what(&format!(
-                    "condition names `{name}`, which is no event field, macro or list"
-                )));
-            }
+            let mut compile_part = |part: &str, src: &str| match env.compile(src) {
+                Ok(p) => {
+                    for name in unknown_names(&p, &scope) {
+                        errors.push(what(&format!(
+                            "{part} names `{name}`, which is no event field, macro or list"
+                        )));
+                    }
+                    Some(p)
+                }
+                Err(e) => {
+                    errors.push(cel_error(&def.condition_origin, "rule", &def.name, part, &e));
+                    None
+                }
+            };
+            let condition = match compile_part("condition", &def.condition) {
+                Some(p) => p,
+                None => continue,
+            };
+            let window = match window_sources {
+                None => None,
+                Some(w) => {
+                    let key: Vec<Program> = w
+                        .key
+                        .iter()
+                        .filter_map(|k| compile_part(&format!("window key `{k}`"), k))
+                        .collect();
+                    let field = w.field.as_ref().and_then(|f| compile_part("distinct field", f));
+                    let steps: Vec<Program> = w
+                        .steps
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, s)| compile_part(&format!("sequence step {}", i + 1), s))
+                        .collect();
+                    if key.len() != w.key.len() || steps.len() != w.steps.len() || field.is_none() != w.field.is_none()
+                    {
+                        continue;
+                    }
+                    Some(Window {
+                        policy: w.policy,
+                        key,
+                        field,
+                        steps,
+                    })
+                }
+            };
+            // A sequence rule matches an event that matches any of its steps.
+            let condition = match &window {
+                Some(w) if !w.steps.is_empty() => {
+                    let steps = def.stateful.as_ref().map(sequence_steps).unwrap_or_default();
+                    let any = steps.iter().map(|s| format!("({s})")).collect::<Vec<_>>().join(" || ");
+                    match env.compile(&format!("({}) && ({any})", def.condition)) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            errors.push(cel_error(&def.condition_origin, "rule", &def.name, "condition", &e));
+                            continue;
+                        }
+                    }
+                }
+                _ => condition,
+            };
             let mut exceptions = Vec::new();
             for exc in &def.exceptions {
                 match exception_source(exc, &scope).and_then(|src| env.compile(&src).map_err(|e| e.to_string())) {
@@ -241,7 +318,7 @@ impl RuleSet {
                     continue;
                 }
             };
-            let (dedup, key_sources) = match dedup_policy(def.dedup.as_ref()) {
+            let (dedup, key_sources) = match stateful::dedup_setting(def.dedup.as_ref()) {
                 Ok(d) => d,
                 Err(e) => {
                     errors.push(what(&format!("dedup: {e}")));
@@ -257,7 +334,8 @@ impl RuleSet {
             }
             let programs = std::iter::once(&condition)
                 .chain(exceptions.iter().map(|(_, p)| p))
-                .chain(output.programs());
+                .chain(output.programs())
+                .chain(window.iter().flat_map(|w| w.key.iter().chain(&w.field).chain(&w.steps)));
             for program in programs {
                 if let Err(e) = check_regexes(program.expression()) {
                     errors.push(what(&e));
@@ -276,6 +354,7 @@ impl RuleSet {
                 output,
                 dedup_key,
                 dedup,
+                window,
                 stats: RuleStats::default(),
             });
         }
@@ -340,12 +419,14 @@ impl RuleSet {
             }
             rule.stats.matched.fetch_add(1, Ordering::Relaxed);
             let (output, output_fields) = rule.output.render(&ctx);
-            let dedup_key = dedup_key(rule, &ctx);
+            let dedup_key = key_digest(&rule.name, &rule.dedup_key, &ctx);
+            let observation = rule.window.as_ref().map(|w| observe(&rule.name, w, &ctx));
             firings.push(Firing {
                 rule: index,
                 output,
                 output_fields,
                 dedup_key,
+                observation,
             });
             if self.matching == Matching::First {
                 break;
@@ -355,41 +436,49 @@ impl RuleSet {
     }
 }
 
+/// The JSON of a key expression's value; `null` when it cannot be evaluated.
+fn key_value(program: &Program, ctx: &Context) -> String {
+    catch_panic(|| program.execute(ctx))
+        .ok()
+        .and_then(|r| r.ok())
+        .map(|v| output::to_json(&v).to_string())
+        .unwrap_or_else(|| "null".into())
+}
+
 /// The rule's name and the JSON of each key value (null when absent), hashed.
-fn dedup_key(rule: &Rule, ctx: &Context) -> String {
-    let values: Vec<String> = rule
-        .dedup_key
-        .iter()
-        .map(|p| {
-            let v = catch_panic(|| p.execute(ctx)).ok().and_then(|r| r.ok());
-            v.map(|v| output::to_json(&v).to_string())
-                .unwrap_or_else(|| "null".into())
-        })
-        .collect();
-    let mut parts: Vec<&str> = vec![&rule.name];
+fn key_digest(rule: &str, key: &[Program], ctx: &Context) -> String {
+    let values: Vec<String> = key.iter().map(|p| key_value(p, ctx)).collect();
+    let mut parts: Vec<&str> = vec![rule];
     parts.extend(values.iter().map(String::as_str));
     crate::alert::digest(&parts)
 }
 
-/// A rule's dedup policy and key expressions from its `dedup` item.
-fn dedup_policy(def: Option<&rules::DedupDef>) -> Result<(Option<crate::dedup::DedupPolicy>, Vec<String>), String> {
-    use rules::DedupDef;
-    let default_key = || DEFAULT_DEDUP_KEY.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+/// The first 64 bits of a hex digest.
+fn digest_u64(hex: &str) -> u64 {
+    u64::from_str_radix(&hex[..16.min(hex.len())], 16).unwrap_or(0)
+}
+
+/// What a stateful rule's match feeds its window: key, distinct value, steps matched.
+fn observe(rule: &str, window: &Window, ctx: &Context) -> Observation {
+    let key = digest_u64(&key_digest(rule, &window.key, ctx));
+    let value = window
+        .field
+        .as_ref()
+        .map(|f| digest_u64(&crate::alert::digest(&[&key_value(f, ctx)])))
+        .unwrap_or(0);
+    let steps = window
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| matches!(eval_bool(p, ctx), Ok(true)))
+        .fold(0u32, |bits, (i, _)| bits | 1 << i);
+    Observation { key, value, steps }
+}
+
+fn sequence_steps(def: &rules::StatefulDef) -> Vec<String> {
     match def {
-        None | Some(DedupDef::Flag(false)) => Ok((None, default_key())),
-        Some(DedupDef::Word(w)) if w == "off" => Ok((None, default_key())),
-        Some(DedupDef::Flag(true)) | Some(DedupDef::Word(_)) => {
-            Err("expected `off` or {key: [...], window: 10m, burst: 1}".into())
-        }
-        Some(DedupDef::Spec(spec)) => {
-            let window = crate::dedup::parse_window(&spec.window)?;
-            if window.is_zero() {
-                return Err("window must be longer than zero".into());
-            }
-            let burst = std::num::NonZeroU32::new(spec.burst.unwrap_or(1)).ok_or("burst must be at least 1")?;
-            let key = spec.key.clone().unwrap_or_else(default_key);
-            Ok((Some(crate::dedup::DedupPolicy { window, burst }), key))
-        }
+        rules::StatefulDef::Sequence(s) => s.steps.clone(),
+        _ => Vec::new(),
     }
 }
 

@@ -172,6 +172,49 @@ pub struct DedupSpec {
     pub burst: Option<u32>,
 }
 
+/// A stateful rule's window: `threshold`, `distinct` or `sequence` (one of them).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StatefulDef {
+    Threshold(ThresholdSpec),
+    Distinct(DistinctSpec),
+    Sequence(SequenceSpec),
+}
+
+/// `threshold: {count: 20, window: 15m, key: [...]}`: `count` matches per key within the window.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdSpec {
+    pub count: u32,
+    pub window: String,
+    /// CEL expressions whose values form the key; default: cluster, user.
+    #[serde(default)]
+    pub key: Option<Vec<String>>,
+}
+
+/// `distinct: {field: objectRef.name, count: 15, window: 30m}`: `count` distinct values per key.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistinctSpec {
+    /// A CEL expression: its distinct values are counted.
+    pub field: String,
+    pub count: u32,
+    pub window: String,
+    #[serde(default)]
+    pub key: Option<Vec<String>>,
+}
+
+/// `sequence: {steps: [a, b], window: 5m}`: the steps' conditions match, in this order, for one
+/// key within the window.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceSpec {
+    /// CEL conditions (macro names, typically), in order.
+    pub steps: Vec<String>,
+    pub window: String,
+    #[serde(default)]
+    pub key: Option<Vec<String>>,
+}
+
 /// A rule after all files are applied.
 #[derive(Debug, Clone)]
 pub struct RuleDef {
@@ -185,6 +228,8 @@ pub struct RuleDef {
     pub enabled: bool,
     pub exceptions: Vec<ExceptionDef>,
     pub dedup: Option<DedupDef>,
+    /// Stateful rules: the window that turns matches into an alert.
+    pub stateful: Option<StatefulDef>,
     pub origin: Origin,
 }
 
@@ -226,6 +271,9 @@ struct RawItem {
     enabled: Option<bool>,
     exceptions: Option<Vec<ExceptionDef>>,
     dedup: Option<DedupDef>,
+    threshold: Option<ThresholdSpec>,
+    distinct: Option<DistinctSpec>,
+    sequence: Option<SequenceSpec>,
     #[serde(rename = "override")]
     override_: Option<HashMap<String, String>>,
     append: Option<bool>,
@@ -365,7 +413,10 @@ impl RuleSource {
             && raw.priority.is_none()
             && raw.tags.is_none()
             && raw.exceptions.is_none()
-            && raw.dedup.is_none();
+            && raw.dedup.is_none()
+            && raw.threshold.is_none()
+            && raw.distinct.is_none()
+            && raw.sequence.is_none();
         if changes_existing || only_enabled {
             let Some(rule) = self.rules.get_mut(&name) else {
                 return Err(err("changes a rule that is not defined".into()));
@@ -381,13 +432,37 @@ impl RuleSource {
             }
             None => return Err(err("has no `priority`".into())),
         };
-        let (Some(condition), Some(output), Some(desc)) = (raw.condition, raw.output, raw.desc) else {
+        let stateful = match (raw.threshold, raw.distinct, raw.sequence) {
+            (None, None, None) => None,
+            (Some(t), None, None) => Some(StatefulDef::Threshold(t)),
+            (None, Some(d), None) => Some(StatefulDef::Distinct(d)),
+            (None, None, Some(s)) => Some(StatefulDef::Sequence(s)),
+            _ => {
+                return Err(err(
+                    "a rule is one of threshold, distinct or sequence, not several".into()
+                ))
+            }
+        };
+        // A sequence's steps are its conditions; a `condition` beside them narrows every step.
+        let condition = match (raw.condition, &stateful) {
+            (Some(c), _) => Some(c),
+            (None, Some(StatefulDef::Sequence(_))) => Some(Spanned {
+                value: "true".to_string(),
+                referenced: serde_saphyr::Location::UNKNOWN,
+                defined: serde_saphyr::Location::UNKNOWN,
+            }),
+            (None, _) => None,
+        };
+        let (Some(condition), Some(output), Some(desc)) = (condition, raw.output, raw.desc) else {
             return Err(err("a rule needs `desc`, `condition`, `output` and `priority`".into()));
         };
         if raw.items.is_some() {
             return Err(err("`items` belongs to lists".into()));
         }
-        let condition_origin = spanned_origin(origin, &condition);
+        let condition_origin = match condition.referenced.line() {
+            0 => origin.clone(),
+            _ => spanned_origin(origin, &condition),
+        };
         self.rules.insert(
             name.clone(),
             RuleDef {
@@ -401,6 +476,7 @@ impl RuleSource {
                 enabled: raw.enabled.unwrap_or(true),
                 exceptions: raw.exceptions.unwrap_or_default(),
                 dedup: raw.dedup,
+                stateful,
                 origin: origin.clone(),
             },
         );
@@ -532,6 +608,9 @@ fn only_fields(raw: &RawItem, allowed: &[&str]) -> Result<(), String> {
         ("enabled", raw.enabled.is_some()),
         ("exceptions", raw.exceptions.is_some()),
         ("dedup", raw.dedup.is_some()),
+        ("threshold", raw.threshold.is_some()),
+        ("distinct", raw.distinct.is_some()),
+        ("sequence", raw.sequence.is_some()),
         ("source", raw.source.is_some()),
         ("items", raw.items.is_some()),
         ("condition", raw.condition.is_some()),

@@ -235,10 +235,12 @@ fn dedup_policies_parse_and_bad_ones_are_load_errors() {
         Matching::All,
     )
     .unwrap();
-    let policy = s.rules()[0].dedup.clone().unwrap();
+    let stateful::DedupSetting::Policy(policy) = s.rules()[0].dedup.clone() else {
+        panic!("a policy")
+    };
     assert_eq!((policy.window.as_secs(), policy.burst.get()), (300, 2));
     let s = RuleSet::from_text("d.yaml", &rule("off"), Matching::All).unwrap();
-    assert!(s.rules()[0].dedup.is_none());
+    assert_eq!(s.rules()[0].dedup, stateful::DedupSetting::Off);
     for bad in [
         "{ window: soon }",
         "{ window: 0s }",
@@ -251,5 +253,48 @@ fn dedup_policies_parse_and_bad_ones_are_load_errors() {
             errors[0].to_string().contains("rule 'R'") && errors[0].to_string().contains("dedup"),
             "{bad}: {errors:?}"
         );
+    }
+}
+
+#[test]
+fn stateful_rules_load_and_bad_ones_name_what_is_wrong() {
+    let text = r#"
+- macro: grant
+  condition: objectRef.resource == 'clusterrolebindings' && verb == 'create'
+- rule: Seq
+  desc: d
+  sequence: { steps: [grant, "objectRef.resource == 'pods' && verb == 'create'"], window: 5m }
+  output: o
+  priority: warning
+- rule: Many
+  desc: d
+  condition: objectRef.resource == 'secrets'
+  distinct: { field: objectRef.name, count: 15, window: 30m, key: [cluster, user.username] }
+  output: o
+  priority: warning
+"#;
+    let s = RuleSet::from_text("s.yaml", text, Matching::All).unwrap();
+    let seq = s.rules()[0].window.as_ref().unwrap();
+    assert_eq!(seq.policy.kind, stateful::WindowKind::Sequence { steps: 2 });
+    // Only events of one of the steps reach the rule; each says which steps it matched.
+    let pod = r#"{"auditID":"1","stage":"ResponseComplete","verb":"create","objectRef":{"resource":"pods"}}"#;
+    let get = r#"{"auditID":"2","stage":"ResponseComplete","verb":"get","objectRef":{"resource":"pods"}}"#;
+    let fired = s.evaluate(&event(pod).view(), "c1");
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].observation.unwrap().steps, 0b10);
+    assert!(fire(&s, get).is_empty());
+
+    let rule = |body: &str| format!("- rule: R\n  desc: d\n  output: o\n  priority: info\n{body}");
+    for (bad, says) in [
+        ("  condition: 'true'\n  threshold: { count: 2, window: 1m }\n  distinct: { field: verb, count: 2, window: 1m }\n", "not several"),
+        ("  threshold: { count: 2, window: 1m }\n", "needs `desc`, `condition`"),
+        ("  condition: 'true'\n  threshold: { count: 0, window: 1m }\n", "count must be at least 1"),
+        ("  sequence: { steps: [\"verb == 'get'\"], window: 1m }\n", "2 to 16 steps"),
+        ("  sequence: { steps: [\"verb == 'get'\", \"verb ==\"], window: 1m }\n", "sequence step 2"),
+        ("  condition: 'true'\n  distinct: { field: nosuchfield, count: 2, window: 1m }\n", "distinct field names `nosuchfield`"),
+    ] {
+        let errors = RuleSet::from_text("d.yaml", &rule(bad), Matching::All).unwrap_err().0;
+        let text = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
+        assert!(text.contains(says) && text.contains("d.yaml:"), "{bad}: {text}");
     }
 }
