@@ -156,7 +156,7 @@ pub fn report(summary: &Summary, rules: &RuleSet, err: &mut dyn Write) -> std::i
         if matched == 0 && errors == 0 {
             continue;
         }
-        write!(err, "  {:>8} alerts  {:>6} errors  {}", matched, errors, rule.name)?;
+        write!(err, "  {:>8} matches  {:>6} errors  {}", matched, errors, rule.name)?;
         if let Some(e) = rule
             .stats
             .last_error

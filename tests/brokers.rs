@@ -1,6 +1,7 @@
 //! The pipeline through real brokers, for Kafka (tansu) and NATS JetStream: a shim process and
 //! two detector processes. End to end with three clusters, a `kill -9` of a detector in the
-//! middle of a 50k-event stream, and a broker outage under load.
+//! middle of a 50k-event stream, a broker outage under load (these with dedup off: they check
+//! that every match arrives), and a burst deduplicated exactly across two detectors.
 
 mod common;
 
@@ -34,6 +35,8 @@ fn bus_config(broker: &Broker) -> BusConfig {
             c.nats.url = broker.url();
             c.nats.ack_wait_secs = 5;
             c.nats.publish_timeout_secs = 3;
+            c.nats.partitions = 2;
+            c.nats.lease_secs = 3;
         }
         Kind::Kafka => {
             c.kind = BusKind::Kafka;
@@ -45,12 +48,13 @@ fn bus_config(broker: &Broker) -> BusConfig {
 }
 
 impl Pipeline {
-    fn start(kind: Kind, detectors: usize) -> Pipeline {
+    /// A broker, `detectors` detector processes and a shim; `dedup` on or off.
+    fn start(kind: Kind, detectors: usize, dedup: bool) -> Pipeline {
         let broker = Broker::start(kind);
         let dir = tempfile::tempdir().unwrap();
         let bus = match kind {
             Kind::Nats => format!(
-                "kind = \"nats\"\n[bus.nats]\nurl = \"{}\"\nack_wait_secs = 5\npublish_timeout_secs = 3\n",
+                "kind = \"nats\"\n[bus.nats]\nurl = \"{}\"\nack_wait_secs = 5\npublish_timeout_secs = 3\npartitions = 2\nlease_secs = 3\n",
                 broker.url()
             ),
             Kind::Kafka => format!(
@@ -62,7 +66,7 @@ impl Pipeline {
         std::fs::write(
             &config,
             format!(
-                "[shim]\nallow_unauthenticated = true\nrequest_timeout_secs = 20\n[detector]\nrules = [\"{}\"]\n[[outputs]]\nkind = \"topic\"\n[bus]\n{bus}",
+                "[shim]\nallow_unauthenticated = true\nrequest_timeout_secs = 20\n[detector]\nrules = [\"{}\"]\n[detector.dedup]\nenabled = {dedup}\n[[outputs]]\nkind = \"topic\"\n[bus]\n{bus}",
                 common::repo().join("rules").display()
             ),
         )
@@ -119,12 +123,9 @@ impl Pipeline {
         self.detectors.push((proc, port));
     }
 
-    /// Kafka: waits until the consumer group has given every detector partitions (so the test
-    /// does not race the group's first rebalances). NATS consumers need no such wait.
+    /// Waits until every detector holds partitions (Kafka: the consumer group's rebalances;
+    /// NATS: the partition leases), so that the test does not race the first assignments.
     async fn settled(&self) {
-        if self.broker.kind != Kind::Kafka {
-            return;
-        }
         let detectors = &self.detectors;
         wait_until(
             "the consumer group to assign partitions to every detector",
@@ -239,7 +240,8 @@ fn event_list(items: &[&str]) -> String {
 }
 
 /// Cluster names whose Kafka partitions (librdkafka hashes keys with CRC-32) fall in both
-/// halves of six partitions, so that each of two detectors owns at least one.
+/// halves of six partitions, so that each of two detectors owns at least one (the NATS
+/// partitions, CRC-32 modulo two, are split by these names too: checked below).
 fn clusters() -> [&'static str; 3] {
     let partition = |name: &str| {
         let mut crc = flate2::Crc::new();
@@ -259,7 +261,13 @@ fn clusters() -> [&'static str; 3] {
     ];
     let low: Vec<_> = candidates.iter().copied().filter(|c| partition(c) < 3).collect();
     let high: Vec<_> = candidates.iter().copied().filter(|c| partition(c) >= 3).collect();
-    [low[0], high[0], if low.len() > 1 { low[1] } else { high[1] }]
+    let chosen = [low[0], high[0], if low.len() > 1 { low[1] } else { high[1] }];
+    let nats: HashSet<u32> = chosen
+        .iter()
+        .map(|c| kaudit::bus::nats::partitions::partition(c, 2))
+        .collect();
+    assert_eq!(nats.len(), 2, "the clusters should cover both NATS partitions");
+    chosen
 }
 
 fn falco_trace_events() -> Vec<String> {
@@ -292,7 +300,7 @@ fn falco_trace_events() -> Vec<String> {
 }
 
 async fn end_to_end(kind: Kind) {
-    let p = Pipeline::start(kind, 2);
+    let p = Pipeline::start(kind, 2, false);
     p.settled().await;
     let alerts = collect_alerts(bus_config(&p.broker));
     let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
@@ -361,7 +369,7 @@ fn generated(n: usize) -> Vec<(String, String)> {
 }
 
 async fn kill_a_detector(kind: Kind) {
-    let mut p = Pipeline::start(kind, 2);
+    let mut p = Pipeline::start(kind, 2, false);
     p.settled().await;
     let alerts = collect_alerts(bus_config(&p.broker));
     let events = generated(50_000);
@@ -462,7 +470,7 @@ fn exec_event(id: usize) -> String {
 }
 
 async fn broker_outage(kind: Kind) {
-    let mut p = Pipeline::start(kind, 1);
+    let mut p = Pipeline::start(kind, 1, false);
     let alerts = collect_alerts(bus_config(&p.broker));
     let accepted: Arc<Mutex<Vec<usize>>> = Arc::default();
     let refused = Arc::new(Mutex::new(Vec::<(u16, Option<String>)>::new()));
@@ -563,4 +571,96 @@ async fn nats_outage_answers_503_and_loses_no_accepted_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_outage_answers_503_and_loses_no_accepted_event() {
     broker_outage(Kind::Kafka).await;
+}
+
+/// `n` exec events by one user in `cluster`, within a minute.
+fn burst_events(cluster: &str, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"auditID":"burst-{cluster}-{i}","stage":"ResponseStarted","verb":"get","user":{{"username":"mallory"}},"requestReceivedTimestamp":"2026-11-20T11:00:{s:02}.{i:06}Z","stageTimestamp":"2026-11-20T11:00:{s:02}.{i:06}Z","objectRef":{{"resource":"pods","namespace":"prod","name":"web","subresource":"exec"}},"responseStatus":{{"code":101}}}}"#,
+                s = i * 60 / n
+            )
+        })
+        .collect()
+}
+
+/// The same burst from three clusters through two detectors: exactly one first alert per key,
+/// and once the detectors stop (summarizing what their windows hold) the counts add up to the
+/// events, per cluster: no key was split between the detectors.
+async fn burst_dedup(kind: Kind) {
+    const N: usize = 300;
+    let mut p = Pipeline::start(kind, 2, true);
+    p.settled().await;
+    let alerts = collect_alerts(bus_config(&p.broker));
+    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let bursts: Vec<(&str, Vec<String>)> = clusters().iter().map(|c| (*c, burst_events(c, N))).collect();
+    // Interleave the clusters, 50 events a request, as three apiservers would send them.
+    for chunk in 0..N / 50 {
+        for (cluster, events) in &bursts {
+            let items: Vec<&str> = events[chunk * 50..(chunk + 1) * 50]
+                .iter()
+                .map(String::as_str)
+                .collect();
+            let r = client
+                .post(p.url(cluster))
+                .body(event_list(&items))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{}", p.logs());
+        }
+    }
+    let exec = |a: &Alert| a.rule == "Exec or attach into pod";
+    wait_until("a first alert per cluster", Duration::from_secs(60), || {
+        alerts.lock().unwrap().iter().filter(|a| exec(a)).count() >= 3
+    })
+    .await;
+    // Stopping a detector summarizes the windows it holds.
+    for (proc, _) in &mut p.detectors {
+        proc.terminate();
+    }
+    let sums = || {
+        let mut sums: HashMap<String, u64> = HashMap::new();
+        for a in alerts.lock().unwrap().iter().filter(|a| exec(a)) {
+            *sums.entry(a.cluster.clone()).or_default() += a.dedup.count;
+        }
+        sums
+    };
+    let complete = eventually(Duration::from_secs(60), || {
+        let s = sums();
+        s.len() == 3 && s.values().all(|&n| n >= N as u64)
+    })
+    .await;
+    let got: Vec<Alert> = alerts.lock().unwrap().iter().filter(|a| exec(a)).cloned().collect();
+    assert!(complete, "counts per cluster: {:?}\n{got:#?}\n{}", sums(), p.logs());
+    for cluster in clusters() {
+        let firsts: Vec<&Alert> = got
+            .iter()
+            .filter(|a| a.cluster == cluster && a.dedup.suppressed == 0)
+            .collect();
+        assert_eq!(
+            firsts.len(),
+            1,
+            "{kind:?} {cluster}: first alerts {firsts:#?}\n{}",
+            p.logs()
+        );
+        let summaries: Vec<&Alert> = got
+            .iter()
+            .filter(|a| a.cluster == cluster && a.dedup.suppressed > 0)
+            .collect();
+        assert_eq!(summaries.len(), 1, "{kind:?} {cluster}: one summary: {summaries:#?}");
+        assert_eq!(summaries[0].dedup.suppressed, N as u64 - 1);
+    }
+    eprintln!("{kind:?}: {} alerts for {} events in three clusters", got.len(), 3 * N);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_burst_yields_one_first_alert_per_key_across_two_detectors() {
+    burst_dedup(Kind::Nats).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_burst_yields_one_first_alert_per_key_across_two_detectors() {
+    burst_dedup(Kind::Kafka).await;
 }

@@ -42,11 +42,22 @@ fn lint_accepts_the_default_rules() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
+/// Three exec events by one user in one namespace: the default dedup gives the first alert and
+/// a summary of the two repeats; `--no-dedup` every match.
 #[test]
 fn scan_reads_stdin_and_reports_on_stderr() {
+    let stdout = scan_stdin(&[]);
+    let alerts: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(alerts.len(), 2, "{stdout}");
+    assert_eq!(alerts[1]["dedup"]["suppressed"], 2, "{stdout}");
+    assert_eq!(scan_stdin(&["--no-dedup"]).lines().count(), 3);
+}
+
+fn scan_stdin(flags: &[&str]) -> String {
     use std::io::Write;
     let mut child = kaudit()
         .args(["scan", "-", "--cluster", "edge"])
+        .args(flags)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -56,11 +67,11 @@ fn scan_reads_stdin_and_reports_on_stderr() {
     child.stdin.take().unwrap().write_all(&fixture).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(stdout.lines().all(|l| l.contains("\"cluster\":\"edge\"")));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("scanned 3 events (0 malformed)"), "{stderr}");
+    stdout
 }
 
 /// README's first command: `kaudit run`, then an EventList posted with an HTTP client; the

@@ -30,6 +30,8 @@ clusters = [
 memory = {{ capacity = {capacity} }}
 [detector]
 rules = ["{rules}"]
+# These tests count every match through the shim; dedup has its own test below.
+dedup = {{ enabled = false }}
 [[outputs]]
 kind = "file"
 path = "{out}"
@@ -365,8 +367,10 @@ async fn the_detector_applies_dedup_policies() {
     )
     .unwrap();
     config.detector.rules = vec![rules];
+    config.detector.dedup.enabled = true;
     let running = start(config, Roles::All).await.unwrap();
-    // Five execs by one user in one batch: one alert, four repeats held back and counted.
+    // Five execs by one user in one batch: one alert, four repeats held back and counted, then
+    // summarized when the detector stops.
     assert_eq!(
         post_items(&running, (0..5).map(|i| event(i, true)).collect()).await["accepted"],
         5
@@ -389,5 +393,10 @@ async fn the_detector_applies_dedup_policies() {
     }
     running.shutdown().await.unwrap();
     assert!(text.contains(want), "{text}");
-    assert_eq!(read_alerts(dir.path()).len(), 1);
+    let alerts = read_alerts(dir.path());
+    assert_eq!(alerts.len(), 2, "{alerts:#?}");
+    assert_eq!(
+        (&alerts[0]["dedup"]["count"], &alerts[1]["dedup"]["suppressed"]),
+        (&Value::from(1), &Value::from(4))
+    );
 }

@@ -133,6 +133,8 @@ pub async fn connect(config: &BusConfig) -> anyhow::Result<Arc<dyn Bus>> {
     match config.kind {
         BusKind::Memory => Ok(Arc::new(memory::MemoryBus::new(config.memory.clone()))),
         BusKind::Kafka => Ok(Arc::new(kafka::KafkaBus::connect(config.kafka.clone(), &topics).await?)),
-        BusKind::Nats => Ok(Arc::new(nats::NatsBus::connect(config.nats.clone(), &topics).await?)),
+        BusKind::Nats => Ok(Arc::new(
+            nats::NatsBus::connect(config.nats.clone(), &topics, &[config.events_topic.as_str()]).await?,
+        )),
     }
 }

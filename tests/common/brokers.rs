@@ -181,6 +181,13 @@ impl Proc {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM: the process stops gracefully (it is waited for in `Drop`).
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -1,12 +1,16 @@
 //! NATS JetStream transport.
 //!
 //! Each topic is a stream (`kaudit.events` → stream `KAUDIT_EVENTS`, subjects `kaudit.events.>`),
-//! created or checked at start; a message goes to `<topic>.<route>` (`kaudit.events.<cluster>`,
-//! `kaudit.alerts.<priority>`). Publish waits for every JetStream ack. Detectors share one durable
-//! pull consumer (`max_ack_pending` and `ack_wait` from the config) and acknowledge with
-//! `double_ack` — which waits for the server — only after their alerts are stored. Messages that
-//! carry a `Nats-Msg-Id` (alerts: the alert id) are dropped by the stream when redelivered within
-//! its duplicate window.
+//! created or checked at start. The events topic is partitioned ([`partitions`]): an event goes
+//! to `kaudit.events.<partition>.<cluster>` and each detector consumes the partitions it holds a
+//! lease on, so one cluster's events reach one detector. Other topics are not: a message goes to
+//! `<topic>.<route>` (`kaudit.alerts.<priority>`) and readers share one durable pull consumer.
+//! Publish waits for every JetStream ack; consumers (`max_ack_pending` and `ack_wait` from the
+//! config) acknowledge with `double_ack` — which waits for the server — only after their alerts
+//! are stored. Messages that carry a `Nats-Msg-Id` (alerts: the alert id) are dropped by the
+//! stream when redelivered within its duplicate window.
+
+pub mod partitions;
 
 use super::{AckToken, Bus, Delivery, Message, PublishError, Subscription};
 use async_nats::jetstream::{self, consumer::pull, stream};
@@ -37,6 +41,10 @@ pub struct NatsConfig {
     pub publish_timeout_secs: u64,
     /// Stream replicas (1 for a single server).
     pub replicas: usize,
+    /// Partitions of the events topic: the most detectors that can share the work.
+    pub partitions: u32,
+    /// A detector that stops renewing its partition leases loses them after this long.
+    pub lease_secs: u64,
 }
 
 impl Default for NatsConfig {
@@ -51,6 +59,8 @@ impl Default for NatsConfig {
             ack_wait_secs: 30,
             publish_timeout_secs: 10,
             replicas: 1,
+            partitions: 8,
+            lease_secs: 10,
         }
     }
 }
@@ -58,6 +68,8 @@ impl Default for NatsConfig {
 pub struct NatsBus {
     js: jetstream::Context,
     config: NatsConfig,
+    /// Topics whose messages are spread over partitions (the events topic).
+    partitioned: Vec<String>,
 }
 
 /// `kaudit.events` → `KAUDIT_EVENTS`.
@@ -94,7 +106,9 @@ fn token(s: &str) -> String {
 }
 
 impl NatsBus {
-    pub async fn connect(config: NatsConfig, topics: &[&str]) -> anyhow::Result<NatsBus> {
+    /// Connects and makes sure the topics' streams exist; `partitioned` names the topics whose
+    /// consumers split them by partition.
+    pub async fn connect(config: NatsConfig, topics: &[&str], partitioned: &[&str]) -> anyhow::Result<NatsBus> {
         let mut options = async_nats::ConnectOptions::new()
             .name("kaudit")
             .retry_on_initial_connect();
@@ -107,7 +121,11 @@ impl NatsBus {
         let js = jetstream::ContextBuilder::new()
             .timeout(Duration::from_secs(config.publish_timeout_secs))
             .build(client);
-        let bus = NatsBus { js, config };
+        let bus = NatsBus {
+            js,
+            config,
+            partitioned: partitioned.iter().map(|t| t.to_string()).collect(),
+        };
         for topic in topics {
             bus.ensure_stream(topic).await?;
         }
@@ -152,7 +170,12 @@ impl Bus for NatsBus {
             if let Some(id) = &m.id {
                 publish = publish.message_id(id);
             }
-            let subject = format!("{topic}.{}", token(&m.route));
+            let subject = if self.partitioned.iter().any(|t| t == topic) {
+                let p = partitions::partition(&m.key, self.config.partitions);
+                format!("{topic}.{p}.{}", token(&m.route))
+            } else {
+                format!("{topic}.{}", token(&m.route))
+            };
             let ack = self
                 .js
                 .send_publish(subject, publish)
@@ -173,6 +196,10 @@ impl Bus for NatsBus {
 
     async fn subscribe(&self, topic: &str, group: &str) -> anyhow::Result<Box<dyn Subscription>> {
         let stream = self.ensure_stream(topic).await?;
+        if self.partitioned.iter().any(|t| t == topic) {
+            let sub = partitions::PartitionedSubscription::start(&self.js, stream, topic, group, &self.config).await?;
+            return Ok(Box::new(sub));
+        }
         let consumer: jetstream::consumer::Consumer<pull::Config> = stream
             .get_or_create_consumer(
                 group,
@@ -253,15 +280,20 @@ impl Subscription for NatsSubscription {
     }
 
     async fn commit(&mut self, deliveries: Vec<Delivery>) -> anyhow::Result<()> {
-        let acks = deliveries.into_iter().filter_map(|d| match d.token {
-            AckToken::Nats(m) => Some(async move { m.double_ack().await }),
-            _ => None,
-        });
-        for r in futures::future::join_all(acks).await {
-            r.map_err(|e| anyhow::anyhow!("JetStream ack: {e}"))?;
-        }
-        Ok(())
+        ack(deliveries).await
     }
+}
+
+/// Acknowledges deliveries, waiting for the server to confirm each.
+async fn ack(deliveries: Vec<Delivery>) -> anyhow::Result<()> {
+    let acks = deliveries.into_iter().filter_map(|d| match d.token {
+        AckToken::Nats(m) => Some(async move { m.double_ack().await }),
+        _ => None,
+    });
+    for r in futures::future::join_all(acks).await {
+        r.map_err(|e| anyhow::anyhow!("JetStream ack: {e}"))?;
+    }
+    Ok(())
 }
 
 fn delivery(m: jetstream::Message) -> Delivery {

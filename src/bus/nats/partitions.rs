@@ -1,0 +1,293 @@
+//! Partitioned consumption of the events topic on JetStream, so that one detector sees all the
+//! events of a cluster, as Kafka's consumer groups give: dedup and stateful windows are then
+//! exact across replicas without shared state.
+//!
+//! The shim publishes an event to `<topic>.<partition>.<cluster>`, the partition being the
+//! CRC-32 of the cluster modulo `partitions` (Kafka's default partitioner does the same). Each
+//! partition has its own durable pull consumer. Which detector consumes which partition is
+//! decided by leases in a JetStream key-value bucket (`kaudit_leases`, entries expire after the
+//! lease time): every detector heartbeats `<group>.members.<id>`, takes free partitions with
+//! `create` (which fails when another holds them) up to its fair share, renews its own with a
+//! compare-and-set `update`, and hands back what exceeds its share when others join. A detector
+//! that dies stops renewing: after the lease time its partitions are free and the others take
+//! them, and what it had not acknowledged is redelivered after `ack_wait`.
+//!
+//! The gap a lease cannot close: a detector frozen past its lease time (a long GC-like stall)
+//! may consume for a moment beside the new owner; Kafka's session timeout has the same hole.
+
+use super::{NatsConfig, NatsSubscription};
+use crate::bus::{Delivery, Subscription};
+use async_nats::jetstream::{self, consumer::pull, kv};
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// The KV bucket holding leases and members, for every group.
+const BUCKET: &str = "kaudit_leases";
+
+/// Deliveries a partition's consumer fetches at once.
+const FETCH: usize = 500;
+
+/// The partition of a key (a cluster): CRC-32 modulo the partition count.
+pub fn partition(key: &str, partitions: u32) -> u32 {
+    let mut crc = flate2::Crc::new();
+    crc.update(key.as_bytes());
+    crc.sum() % partitions.max(1)
+}
+
+/// One detector's leases.
+struct Leases {
+    kv: kv::Store,
+    group: String,
+    member: String,
+    partitions: u32,
+}
+
+enum Change {
+    Acquired(u32),
+    Released(u32),
+}
+
+impl Leases {
+    fn owner_key(&self, p: u32) -> String {
+        format!("{}.owner.{p}", self.group)
+    }
+
+    /// One round: heartbeat, renew what we hold, give back what exceeds our share, take free
+    /// partitions up to it.
+    async fn round(&self, owned: &BTreeSet<u32>) -> anyhow::Result<Vec<Change>> {
+        let members_prefix = format!("{}.members.", self.group);
+        self.kv
+            .put(format!("{members_prefix}{}", self.member), "alive".into())
+            .await?;
+        let keys: Vec<String> = self.kv.keys().await?.try_collect().await?;
+        let members = keys.iter().filter(|k| k.starts_with(&members_prefix)).count().max(1) as u32;
+        let share = self.partitions.div_ceil(members) as usize;
+        let mut changes = Vec::new();
+        let mut holding = BTreeSet::new();
+        for &p in owned {
+            let entry = self.kv.entry(self.owner_key(p)).await?;
+            let renewed = match entry {
+                Some(e) if e.operation == kv::Operation::Put && e.value.as_ref() == self.member.as_bytes() => self
+                    .kv
+                    .update(self.owner_key(p), self.member.clone().into(), e.revision)
+                    .await
+                    .is_ok(),
+                _ => false,
+            };
+            if renewed {
+                holding.insert(p);
+            } else {
+                changes.push(Change::Released(p));
+            }
+        }
+        while holding.len() > share {
+            let p = *holding.iter().next_back().expect("not empty");
+            holding.remove(&p);
+            self.kv.delete(self.owner_key(p)).await?;
+            changes.push(Change::Released(p));
+        }
+        // Start looking at a member-specific partition, so that joiners do not all race for 0.
+        let start = partition(&self.member, self.partitions);
+        for i in 0..self.partitions {
+            if holding.len() >= share {
+                break;
+            }
+            let p = (start + i) % self.partitions;
+            if holding.contains(&p) {
+                continue;
+            }
+            if self
+                .kv
+                .create(self.owner_key(p), self.member.clone().into())
+                .await
+                .is_ok()
+            {
+                holding.insert(p);
+                changes.push(Change::Acquired(p));
+            }
+        }
+        Ok(changes)
+    }
+}
+
+/// A subscription to the partitions this detector holds a lease on.
+pub struct PartitionedSubscription {
+    rx: mpsc::Receiver<Vec<Delivery>>,
+    leftover: Vec<Delivery>,
+    manager: JoinHandle<()>,
+}
+
+impl Drop for PartitionedSubscription {
+    fn drop(&mut self) {
+        self.manager.abort();
+    }
+}
+
+impl PartitionedSubscription {
+    pub async fn start(
+        js: &jetstream::Context,
+        stream: jetstream::stream::Stream,
+        topic: &str,
+        group: &str,
+        config: &NatsConfig,
+    ) -> anyhow::Result<PartitionedSubscription> {
+        let ttl = Duration::from_secs(config.lease_secs.max(1));
+        let kv = match js.get_key_value(BUCKET).await {
+            Ok(kv) => kv,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: BUCKET.into(),
+                    history: 1,
+                    max_age: ttl,
+                    num_replicas: config.replicas,
+                    ..Default::default()
+                })
+                .await
+                .or(js.get_key_value(BUCKET).await)
+                .map_err(|e| anyhow::anyhow!("JetStream key-value bucket {BUCKET}: {e}"))?,
+        };
+        let leases = Leases {
+            kv,
+            group: super::token(group),
+            member: format!(
+                "{}-{}-{:08x}",
+                super::token(&crate::hostname()),
+                std::process::id(),
+                rand::random::<u32>()
+            ),
+            partitions: config.partitions.max(1),
+        };
+        let (tx, rx) = mpsc::channel(4);
+        let (topic, ack_wait, max_ack_pending) = (topic.to_string(), config.ack_wait_secs, config.max_ack_pending);
+        let consumer_config = move |name: String, p: u32| pull::Config {
+            durable_name: Some(name),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(ack_wait),
+            max_ack_pending,
+            filter_subject: format!("{topic}.{p}.>"),
+            ..Default::default()
+        };
+        let manager = tokio::spawn(async move {
+            let mut consuming: BTreeMap<u32, JoinHandle<()>> = BTreeMap::new();
+            loop {
+                let owned: BTreeSet<u32> = consuming.keys().copied().collect();
+                match leases.round(&owned).await {
+                    Ok(changes) if !changes.is_empty() => {
+                        for change in changes {
+                            match change {
+                                Change::Released(p) => {
+                                    if let Some(task) = consuming.remove(&p) {
+                                        task.abort();
+                                    }
+                                }
+                                Change::Acquired(p) => {
+                                    let name = format!("{}-p{p}", leases.group);
+                                    match stream
+                                        .get_or_create_consumer(&name, consumer_config(name.clone(), p))
+                                        .await
+                                    {
+                                        Ok(consumer) => {
+                                            consuming.insert(
+                                                p,
+                                                tokio::spawn(forward(
+                                                    NatsSubscription {
+                                                        consumer,
+                                                        messages: None,
+                                                    },
+                                                    tx.clone(),
+                                                )),
+                                            );
+                                        }
+                                        Err(e) => {
+                                            tracing::warn!(
+                                                "JetStream consumer for partition {p}: {e}; giving the lease back"
+                                            );
+                                            let _ = leases.kv.delete(leases.owner_key(p)).await;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        let list: Vec<String> = consuming.keys().map(u32::to_string).collect();
+                        tracing::info!(
+                            member = leases.member,
+                            "partitions assigned: {}",
+                            if list.is_empty() {
+                                "none".to_string()
+                            } else {
+                                list.join(",")
+                            }
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("partition leases: {e:#}"),
+                }
+                tokio::time::sleep(ttl / 3).await;
+            }
+        });
+        Ok(PartitionedSubscription {
+            rx,
+            leftover: Vec::new(),
+            manager,
+        })
+    }
+}
+
+/// Moves one partition's deliveries into the subscription's channel until aborted.
+async fn forward(mut sub: NatsSubscription, tx: mpsc::Sender<Vec<Delivery>>) {
+    loop {
+        match sub.next(FETCH).await {
+            Ok(Some(batch)) if !batch.is_empty() => {
+                if tx.send(batch).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!("JetStream partition pull: {e:#}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Subscription for PartitionedSubscription {
+    async fn next(&mut self, max: usize) -> anyhow::Result<Option<Vec<Delivery>>> {
+        if self.leftover.is_empty() {
+            match self.rx.recv().await {
+                Some(batch) => self.leftover = batch,
+                None => return Ok(None),
+            }
+        }
+        while self.leftover.len() < max {
+            match self.rx.try_recv() {
+                Ok(more) => self.leftover.extend(more),
+                Err(_) => break,
+            }
+        }
+        let rest = self.leftover.split_off(max.min(self.leftover.len()));
+        Ok(Some(std::mem::replace(&mut self.leftover, rest)))
+    }
+
+    async fn commit(&mut self, deliveries: Vec<Delivery>) -> anyhow::Result<()> {
+        super::ack(deliveries).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_stable_and_spread() {
+        assert_eq!(partition("eu-prod", 8), partition("eu-prod", 8));
+        let used: BTreeSet<u32> = (0..64).map(|i| partition(&format!("cluster-{i}"), 8)).collect();
+        assert_eq!(used.len(), 8);
+    }
+}
