@@ -151,7 +151,7 @@ impl Pipeline {
         let mut s = String::new();
         for p in self.shim.iter().chain(self.detectors.iter().map(|(p, _)| p)) {
             let text = p.log_text();
-            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            let tail: Vec<&str> = text.lines().rev().filter(|l| !l.contains(" DEBUG ")).take(25).collect();
             s.push_str(&format!(
                 "--- {} ---\n{}\n",
                 p.name,
@@ -202,19 +202,38 @@ fn collect_alerts(config: BusConfig) -> Arc<Mutex<Vec<Alert>>> {
     seen
 }
 
-/// Alert ids the rules give for these events, as `kaudit scan` would: id → cluster.
+/// Alert ids the rules give for these events with rate limits off (stateful rules through their
+/// windows), as `kaudit scan --no-dedup` would: id → cluster.
 fn expected(events: &[(String, String)]) -> HashMap<String, String> {
+    expected_alerts(events).into_iter().map(|a| (a.id, a.cluster)).collect()
+}
+
+fn expected_alerts(events: &[(String, String)]) -> Vec<Alert> {
     let rules = RuleSet::load(&[common::repo().join("rules")], Matching::All).unwrap();
-    let mut ids = HashMap::new();
+    let deduper = kaudit::dedup::Deduper::new(&kaudit::dedup::DedupConfig::off()).unwrap();
+    let mut alerts = Vec::new();
     for (cluster, json) in events {
         let event = Event::from_json(json.clone().into_bytes()).unwrap();
         let view = event.view();
         for firing in rules.evaluate(&view, cluster) {
-            let alert = Alert::new(&rules.rules()[firing.rule], firing, &view, cluster, "x");
-            ids.insert(alert.id, cluster.clone());
+            let rule = &rules.rules()[firing.rule];
+            let observation = firing.observation;
+            let alert = Alert::new(rule, firing, &view, cluster, "x");
+            deduper.admit(rule, alert, observation.as_ref(), &mut alerts);
         }
     }
-    ids
+    alerts
+}
+
+/// Rules with a window: their state lives in the detector's memory only.
+fn stateful_rules() -> HashSet<String> {
+    let rules = RuleSet::load(&[common::repo().join("rules")], Matching::All).unwrap();
+    rules
+        .rules()
+        .iter()
+        .filter(|r| r.window.is_some())
+        .map(|r| r.name.clone())
+        .collect()
 }
 
 async fn wait_until(what: &str, timeout: Duration, done: impl FnMut() -> bool) {
@@ -323,11 +342,12 @@ async fn end_to_end(kind: Kind) {
         "the traces should fire many rules: {}",
         want.len()
     );
-    wait_until("every expected alert", Duration::from_secs(90), || {
+    let missing = || {
         let got: HashSet<String> = alerts.lock().unwrap().iter().map(|a| a.id.clone()).collect();
-        want.keys().all(|id| got.contains(id))
-    })
-    .await;
+        want.keys().filter(|id| !got.contains(*id)).count()
+    };
+    let complete = eventually(Duration::from_secs(90), || missing() == 0).await;
+    assert!(complete, "{} of {} alerts missing\n{}", missing(), want.len(), p.logs());
     tokio::time::sleep(Duration::from_secs(1)).await;
     let got = alerts.lock().unwrap().clone();
     let mut counts: HashMap<&str, usize> = HashMap::new();
@@ -373,7 +393,14 @@ async fn kill_a_detector(kind: Kind) {
     p.settled().await;
     let alerts = collect_alerts(bus_config(&p.broker));
     let events = generated(50_000);
-    let want = expected(&events);
+    // Window state is memory: the killed detector's windows are lost, so stateful rules'
+    // alerts may differ after the takeover (a stated limit); every per-event alert must arrive.
+    let stateful = stateful_rules();
+    let want: HashMap<String, String> = expected_alerts(&events)
+        .into_iter()
+        .filter(|a| !stateful.contains(&a.rule))
+        .map(|a| (a.id, a.cluster))
+        .collect();
     let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
     let batches: Vec<(String, String)> = events
         .chunks(400)
@@ -439,7 +466,13 @@ async fn kill_a_detector(kind: Kind) {
         want.len(),
         p.logs()
     );
-    let got = alerts.lock().unwrap().clone();
+    let got: Vec<Alert> = alerts
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|a| !stateful.contains(&a.rule))
+        .cloned()
+        .collect();
     for a in &got {
         assert_eq!(want.get(&a.id), Some(&a.cluster), "an alert no event explains: {a:?}");
     }

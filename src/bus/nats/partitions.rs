@@ -136,20 +136,7 @@ impl PartitionedSubscription {
         config: &NatsConfig,
     ) -> anyhow::Result<PartitionedSubscription> {
         let ttl = Duration::from_secs(config.lease_secs.max(1));
-        let kv = match js.get_key_value(BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: BUCKET.into(),
-                    history: 1,
-                    max_age: ttl,
-                    num_replicas: config.replicas,
-                    ..Default::default()
-                })
-                .await
-                .or(js.get_key_value(BUCKET).await)
-                .map_err(|e| anyhow::anyhow!("JetStream key-value bucket {BUCKET}: {e}"))?,
-        };
+        let kv = lease_bucket(js, ttl, config.replicas).await?;
         let leases = Leases {
             kv,
             group: super::token(group),
@@ -235,6 +222,31 @@ impl PartitionedSubscription {
             manager,
         })
     }
+}
+
+/// The leases bucket. Its stream is made by hand, the way JetStream's key-value convention
+/// lays it out (`KV_<bucket>`, subjects `$KV.<bucket>.>`), because async-nats's
+/// `create_key_value` cannot read the answer of servers before 2.10.
+async fn lease_bucket(js: &jetstream::Context, ttl: Duration, replicas: usize) -> anyhow::Result<kv::Store> {
+    let config = jetstream::stream::Config {
+        name: format!("KV_{BUCKET}"),
+        subjects: vec![format!("$KV.{BUCKET}.>")],
+        max_messages_per_subject: 1,
+        max_age: ttl,
+        discard: jetstream::stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: replicas,
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    js.get_or_create_stream(config)
+        .await
+        .map_err(|e| anyhow::anyhow!("JetStream stream KV_{BUCKET} (partition leases): {e}"))?;
+    js.get_key_value(BUCKET)
+        .await
+        .map_err(|e| anyhow::anyhow!("JetStream key-value bucket {BUCKET}: {e}"))
 }
 
 /// Moves one partition's deliveries into the subscription's channel until aborted.
