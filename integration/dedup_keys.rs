@@ -36,7 +36,8 @@ fn alerts(n: usize) -> Vec<Alert> {
     let rules = RuleSet::from_text("bench.yaml", RULES, Matching::All).unwrap();
     let event = Event::from_json(EVENT.as_bytes().to_vec()).unwrap();
     let view = event.view();
-    let firing = rules.evaluate(&view, "c1").remove(0);
+    let mut firing = rules.evaluate(&view, "c1").remove(0);
+    rules.render(&mut firing, &view, "c1");
     let template = Alert::new(&rules.rules()[0], firing, &view, "c1", "h");
     let start = chrono::DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z").unwrap();
     (0..n as u64)
@@ -55,7 +56,7 @@ fn admit_all(deduper: &Deduper, rules: &RuleSet, alerts: Vec<Alert>) -> f64 {
     let mut out = Vec::with_capacity(2);
     let started = Instant::now();
     for a in alerts {
-        deduper.admit(rule, a, None, &mut out);
+        deduper.admit_alert(rule, a, &mut out);
         out.clear();
     }
     started.elapsed().as_secs_f64()
@@ -97,7 +98,7 @@ fn main() {
     let mut late = alerts(1).remove(0);
     late.time = "2026-11-20T11:00:00Z".into();
     late.dedup.key = "f".repeat(32);
-    on.admit(&rules.rules()[0], late, None, &mut Vec::new());
+    on.admit_alert(&rules.rules()[0], late, &mut Vec::new());
     let started = Instant::now();
     on.tick(&mut Vec::new());
     println!(

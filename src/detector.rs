@@ -7,7 +7,7 @@
 //! counted and committed: it cannot become valid by being retried.
 
 use crate::alert::sink::Sink;
-use crate::alert::Alert;
+use crate::alert::{Alert, Origin};
 use crate::audit::Event;
 use crate::bus::{headers, Delivery, Subscription};
 use crate::dedup::Verdict;
@@ -202,7 +202,6 @@ pub fn evaluate(
     stats: &DetectorStats,
     deduper: &crate::dedup::Deduper,
 ) -> Vec<Alert> {
-    let hostname = crate::hostname();
     let mut alerts = Vec::new();
     for delivery in batch {
         let message = &delivery.message;
@@ -219,23 +218,25 @@ pub fn evaluate(
         let view = event.view();
         for firing in rules.evaluate(&view, cluster) {
             let rule = &rules.rules()[firing.rule];
-            let firing_observation = firing.observation;
-            let mut alert = Alert::new(rule, firing, &view, cluster, &hostname);
             // Continue the shim's trace: same trace id, a span of our own.
-            if let Some(trace_id) = message.header(headers::TRACEPARENT).and_then(|tp| tp.split('-').nth(1)) {
-                tracing::debug!(trace_id, rule = alert.rule, alert_id = alert.id, "alert");
-                alert.origin.traceparent = Some(format!("00-{trace_id}-{:016x}-01", rand::random::<u64>()));
-            }
-            alert.origin.received = message.header(headers::RECEIVED).map(String::from);
-            let observation = firing_observation;
-            match deduper.admit(rule, alert, observation.as_ref(), &mut alerts) {
+            let trace_id = message.header(headers::TRACEPARENT).and_then(|tp| tp.split('-').nth(1));
+            let origin = Origin {
+                traceparent: trace_id.map(|t| format!("00-{t}-{:016x}-01", rand::random::<u64>())),
+                received: message.header(headers::RECEIVED).map(String::from),
+            };
+            match deduper.admit(rules, firing, &view, cluster, origin, &mut alerts) {
                 Verdict::Suppressed => metrics()
                     .alerts_suppressed
                     .add(1, &[KeyValue::new("rule", rule.name.clone())]),
                 Verdict::Late => metrics()
                     .window_late
                     .add(1, &[KeyValue::new("rule", rule.name.clone())]),
-                Verdict::Passed | Verdict::Held => {}
+                Verdict::Passed => {
+                    if let Some(a) = alerts.last() {
+                        tracing::debug!(trace_id, rule = a.rule, alert_id = a.id, "alert");
+                    }
+                }
+                Verdict::Held => {}
             }
         }
     }

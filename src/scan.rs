@@ -42,7 +42,6 @@ pub fn scan(
     progress: bool,
     dedup: &crate::dedup::DedupConfig,
 ) -> anyhow::Result<Summary> {
-    let hostname = crate::hostname();
     let deduper = crate::dedup::Deduper::new(dedup)?;
     let mut alerts = Vec::new();
     let start = Instant::now();
@@ -67,10 +66,7 @@ pub fn scan(
                     summary.events += 1;
                     let view = event.view();
                     for firing in rules.evaluate(&view, cluster) {
-                        let rule = &rules.rules()[firing.rule];
-                        let observation = firing.observation;
-                        let alert = Alert::new(rule, firing, &view, cluster, &hostname);
-                        match deduper.admit(rule, alert, observation.as_ref(), &mut alerts) {
+                        match deduper.admit(rules, firing, &view, cluster, Default::default(), &mut alerts) {
                             Verdict::Suppressed => summary.suppressed += 1,
                             Verdict::Late => summary.late += 1,
                             Verdict::Passed | Verdict::Held => {}

@@ -216,10 +216,7 @@ fn expected_alerts(events: &[(String, String)]) -> Vec<Alert> {
         let event = Event::from_json(json.clone().into_bytes()).unwrap();
         let view = event.view();
         for firing in rules.evaluate(&view, cluster) {
-            let rule = &rules.rules()[firing.rule];
-            let observation = firing.observation;
-            let alert = Alert::new(rule, firing, &view, cluster, "x");
-            deduper.admit(rule, alert, observation.as_ref(), &mut alerts);
+            deduper.admit(&rules, firing, &view, cluster, Default::default(), &mut alerts);
         }
     }
     alerts

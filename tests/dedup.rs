@@ -172,7 +172,7 @@ fn admit_users(deduper: &Deduper, users: usize) -> usize {
         let rule = &rules.rules()[firing.rule];
         let alert = Alert::new(rule, firing, &view, "c1", "h");
         let mut out = Vec::new();
-        if deduper.admit(rule, alert, None, &mut out) == Verdict::Passed {
+        if deduper.admit_alert(rule, alert, &mut out) == Verdict::Passed {
             passed += 1;
         }
     }

@@ -45,13 +45,9 @@ fn stream_alerts(rules: &RuleSet, rule: &Rule, events: &[Event]) -> Vec<Alert> {
     for event in events {
         let view = event.view();
         for firing in rules.evaluate(&view, "test") {
-            let r = &rules.rules()[firing.rule];
-            if r.name != rule.name {
-                continue;
+            if rules.rules()[firing.rule].name == rule.name {
+                deduper.admit(rules, firing, &view, "test", Default::default(), &mut alerts);
             }
-            let observation = firing.observation;
-            let alert = Alert::new(r, firing, &view, "test", "h");
-            deduper.admit(r, alert, observation.as_ref(), &mut alerts);
         }
     }
     alerts

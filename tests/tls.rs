@@ -60,6 +60,7 @@ clusters = [{{ name = "prod", client_cert_cn = "apiserver-prod" }}]
 tls = {{ cert_file = "{}", key_file = "{}", client_ca_file = "{}" }}
 [detector]
 rules = ["{}"]
+dedup = {{ enabled = false }}
 [[outputs]]
 kind = "file"
 path = "{}"

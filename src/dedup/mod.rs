@@ -22,10 +22,11 @@
 
 pub mod window;
 
-use crate::alert::{Alert, WindowInfo};
+use crate::alert::{Alert, Origin, WindowInfo};
+use crate::audit::EventView;
 use crate::engine::rules::DedupDef;
 use crate::engine::stateful::{parse_duration, DedupPolicy, DedupSetting, WindowKind};
-use crate::engine::{Observation, Rule};
+use crate::engine::{Firing, Rule, RuleSet};
 use governor::clock::Clock;
 use governor::nanos::Nanos;
 use governor::state::StateStore;
@@ -183,6 +184,7 @@ struct State {
 }
 
 pub struct Deduper {
+    hostname: String,
     enabled: bool,
     default: Option<DedupPolicy>,
     summaries: bool,
@@ -211,6 +213,7 @@ impl Deduper {
         let lateness =
             parse_duration(&config.allowed_lateness).map_err(|e| anyhow::anyhow!("dedup.allowed_lateness: {e}"))?;
         Ok(Deduper {
+            hostname: crate::hostname(),
             enabled: config.enabled,
             default,
             summaries: config.summaries,
@@ -232,44 +235,61 @@ impl Deduper {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Passes the alert for a match of `rule` through the rule's window (stateful rules) and its
-    /// rate limit; the alerts to publish go to `out` (a summary of a closed window may precede
-    /// the alert itself).
+    /// From a rule's match to the alerts it yields: the rule's window (stateful rules), then the
+    /// alert (rendered only now for stateful rules), then its rate limit. The alerts to publish go
+    /// to `out` (a summary of a closed window may precede the alert itself).
     pub fn admit(
         &self,
-        rule: &Rule,
-        mut alert: Alert,
-        observation: Option<&Observation>,
+        rules: &RuleSet,
+        mut firing: Firing,
+        view: &EventView<'_>,
+        cluster: &str,
+        origin: Origin,
         out: &mut Vec<Alert>,
     ) -> Verdict {
-        let now = event_nanos(&alert.time);
+        let rule = &rules.rules()[firing.rule];
+        let now = event_nanos(&view.time().unwrap_or_default());
         let mut state = self.lock();
+        let window = match (&rule.window, &firing.observation) {
+            (Some(window), Some(obs)) => match state.windows.observe(&window.policy, obs, now) {
+                Outcome::Held => return Verdict::Held,
+                Outcome::Late => return Verdict::Late,
+                Outcome::Fired(f) => Some(WindowInfo {
+                    kind: match window.policy.kind {
+                        WindowKind::Threshold => "threshold",
+                        WindowKind::Distinct => "distinct",
+                        WindowKind::Sequence { .. } => "sequence",
+                    }
+                    .into(),
+                    count: f.count,
+                    window: humantime::format_duration(window.policy.window).to_string(),
+                    first_seen: format_nanos(f.first),
+                    last_seen: format_nanos(f.last),
+                }),
+            },
+            _ => None,
+        };
+        rules.render(&mut firing, view, cluster);
+        let mut alert = Alert::new(rule, firing, view, cluster, &self.hostname);
+        alert.window = window;
+        alert.origin = origin;
+        self.limit(&mut state, rule, alert, out)
+    }
+
+    /// The rate limit alone, for an alert already made (benchmarks, tools).
+    pub fn admit_alert(&self, rule: &Rule, alert: Alert, out: &mut Vec<Alert>) -> Verdict {
+        let mut state = self.lock();
+        self.limit(&mut state, rule, alert, out)
+    }
+
+    fn limit(&self, state: &mut State, rule: &Rule, mut alert: Alert, out: &mut Vec<Alert>) -> Verdict {
+        let now = event_nanos(&alert.time);
         if now > state.newest {
             state.newest = now;
             state.newest_at = Instant::now();
         }
         if state.next_close <= now {
-            self.close_windows(&mut state, now, out);
-        }
-        if let (Some(window), Some(obs)) = (&rule.window, observation) {
-            match state.windows.observe(&window.policy, obs, now) {
-                Outcome::Held => return Verdict::Held,
-                Outcome::Late => return Verdict::Late,
-                Outcome::Fired(f) => {
-                    alert.window = Some(WindowInfo {
-                        kind: match window.policy.kind {
-                            WindowKind::Threshold => "threshold",
-                            WindowKind::Distinct => "distinct",
-                            WindowKind::Sequence { .. } => "sequence",
-                        }
-                        .into(),
-                        count: f.count,
-                        window: humantime::format_duration(window.policy.window).to_string(),
-                        first_seen: format_nanos(f.first),
-                        last_seen: format_nanos(f.last),
-                    })
-                }
-            }
+            self.close_windows(state, now, out);
         }
         let policy = match &rule.dedup {
             _ if !self.enabled => None,
@@ -283,7 +303,6 @@ impl Deduper {
         };
         let fingerprint = u64::from_str_radix(&alert.dedup.key[..16.min(alert.dedup.key.len())], 16).unwrap_or(0);
         let check = {
-            let state = &mut *state;
             state.clock.0.store(now, Ordering::Relaxed);
             let clock = state.clock.clone();
             let limit = state
@@ -307,7 +326,7 @@ impl Deduper {
                     }
                 }
                 out.push(alert);
-                self.cap_keys(&mut state, now);
+                self.cap_keys(state, now);
                 Verdict::Passed
             }
             Err(closes) => {

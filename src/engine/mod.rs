@@ -418,22 +418,38 @@ impl RuleSet {
                 continue;
             }
             rule.stats.matched.fetch_add(1, Ordering::Relaxed);
-            let (output, output_fields) = rule.output.render(&ctx);
-            let dedup_key = key_digest(&rule.name, &rule.dedup_key, &ctx);
-            let observation = rule.window.as_ref().map(|w| observe(&rule.name, w, &ctx));
-            firings.push(Firing {
+            let mut firing = Firing {
                 rule: index,
-                output,
-                output_fields,
-                dedup_key,
-                observation,
-            });
+                output: String::new(),
+                output_fields: Default::default(),
+                dedup_key: String::new(),
+                observation: rule.window.as_ref().map(|w| observe(&rule.name, w, &ctx)),
+            };
+            // A stateful rule's match is rendered only if its window fires (`render`).
+            if firing.observation.is_none() {
+                render(rule, &mut firing, &ctx);
+            }
+            firings.push(firing);
             if self.matching == Matching::First {
                 break;
             }
         }
         firings
     }
+
+    /// Renders the output and dedup key of a firing `evaluate` left unrendered (a stateful
+    /// rule's match, once its window fired).
+    pub fn render(&self, firing: &mut Firing, view: &EventView<'_>, cluster: &str) {
+        if firing.dedup_key.is_empty() {
+            let bindings = Bindings::new(&self.scope, view, cluster);
+            render(&self.rules[firing.rule], firing, &bindings.context());
+        }
+    }
+}
+
+fn render(rule: &Rule, firing: &mut Firing, ctx: &Context) {
+    (firing.output, firing.output_fields) = rule.output.render(ctx);
+    firing.dedup_key = key_digest(&rule.name, &rule.dedup_key, ctx);
 }
 
 /// The JSON of a key expression's value; `null` when it cannot be evaluated.
@@ -453,18 +469,24 @@ fn key_digest(rule: &str, key: &[Program], ctx: &Context) -> String {
     crate::alert::digest(&parts)
 }
 
-/// The first 64 bits of a hex digest.
-fn digest_u64(hex: &str) -> u64 {
-    u64::from_str_radix(&hex[..16.min(hex.len())], 16).unwrap_or(0)
+/// A 64-bit hash of strings, for window state that lives in one process (never stored or sent).
+fn hash64<'a>(parts: impl IntoIterator<Item = &'a str>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for p in parts {
+        p.hash(&mut h);
+    }
+    h.finish()
 }
 
 /// What a stateful rule's match feeds its window: key, distinct value, steps matched.
 fn observe(rule: &str, window: &Window, ctx: &Context) -> Observation {
-    let key = digest_u64(&key_digest(rule, &window.key, ctx));
+    let values: Vec<String> = window.key.iter().map(|p| key_value(p, ctx)).collect();
+    let key = hash64(std::iter::once(rule).chain(values.iter().map(String::as_str)));
     let value = window
         .field
         .as_ref()
-        .map(|f| digest_u64(&crate::alert::digest(&[&key_value(f, ctx)])))
+        .map(|f| hash64([key_value(f, ctx).as_str()]))
         .unwrap_or(0);
     let steps = window
         .steps
