@@ -192,12 +192,6 @@ pub struct Deduper {
     state: Mutex<State>,
 }
 
-impl Default for Deduper {
-    fn default() -> Self {
-        Deduper::new(&DedupConfig::default()).expect("the default config is valid")
-    }
-}
-
 impl Deduper {
     pub fn new(config: &DedupConfig) -> anyhow::Result<Deduper> {
         let default = match crate::engine::stateful::dedup_setting(Some(&config.default)) {
