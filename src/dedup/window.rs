@@ -82,18 +82,13 @@ impl Windows {
         let keep_from = horizon.saturating_sub(self.lateness);
         state.matches.retain(|(mt, _)| *mt >= keep_from);
         let fired = match policy.kind {
-            WindowKind::Threshold => {
-                state.matches.push((t, 0));
-                let inside = || state.matches.iter().filter(|(mt, _)| *mt >= horizon);
-                let count = inside().count() as u64;
-                (count >= u64::from(policy.count)).then(|| Fired {
-                    count,
-                    first: inside().map(|m| m.0).min().unwrap_or(t),
-                    last: state.newest,
-                })
-            }
-            WindowKind::Distinct => {
-                match state.matches.iter_mut().find(|(_, v)| *v == obs.value) {
+            // Threshold and distinct differ only in what a match adds: every match, or each value
+            // once (at its newest time); both fire on what the window holds.
+            WindowKind::Threshold | WindowKind::Distinct => {
+                let existing = (policy.kind == WindowKind::Distinct)
+                    .then(|| state.matches.iter_mut().find(|(_, v)| *v == obs.value))
+                    .flatten();
+                match existing {
                     Some(m) => m.0 = m.0.max(t),
                     None => state.matches.push((t, obs.value)),
                 }
