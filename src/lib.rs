@@ -11,6 +11,7 @@ pub mod bus;
 pub mod config;
 pub mod dedup;
 pub mod detector;
+pub mod ingest;
 pub mod pipeline;
 pub mod shim;
 pub mod telemetry;

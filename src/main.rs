@@ -1,6 +1,7 @@
 //! The `kaudit` command line: parses arguments and calls the library.
 
 use clap::{Parser, Subcommand};
+use kaudit::audit::Format;
 use kaudit::config::PipelineConfig;
 use kaudit::engine::{Matching, RuleSet};
 use kaudit::pipeline::Roles;
@@ -21,16 +22,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Scan audit log files (JSON lines, EventList, JSON array, .gz; `-` for stdin) and print alerts as JSON lines.
+    /// Scan audit log files (JSON lines, EventList, JSON array, .gz, EKS/GKE/AKS records; `-` for stdin) and print alerts as JSON lines.
     Scan {
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Rule files or directories, loaded in order (later files override earlier ones).
         #[arg(long = "rules", default_value = "rules")]
         rules: Vec<PathBuf>,
-        /// Cluster name to put on the alerts.
+        /// Cluster of the events whose envelope names none.
         #[arg(long, default_value = "default")]
         cluster: String,
+        /// Shape of the records: auto (recognised per record), native, eks, gke, aks.
+        #[arg(long, default_value = "auto")]
+        format: Format,
         /// Stop at the first matching rule per event (Falco's default) or fire all.
         #[arg(long, value_enum, default_value_t = Matching::All)]
         rule_matching: Matching,
@@ -136,24 +140,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             files,
             rules,
             cluster,
+            format,
             rule_matching,
             no_dedup,
         } => {
             let rules = RuleSet::load(&rules, rule_matching)?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-            let summary = kaudit::scan::scan(
-                &files,
-                &rules,
-                &cluster,
-                &mut out,
-                std::io::stderr().is_terminal(),
-                &if no_dedup {
+            let options = kaudit::scan::Options {
+                cluster,
+                format,
+                progress: std::io::stderr().is_terminal(),
+                dedup: if no_dedup {
                     kaudit::dedup::DedupConfig::off()
                 } else {
                     kaudit::dedup::DedupConfig::default()
                 },
-            )?;
+            };
+            let summary = kaudit::scan::scan(&files, &rules, &options, &mut out)?;
             kaudit::scan::report(&summary, &rules, &mut std::io::stderr())?;
             Ok(ExitCode::SUCCESS)
         }

@@ -1,11 +1,12 @@
 //! `kaudit scan`: the engine over audit log files, offline.
 //!
-//! Reads each file (JSON lines, EventList, array, gzip; `-` is stdin), evaluates the rules,
+//! Reads each file (JSON lines, EventList, array, gzip, managed clusters' envelopes; `-` is
+//! stdin), evaluates the rules,
 //! writes alerts as JSON lines, and reports what it read: events, malformed items with their
 //! positions, alerts and evaluation errors per rule, and events/s.
 
 use crate::alert::Alert;
-use crate::audit::DocumentReader;
+use crate::audit::{DocumentReader, Format};
 use crate::dedup::Verdict;
 use crate::engine::RuleSet;
 use anyhow::Context as _;
@@ -31,18 +32,34 @@ pub struct Summary {
 
 const MALFORMED_EXAMPLES: usize = 10;
 
-/// Scans `files` with `rules`, writing alerts to `out`. Stateful windows and rate limits apply on
-/// event time as in the detector (`dedup`); keys still holding repeats at the end get summary
-/// alerts.
-pub fn scan(
-    files: &[PathBuf],
-    rules: &RuleSet,
-    cluster: &str,
-    out: &mut dyn Write,
-    progress: bool,
-    dedup: &crate::dedup::DedupConfig,
-) -> anyhow::Result<Summary> {
-    let deduper = crate::dedup::Deduper::new(dedup)?;
+/// How to scan.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The cluster of events whose envelope names none.
+    pub cluster: String,
+    /// The shape of the records (auto-detected per record by default).
+    pub format: Format,
+    /// Stateful windows and rate limits, on event time as in the detector.
+    pub dedup: crate::dedup::DedupConfig,
+    /// A progress bar on stderr (when it is a terminal).
+    pub progress: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            cluster: "default".into(),
+            format: Format::Auto,
+            dedup: Default::default(),
+            progress: false,
+        }
+    }
+}
+
+/// Scans `files` with `rules`, writing alerts to `out`. Keys still holding repeats at the end
+/// get summary alerts.
+pub fn scan(files: &[PathBuf], rules: &RuleSet, options: &Options, out: &mut dyn Write) -> anyhow::Result<Summary> {
+    let deduper = crate::dedup::Deduper::new(&options.dedup)?;
     let mut alerts = Vec::new();
     let start = Instant::now();
     let mut summary = Summary::default();
@@ -55,16 +72,18 @@ pub fn scan(
             let len = file.metadata().map(|m| m.len()).unwrap_or(0);
             (Box::new(file), len)
         };
-        let bar = progress_bar(progress && len > 0, len, &name);
+        let bar = progress_bar(options.progress && len > 0, len, &name);
         let input: Box<dyn Read + Send> = match &bar {
             Some(bar) => Box::new(bar.wrap_read(input)),
             None => input,
         };
-        for item in DocumentReader::new(input).with_context(|| format!("cannot read {name}"))? {
+        let reader = DocumentReader::new(input, options.format).with_context(|| format!("cannot read {name}"))?;
+        for item in reader {
             match item.with_context(|| format!("cannot read {name}"))? {
-                Ok(event) => {
+                Ok(record) => {
                     summary.events += 1;
-                    let view = event.view();
+                    let cluster = record.cluster.as_deref().unwrap_or(&options.cluster);
+                    let view = record.event.view();
                     for firing in rules.evaluate(&view, cluster) {
                         match deduper.admit(rules, firing, &view, cluster, Default::default(), &mut alerts) {
                             Verdict::Suppressed => summary.suppressed += 1,

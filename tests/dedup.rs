@@ -62,7 +62,12 @@ fn scan_with(lines: &[String], config: &DedupConfig) -> Vec<Alert> {
     let file = dir.path().join("audit.log");
     std::fs::write(&file, lines.join("\n")).unwrap();
     let mut out = Vec::new();
-    kaudit::scan::scan(&[file], &rules, "c1", &mut out, false, config).unwrap();
+    let options = kaudit::scan::Options {
+        cluster: "c1".into(),
+        dedup: config.clone(),
+        ..Default::default()
+    };
+    kaudit::scan::scan(&[file], &rules, &options, &mut out).unwrap();
     String::from_utf8(out)
         .unwrap()
         .lines()

@@ -10,15 +10,11 @@ use std::path::PathBuf;
 fn scan(files: &[PathBuf]) -> (kaudit::scan::Summary, Vec<Alert>) {
     let rules = RuleSet::load(&[common::repo().join("rules")], Matching::All).unwrap();
     let mut out = Vec::new();
-    let summary = kaudit::scan::scan(
-        files,
-        &rules,
-        "prod",
-        &mut out,
-        false,
-        &kaudit::dedup::DedupConfig::default(),
-    )
-    .unwrap();
+    let options = kaudit::scan::Options {
+        cluster: "prod".into(),
+        ..Default::default()
+    };
+    let summary = kaudit::scan::scan(files, &rules, &options, &mut out).unwrap();
     let alerts = String::from_utf8(out)
         .unwrap()
         .lines()

@@ -6,7 +6,7 @@
 mod common;
 
 use kaudit::alert::Alert;
-use kaudit::audit::{DocumentReader, Event};
+use kaudit::audit::{DocumentReader, Event, Format};
 use kaudit::dedup::{DedupConfig, Deduper};
 use kaudit::engine::{Matching, Rule, RuleSet};
 use std::path::{Path, PathBuf};
@@ -20,9 +20,13 @@ fn slug(name: &str) -> String {
 
 fn events(path: &Path) -> Vec<Event> {
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    DocumentReader::new(file)
+    DocumentReader::new(file, Format::Native)
         .unwrap()
-        .map(|item| item.unwrap().unwrap_or_else(|m| panic!("{}: {m}", path.display())))
+        .map(|item| {
+            item.unwrap()
+                .unwrap_or_else(|m| panic!("{}: {m}", path.display()))
+                .event
+        })
         .collect()
 }
 

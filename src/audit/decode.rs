@@ -2,15 +2,19 @@
 //!
 //! - the webhook backend's `EventList` (items usually lack `kind`/`apiVersion`),
 //! - a single Event, or a JSON array of Events,
-//! - the log backend's JSON lines (one Event per line), plain or gzip.
+//! - the log backend's JSON lines (one Event per line), plain or gzip,
+//! - concatenated JSON objects (as Firehose writes them),
+//! - and, inside any of these, the managed clusters' envelopes ([`super::envelope`]): every JSON
+//!   object is unwrapped according to the source's [`Format`], one object giving zero or more
+//!   events.
 //!
 //! A malformed line or item is reported with its position and skipped; it never costs the rest
 //! of the document.
 
-use super::Event;
-use bytes::Bytes;
+use super::envelope::{self, Format, Record};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read};
 
@@ -60,8 +64,21 @@ fn malformed(position: Position, reason: impl Into<String>, text: &[u8]) -> Malf
     }
 }
 
-fn event_at(position: Position, text: &[u8]) -> Result<Event, Malformed> {
-    Event::from_json(Bytes::copy_from_slice(text)).map_err(|reason| malformed(position, reason, text))
+/// The events one JSON object holds, each error with the object's position.
+fn records_at(format: Format, position: Position, text: &[u8]) -> Vec<Result<Record, Malformed>> {
+    let Ok(json) = std::str::from_utf8(text) else {
+        return vec![Err(malformed(position, "not UTF-8", text))];
+    };
+    envelope::unwrap(format, json)
+        .into_iter()
+        .map(|r| r.map_err(|reason| malformed(position, reason, text)))
+        .collect()
+}
+
+fn records_of<'a>(format: Format, items: impl Iterator<Item = (Position, &'a [u8])>) -> Vec<Result<Record, Malformed>> {
+    items
+        .flat_map(|(position, text)| records_at(format, position, text))
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -70,29 +87,50 @@ struct List<'a> {
     items: Vec<&'a RawValue>,
 }
 
-/// Decodes a whole document held in memory: an `EventList`, a single Event, a JSON array, or
-/// JSON lines. `Err` only when the document is not JSON at all (nothing in it can be read).
-pub fn decode_document(bytes: &[u8]) -> Result<Vec<Result<Event, Malformed>>, String> {
+/// Decodes a whole document held in memory: an `EventList`, a single Event, a JSON array, JSON
+/// lines or concatenated objects, each object unwrapped as `format` says. `Err` only when the
+/// document is not JSON at all (nothing in it can be read).
+pub fn decode_document(bytes: &[u8], format: Format) -> Result<Vec<Result<Record, Malformed>>, String> {
     let text = std::str::from_utf8(bytes).map_err(|e| format!("body is not UTF-8: {e}"))?;
     let trimmed = text.trim_start();
     match trimmed.as_bytes().first() {
         Some(b'[') => {
             let items: Vec<&RawValue> = serde_json::from_str(trimmed).map_err(|e| format!("not a JSON array: {e}"))?;
-            Ok(items
-                .iter()
-                .enumerate()
-                .map(|(i, raw)| event_at(Position::Item(i), raw.get().as_bytes()))
-                .collect())
+            Ok(records_of(
+                format,
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, raw)| (Position::Item(i), raw.get().as_bytes())),
+            ))
         }
         Some(b'{') => match serde_json::from_str::<&RawValue>(trimmed) {
-            Ok(one) => Ok(decode_object(one)),
+            Ok(one) => Ok(decode_object(format, one)),
             // More than one value, the first a whole line: the log backend's JSON lines.
-            Err(_) if first_line_is_json(trimmed) => Ok(decode_lines(text)),
-            Err(e) => Err(format!("not JSON: {e}")),
+            Err(_) if first_line_is_json(trimmed) => Ok(decode_lines(format, text)),
+            Err(e) => decode_concatenated(format, trimmed).ok_or_else(|| format!("not JSON: {e}")),
         },
         Some(_) => Err("not JSON: expected an EventList, an Event or an array of Events".into()),
         None => Ok(Vec::new()),
     }
+}
+
+/// Objects written one after another without separators (Firehose's S3 objects). `None` if the
+/// first of them is not whole JSON.
+fn decode_concatenated(format: Format, text: &str) -> Option<Vec<Result<Record, Malformed>>> {
+    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<&RawValue>();
+    let first = stream.next()?.ok()?;
+    let mut out = records_at(format, Position::Item(0), first.get().as_bytes());
+    for (i, raw) in stream.enumerate() {
+        match raw {
+            Ok(raw) => out.extend(records_at(format, Position::Item(i + 1), raw.get().as_bytes())),
+            Err(e) => {
+                out.push(Err(malformed(Position::Item(i + 1), format!("not JSON: {e}"), b"")));
+                break;
+            }
+        }
+    }
+    Some(out)
 }
 
 fn first_line_is_json(text: &str) -> bool {
@@ -100,45 +138,51 @@ fn first_line_is_json(text: &str) -> bool {
     first.len() < text.len() && serde_json::from_str::<&RawValue>(first).is_ok()
 }
 
-/// One JSON object: an `EventList` (it has `items`) or one Event.
-fn decode_object(one: &RawValue) -> Vec<Result<Event, Malformed>> {
+/// One JSON object: an `EventList` (it has `items`) or one record.
+fn decode_object(format: Format, one: &RawValue) -> Vec<Result<Record, Malformed>> {
     if let Ok(list) = serde_json::from_str::<List>(one.get()) {
-        return list
-            .items
-            .iter()
-            .enumerate()
-            .map(|(i, raw)| event_at(Position::Item(i), raw.get().as_bytes()))
-            .collect();
+        return records_of(
+            format,
+            list.items
+                .iter()
+                .enumerate()
+                .map(|(i, raw)| (Position::Item(i), raw.get().as_bytes())),
+        );
     }
-    vec![event_at(Position::Item(0), one.get().as_bytes())]
+    records_at(format, Position::Item(0), one.get().as_bytes())
 }
 
-fn decode_lines(text: &str) -> Vec<Result<Event, Malformed>> {
-    text.lines()
-        .enumerate()
-        .filter(|(_, line)| !line.trim().is_empty())
-        .map(|(i, line)| event_at(Position::Line(i + 1), line.trim().as_bytes()))
-        .collect()
+fn decode_lines(format: Format, text: &str) -> Vec<Result<Record, Malformed>> {
+    records_of(
+        format,
+        text.lines()
+            .enumerate()
+            .filter(|(_, line)| !line.trim().is_empty())
+            .map(|(i, line)| (Position::Line(i + 1), line.trim().as_bytes())),
+    )
 }
 
 /// Reads audit events from a file or stream, JSON lines streamed one at a time, any other
 /// shape read whole. gzip input (by its magic bytes) is decompressed on the fly.
 pub struct DocumentReader {
     input: Box<dyn BufRead + Send>,
+    format: Format,
     mode: Mode,
     line: usize,
     buf: Vec<u8>,
+    /// Records read but not yet returned (a whole document, or an envelope holding several).
+    pending: VecDeque<Result<Record, Malformed>>,
 }
 
+#[derive(PartialEq)]
 enum Mode {
     Start,
     Lines,
-    Whole(std::vec::IntoIter<Result<Event, Malformed>>),
     Done,
 }
 
 impl DocumentReader {
-    pub fn new(input: impl Read + Send + 'static) -> io::Result<DocumentReader> {
+    pub fn new(input: impl Read + Send + 'static, format: Format) -> io::Result<DocumentReader> {
         let mut input = BufReader::with_capacity(256 * 1024, input);
         let gz = input.fill_buf()?.starts_with(&[0x1f, 0x8b]);
         let input: Box<dyn BufRead + Send> = if gz {
@@ -151,9 +195,11 @@ impl DocumentReader {
         };
         Ok(DocumentReader {
             input,
+            format,
             mode: Mode::Start,
             line: 0,
             buf: Vec::with_capacity(8192),
+            pending: VecDeque::new(),
         })
     }
 
@@ -166,11 +212,11 @@ impl DocumentReader {
 
     /// Reads the first non-blank line and decides: a line that is a whole object and not an
     /// `EventList` starts JSON lines; anything else is one document read whole.
-    fn start(&mut self) -> io::Result<Option<Result<Event, Malformed>>> {
+    fn start(&mut self) -> io::Result<()> {
         loop {
             if !self.next_line()? {
                 self.mode = Mode::Done;
-                return Ok(None);
+                return Ok(());
             }
             if !self.buf.trim_ascii().is_empty() {
                 break;
@@ -182,47 +228,46 @@ impl DocumentReader {
             && serde_json::from_slice::<List>(first).is_err();
         if lines {
             self.mode = Mode::Lines;
-            return Ok(Some(event_at(Position::Line(self.line), first)));
+            self.pending = records_at(self.format, Position::Line(self.line), first).into();
+            return Ok(());
         }
         let mut whole = std::mem::take(&mut self.buf);
         self.input.read_to_end(&mut whole)?;
-        let items =
-            decode_document(&whole).unwrap_or_else(|reason| vec![Err(malformed(Position::Item(0), reason, &whole))]);
-        self.mode = Mode::Whole(items.into_iter());
-        Ok(self.next_whole())
-    }
-
-    fn next_whole(&mut self) -> Option<Result<Event, Malformed>> {
-        match &mut self.mode {
-            Mode::Whole(items) => items.next(),
-            _ => None,
-        }
+        let items = decode_document(&whole, self.format)
+            .unwrap_or_else(|reason| vec![Err(malformed(Position::Item(0), reason, &whole))]);
+        self.pending = items.into();
+        self.mode = Mode::Done;
+        Ok(())
     }
 }
 
 impl Iterator for DocumentReader {
-    type Item = io::Result<Result<Event, Malformed>>;
+    type Item = io::Result<Result<Record, Malformed>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        match self.mode {
-            Mode::Start => self.start().transpose(),
-            Mode::Lines => loop {
-                match self.next_line() {
-                    Err(e) => return Some(Err(e)),
-                    Ok(false) => {
-                        self.mode = Mode::Done;
-                        return None;
+        loop {
+            if let Some(record) = self.pending.pop_front() {
+                return Some(Ok(record));
+            }
+            match self.mode {
+                Mode::Start => {
+                    if let Err(e) = self.start() {
+                        return Some(Err(e));
                     }
+                }
+                Mode::Lines => match self.next_line() {
+                    Err(e) => return Some(Err(e)),
+                    Ok(false) => self.mode = Mode::Done,
                     Ok(true) => {
                         let line = self.buf.trim_ascii();
                         if !line.is_empty() {
-                            return Some(Ok(event_at(Position::Line(self.line), line)));
+                            self.pending
+                                .extend(records_at(self.format, Position::Line(self.line), line));
                         }
                     }
-                }
-            },
-            Mode::Whole(_) => self.next_whole().map(Ok),
-            Mode::Done => None,
+                },
+                Mode::Done => return None,
+            }
         }
     }
 }
@@ -234,11 +279,11 @@ mod tests {
     const E1: &str = r#"{"auditID":"1","stage":"ResponseComplete","verb":"get"}"#;
     const E2: &str = r#"{"auditID":"2","stage":"ResponseComplete","verb":"create"}"#;
 
-    fn ids(items: &[Result<Event, Malformed>]) -> Vec<String> {
+    fn ids(items: &[Result<Record, Malformed>]) -> Vec<String> {
         items
             .iter()
             .map(|r| match r {
-                Ok(e) => e.view().audit_id().into_owned(),
+                Ok(r) => r.event.view().audit_id().into_owned(),
                 Err(m) => format!("bad {}", m.position),
             })
             .collect()
@@ -249,31 +294,34 @@ mod tests {
         let body = format!(
             r#"{{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{{}},"items":[{E1},{{"kind":"Pod"}},{E2}]}}"#
         );
-        let items = decode_document(body.as_bytes()).unwrap();
+        let items = decode_document(body.as_bytes(), Format::Auto).unwrap();
         assert_eq!(ids(&items), ["1", "bad item 1", "2"]);
     }
 
     #[test]
     fn single_event_array_and_lines() {
-        assert_eq!(ids(&decode_document(E1.as_bytes()).unwrap()), ["1"]);
+        assert_eq!(ids(&decode_document(E1.as_bytes(), Format::Auto).unwrap()), ["1"]);
         let arr = format!("[{E1}, 42, {E2}]");
-        assert_eq!(ids(&decode_document(arr.as_bytes()).unwrap()), ["1", "bad item 1", "2"]);
+        assert_eq!(
+            ids(&decode_document(arr.as_bytes(), Format::Auto).unwrap()),
+            ["1", "bad item 1", "2"]
+        );
         let lines = format!("{E1}\n\n{{broken\n{E2}\n");
         assert_eq!(
-            ids(&decode_document(lines.as_bytes()).unwrap()),
+            ids(&decode_document(lines.as_bytes(), Format::Auto).unwrap()),
             ["1", "bad line 3", "2"]
         );
     }
 
     #[test]
     fn not_json_is_an_error() {
-        assert!(decode_document(b"hello").is_err());
-        assert!(decode_document(b"{ nope").is_err());
-        assert!(decode_document(b"[1, 2").is_err());
+        for bad in [&b"hello"[..], b"{ nope", b"[1, 2"] {
+            assert!(decode_document(bad, Format::Auto).is_err());
+        }
     }
 
-    fn read_all(bytes: Vec<u8>) -> Vec<Result<Event, Malformed>> {
-        DocumentReader::new(std::io::Cursor::new(bytes))
+    fn read_all(bytes: Vec<u8>) -> Vec<Result<Record, Malformed>> {
+        DocumentReader::new(std::io::Cursor::new(bytes), Format::Auto)
             .unwrap()
             .map(|r| r.unwrap())
             .collect()
@@ -298,5 +346,21 @@ mod tests {
     fn reader_reports_a_document_that_is_not_json() {
         let items = read_all(b"{\n nope".to_vec());
         assert_eq!(ids(&items), ["bad item 0"]);
+    }
+
+    #[test]
+    fn concatenated_objects_and_envelopes_in_lines() {
+        let eks = |id: &str| {
+            serde_json::json!({"logGroup": "/aws/eks/c1/cluster", "logEvents": [{"message": E1.replace("\"1\"", id)}]})
+                .to_string()
+        };
+        // Firehose: objects back to back, no separator.
+        let firehose = format!("{}{}", eks("\"x\""), eks("\"y\""));
+        assert_eq!(ids(&read_all(firehose.into_bytes())), ["x", "y"]);
+        let lines = format!("{}\n{E2}\n", eks("\"z\""));
+        let items = read_all(lines.into_bytes());
+        assert_eq!(ids(&items), ["z", "2"]);
+        assert_eq!(items[0].as_ref().unwrap().cluster.as_deref(), Some("c1"));
+        assert_eq!(items[1].as_ref().unwrap().cluster, None);
     }
 }

@@ -5,9 +5,11 @@
 //! whole event into a tree. [`EventView`] indexes the top-level fields of one event without
 //! copying them (each field stays raw JSON text), and the engine turns only the fields its rules
 //! touch into values. Decoding of the shapes operators have (webhook `EventList`, log-backend
-//! JSON lines, arrays, gzip) lives in [`decode`].
+//! JSON lines, arrays, gzip) lives in [`decode`], the managed clusters' envelopes (EKS, GKE, AKS)
+//! in [`envelope`].
 
 pub mod decode;
+pub mod envelope;
 
 use bytes::Bytes;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
@@ -18,6 +20,7 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use decode::{decode_document, DocumentReader, Malformed, Position};
+pub use envelope::{Format, Record};
 
 /// One audit event: valid JSON text of an object with a string `auditID` and `stage`, with
 /// the positions of its top-level fields found once, when it was checked.

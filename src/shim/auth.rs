@@ -27,6 +27,8 @@ pub struct Authenticator {
     /// sha256(token) → cluster: lookups do not compare secrets byte by byte.
     tokens: HashMap<[u8; 32], String>,
     cert_names: HashMap<String, String>,
+    /// cluster → patterns of the clusters its envelopes may name (`forwards`).
+    forwards: HashMap<String, Vec<String>>,
     allow_unauthenticated: bool,
 }
 
@@ -67,8 +69,24 @@ impl Authenticator {
             if let Some(cn) = &c.client_cert_cn {
                 auth.cert_names.insert(cn.clone(), c.name.clone());
             }
+            auth.forwards.insert(c.name.clone(), c.forwards.clone());
         }
         Ok(auth)
+    }
+
+    /// Whether a request authenticated as `cluster` may publish a record whose envelope names
+    /// `named`: its own name, a cluster its `forwards` patterns match (`*` alone matches any, a
+    /// trailing `*` a prefix), or anything when requests are not authenticated at all (demos).
+    pub fn may_name(&self, cluster: &str, named: &str) -> bool {
+        if cluster == named || self.allow_unauthenticated {
+            return true;
+        }
+        self.forwards.get(cluster).is_some_and(|patterns| {
+            patterns.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => named.starts_with(prefix),
+                None => p == named,
+            })
+        })
     }
 
     /// The cluster an mTLS client certificate with this subject CN stands for.
@@ -122,14 +140,25 @@ mod tests {
                 name: "a".into(),
                 token_file: Some(a),
                 client_cert_cn: None,
+                forwards: vec!["eks-*".into(), "gke-one".into()],
             },
             ClusterConfig {
                 name: "b".into(),
                 token_file: Some(b),
                 client_cert_cn: Some("apiserver-b".into()),
+                forwards: Vec::new(),
             },
         ];
         (Authenticator::new(&clusters, allow).unwrap(), dir)
+    }
+
+    #[test]
+    fn envelopes_may_name_only_forwarded_clusters() {
+        let (a, _d) = auth(false);
+        assert!(a.may_name("a", "a") && a.may_name("a", "eks-prod") && a.may_name("a", "gke-one"));
+        assert!(!a.may_name("a", "gke-two") && !a.may_name("a", "b") && !a.may_name("b", "eks-prod"));
+        let (open, _d) = auth(true);
+        assert!(open.may_name("b", "anything"));
     }
 
     #[test]

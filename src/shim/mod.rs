@@ -1,8 +1,10 @@
 //! The webhook shim: the kube-apiserver's audit webhook backend posts here.
 //!
 //! `POST /k8s_audit` and `POST /k8s_audit/{cluster}` take an `EventList` (or one Event, or a
-//! JSON array), gzip or not. Each event becomes its own message (key and header = cluster,
-//! header = receive time) and the answer is 200 only once the bus acknowledged every one.
+//! JSON array), gzip or not; `POST /ingest/{format}[/{cluster}]` takes managed clusters'
+//! envelopes (`eks`, `gke`, `aks`, or `auto`: see [`crate::audit::envelope`]). Each event becomes
+//! its own message ([`crate::ingest`]) and the answer is 200 only once the bus acknowledged
+//! every one.
 //! A malformed item goes to the dead-letter topic and the rest is accepted: a 4xx would make the
 //! apiserver retry the whole batch and then drop it. A body that is no JSON at all gets 400.
 //! When the bus is full the answer is 429, when the broker is down 503, both with
@@ -12,8 +14,9 @@
 pub mod auth;
 pub mod server;
 
-use crate::audit::decode_document;
-use crate::bus::{headers, Bus, Message, PublishError};
+use crate::audit::{decode_document, Format};
+use crate::bus::{Bus, PublishError};
+use crate::ingest::{self, Batch};
 use crate::telemetry::metrics;
 use auth::{Authenticator, PeerCluster, Refusal};
 use axum::body::Bytes;
@@ -82,6 +85,12 @@ pub struct ClusterConfig {
     /// Subject CN of this cluster's mTLS client certificate.
     #[serde(default)]
     pub client_cert_cn: Option<String>,
+    /// For a forwarder posting managed clusters' envelopes to `/ingest/{format}` (a CloudWatch
+    /// subscription's Lambda, a Pub/Sub push subscription, an Event Hub function): the clusters
+    /// its envelopes may name (`prod-*`, or `*` for any). Records naming another cluster are
+    /// dead-lettered.
+    #[serde(default)]
+    pub forwards: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -134,6 +143,8 @@ impl Shim {
         Router::new()
             .route("/k8s_audit", post(ingest))
             .route("/k8s_audit/{cluster}", post(ingest_for_cluster))
+            .route("/ingest/{format}", post(ingest_format))
+            .route("/ingest/{format}/{cluster}", post(ingest_format_for_cluster))
             .layer(DefaultBodyLimit::max(body_limit))
             .layer(tower_http::timeout::TimeoutLayer::with_status_code(
                 StatusCode::REQUEST_TIMEOUT,
@@ -150,7 +161,15 @@ async fn ingest(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    handle(&shim, peer.and_then(|Extension(p)| p.0), None, &headers, body).await
+    handle(
+        &shim,
+        peer.and_then(|Extension(p)| p.0),
+        None,
+        Format::Native,
+        &headers,
+        body,
+    )
+    .await
 }
 
 async fn ingest_for_cluster(
@@ -160,7 +179,51 @@ async fn ingest_for_cluster(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    handle(&shim, peer.and_then(|Extension(p)| p.0), Some(cluster), &headers, body).await
+    handle(
+        &shim,
+        peer.and_then(|Extension(p)| p.0),
+        Some(cluster),
+        Format::Native,
+        &headers,
+        body,
+    )
+    .await
+}
+
+async fn ingest_format(
+    State(shim): State<Arc<Shim>>,
+    Path(format): Path<String>,
+    peer: Option<Extension<PeerCluster>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match format.parse() {
+        Ok(format) => handle(&shim, peer.and_then(|Extension(p)| p.0), None, format, &headers, body).await,
+        Err(e) => reject("bad_format", StatusCode::NOT_FOUND, e),
+    }
+}
+
+async fn ingest_format_for_cluster(
+    State(shim): State<Arc<Shim>>,
+    Path((format, cluster)): Path<(String, String)>,
+    peer: Option<Extension<PeerCluster>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match format.parse() {
+        Ok(format) => {
+            handle(
+                &shim,
+                peer.and_then(|Extension(p)| p.0),
+                Some(cluster),
+                format,
+                &headers,
+                body,
+            )
+            .await
+        }
+        Err(e) => reject("bad_format", StatusCode::NOT_FOUND, e),
+    }
 }
 
 fn reject(reason: &'static str, status: StatusCode, message: String) -> Response {
@@ -180,6 +243,7 @@ async fn handle(
     shim: &Shim,
     peer: Option<String>,
     path_cluster: Option<String>,
+    format: Format,
     headers: &HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -224,72 +288,26 @@ async fn handle(
         }
         Err(Decompress::Corrupt(e)) => return reject("bad_gzip", StatusCode::BAD_REQUEST, format!("gzip body: {e}")),
     };
-    let items = match decode_document(&body) {
+    let items = match decode_document(&body, format) {
         Ok(items) => items,
         Err(e) => return reject("not_json", StatusCode::BAD_REQUEST, e),
     };
-    let received_at = now_rfc3339();
-    // One trace per batch: its context rides on every message, the detector continues it.
-    let trace_id = format!("{:032x}", rand::random::<u128>());
-    let traceparent = format!("00-{trace_id}-{:016x}-01", rand::random::<u64>());
-    let span = tracing::debug_span!("batch", trace_id, cluster);
-    let _entered = span.enter();
-    let mut events = Vec::with_capacity(items.len());
-    let mut dead = Vec::new();
-    let max_event = shim.config.max_event_bytes;
-    for (index, item) in items.into_iter().enumerate() {
-        let item = item.and_then(|event| fit(event, max_event, index));
-        match item {
-            Ok(event) => events.push(Message {
-                key: cluster.clone(),
-                route: cluster.clone(),
-                id: None,
-                payload: event.bytes().clone(),
-                headers: vec![
-                    (headers::CLUSTER.into(), cluster.clone()),
-                    (headers::RECEIVED.into(), received_at.clone()),
-                    (headers::TRACEPARENT.into(), traceparent.clone()),
-                ],
-            }),
-            Err(bad) => {
-                tracing::warn!(cluster, "dead-lettering {bad}");
-                let record = serde_json::json!({
-                    "cluster": cluster, "received": received_at, "position": bad.position.to_string(),
-                    "reason": bad.reason, "item": bad.text,
-                });
-                dead.push(Message {
-                    key: cluster.clone(),
-                    route: cluster.clone(),
-                    id: None,
-                    payload: serde_json::to_vec(&record).unwrap_or_default().into(),
-                    headers: vec![
-                        (headers::CLUSTER.into(), cluster.clone()),
-                        (headers::RECEIVED.into(), received_at.clone()),
-                    ],
-                });
-            }
-        }
-    }
-    let labels = [KeyValue::new("cluster", cluster.clone())];
-    metrics()
-        .events_received
-        .add((events.len() + dead.len()) as u64, &labels);
-    let (accepted, dead_lettered) = (events.len(), dead.len());
-    let published = async {
-        if !dead.is_empty() {
-            shim.bus.publish(&shim.dead_letter_topic, dead).await?;
-        }
-        if !events.is_empty() {
-            shim.bus.publish(&shim.events_topic, events).await?;
-        }
-        Ok::<_, PublishError>(())
+    let may_name = |named: &str| shim.auth.may_name(&cluster, named);
+    let source = ingest::Source {
+        cluster: &cluster,
+        may_name: &may_name,
     };
-    drop(_entered);
+    let batch = Batch::build(
+        items.into_iter().map(ingest::Item::from),
+        &source,
+        shim.config.max_event_bytes,
+    );
+    let (accepted, dead_lettered) = (batch.events.len(), batch.dead.len());
+    let span = tracing::debug_span!("batch", cluster);
+    let published = batch.publish(shim.bus.as_ref(), &shim.events_topic, &shim.dead_letter_topic);
     match tracing::Instrument::instrument(published, span.clone()).await {
         Ok(()) => {
             tracing::debug!(parent: &span, accepted, dead_lettered, "batch published");
-            metrics().events_published.add(accepted as u64, &labels);
-            metrics().events_dead_lettered.add(dead_lettered as u64, &labels);
             metrics().publish_seconds.record(received.elapsed().as_secs_f64(), &[]);
             (
                 StatusCode::OK,
@@ -315,25 +333,6 @@ async fn handle(
     }
 }
 
-/// An event that fits the bus, truncated if it must be.
-fn fit(event: crate::audit::Event, max: usize, index: usize) -> Result<crate::audit::Event, crate::audit::Malformed> {
-    if event.bytes().len() <= max {
-        return Ok(event);
-    }
-    let size = event.bytes().len();
-    let truncated = event.truncated();
-    if truncated.bytes().len() <= max {
-        tracing::warn!(size, audit_id = %truncated.view().audit_id(), "event over max_event_bytes: published without its objects");
-        metrics().events_truncated.add(1, &[]);
-        return Ok(truncated);
-    }
-    Err(crate::audit::Malformed {
-        position: crate::audit::Position::Item(index),
-        reason: format!("event of {size} bytes exceeds max_event_bytes ({max}) even without its objects"),
-        text: String::from_utf8_lossy(&truncated.bytes()[..max.min(64 * 1024)]).into_owned(),
-    })
-}
-
 enum Decompress {
     TooLarge,
     Corrupt(std::io::Error),
@@ -355,10 +354,6 @@ fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, D
         return Err(Decompress::TooLarge);
     }
     Ok(out.into())
-}
-
-fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// A kubeconfig for the apiserver's `--audit-webhook-config-file`.

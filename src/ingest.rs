@@ -1,0 +1,161 @@
+//! From decoded records to messages on the events topic: what the webhook shim and `kaudit tail`
+//! do alike, so both publish the same messages (key and subject = cluster, headers for the
+//! cluster, the receive time and a trace) and dead-letter alike.
+//!
+//! The cluster of an event is the source's own (the shim's credential, the tail's `--cluster`)
+//! unless its envelope names one (EKS log group, GKE `cluster_name`, AKS `resourceId`); a source
+//! that may not speak for the cluster its envelope names has that record dead-lettered, never
+//! relabelled.
+
+use crate::audit::{Event, Malformed, Position, Record};
+use crate::bus::{headers, Bus, Message, PublishError};
+use crate::telemetry::metrics;
+use opentelemetry::KeyValue;
+use std::collections::BTreeMap;
+
+/// One decoded item and, where the source has one, a stable id for it (NATS drops a message
+/// whose id it has seen within its duplicate window, so a re-sent item is stored once).
+pub struct Item {
+    pub record: Result<Record, Malformed>,
+    pub id: Option<String>,
+}
+
+impl From<Result<Record, Malformed>> for Item {
+    fn from(record: Result<Record, Malformed>) -> Item {
+        Item { record, id: None }
+    }
+}
+
+/// Who is publishing: its own cluster, and which clusters its envelopes may name.
+pub struct Source<'a> {
+    pub cluster: &'a str,
+    pub may_name: &'a (dyn Fn(&str) -> bool + Sync),
+}
+
+/// A batch ready to publish.
+#[derive(Default)]
+pub struct Batch {
+    pub events: Vec<Message>,
+    pub dead: Vec<Message>,
+}
+
+impl Batch {
+    /// Turns `items` into event and dead-letter messages. Events larger than `max_event_bytes`
+    /// lose their objects (as the apiserver truncates) or, still too large, are dead-lettered.
+    pub fn build(items: impl IntoIterator<Item = Item>, source: &Source, max_event_bytes: usize) -> Batch {
+        let received_at = now_rfc3339();
+        // One trace per batch: its context rides on every message, the detector continues it.
+        let trace_id = format!("{:032x}", rand::random::<u128>());
+        let traceparent = format!("00-{trace_id}-{:016x}-01", rand::random::<u64>());
+        let mut batch = Batch::default();
+        for (index, item) in items.into_iter().enumerate() {
+            let checked = item.record.and_then(|record| {
+                let cluster = match record.cluster {
+                    Some(named) if named != source.cluster && !(source.may_name)(&named) => {
+                        return Err(Malformed {
+                            position: Position::Item(index),
+                            reason: format!("the record names cluster {named}, which this source may not publish for"),
+                            text: String::from_utf8_lossy(
+                                &record.event.bytes()[..record.event.bytes().len().min(64 * 1024)],
+                            )
+                            .into_owned(),
+                        })
+                    }
+                    Some(named) => named,
+                    None => source.cluster.to_string(),
+                };
+                Ok((fit(record.event, max_event_bytes, index)?, cluster))
+            });
+            match checked {
+                Ok((event, cluster)) => batch.events.push(Message {
+                    key: cluster.clone(),
+                    route: cluster.clone(),
+                    id: item.id,
+                    payload: event.bytes().clone(),
+                    headers: vec![
+                        (headers::CLUSTER.into(), cluster),
+                        (headers::RECEIVED.into(), received_at.clone()),
+                        (headers::TRACEPARENT.into(), traceparent.clone()),
+                    ],
+                }),
+                Err(bad) => {
+                    let cluster = source.cluster.to_string();
+                    tracing::warn!(cluster, "dead-lettering {bad}");
+                    let record = serde_json::json!({
+                        "cluster": cluster, "received": received_at, "position": bad.position.to_string(),
+                        "reason": bad.reason, "item": bad.text,
+                    });
+                    batch.dead.push(Message {
+                        key: cluster.clone(),
+                        route: cluster.clone(),
+                        id: item.id.map(|id| format!("{id}:dead")),
+                        payload: serde_json::to_vec(&record).unwrap_or_default().into(),
+                        headers: vec![
+                            (headers::CLUSTER.into(), cluster),
+                            (headers::RECEIVED.into(), received_at.clone()),
+                        ],
+                    });
+                }
+            }
+        }
+        let mut received = tally(&batch.events);
+        for (cluster, n) in tally(&batch.dead) {
+            *received.entry(cluster).or_default() += n;
+        }
+        add(&metrics().events_received, received);
+        batch
+    }
+
+    /// Publishes the dead letters, then the events, each acknowledged by the bus before this
+    /// returns `Ok`; counts what was published.
+    pub async fn publish(self, bus: &dyn Bus, events_topic: &str, dead_letter_topic: &str) -> Result<(), PublishError> {
+        let (published, dead_lettered) = (tally(&self.events), tally(&self.dead));
+        if !self.dead.is_empty() {
+            bus.publish(dead_letter_topic, self.dead).await?;
+        }
+        if !self.events.is_empty() {
+            bus.publish(events_topic, self.events).await?;
+        }
+        add(&metrics().events_published, published);
+        add(&metrics().events_dead_lettered, dead_lettered);
+        Ok(())
+    }
+}
+
+/// Messages per cluster.
+fn tally(messages: &[Message]) -> BTreeMap<String, u64> {
+    let mut per_cluster = BTreeMap::new();
+    for message in messages {
+        *per_cluster.entry(message.route.clone()).or_default() += 1;
+    }
+    per_cluster
+}
+
+fn add(counter: &opentelemetry::metrics::Counter<u64>, per_cluster: BTreeMap<String, u64>) {
+    for (cluster, n) in per_cluster {
+        counter.add(n, &[KeyValue::new("cluster", cluster)]);
+    }
+}
+
+/// An event that fits the bus, truncated if it must be.
+fn fit(event: Event, max: usize, index: usize) -> Result<Event, Malformed> {
+    if event.bytes().len() <= max {
+        return Ok(event);
+    }
+    let size = event.bytes().len();
+    let truncated = event.truncated();
+    if truncated.bytes().len() <= max {
+        tracing::warn!(size, audit_id = %truncated.view().audit_id(), "event over max_event_bytes: published without its objects");
+        metrics().events_truncated.add(1, &[]);
+        return Ok(truncated);
+    }
+    Err(Malformed {
+        position: Position::Item(index),
+        reason: format!("event of {size} bytes exceeds max_event_bytes ({max}) even without its objects"),
+        text: String::from_utf8_lossy(&truncated.bytes()[..max.min(64 * 1024)]).into_owned(),
+    })
+}
+
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
