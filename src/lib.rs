@@ -14,4 +14,5 @@ pub mod detector;
 pub mod ingest;
 pub mod pipeline;
 pub mod shim;
+pub mod tail;
 pub mod telemetry;

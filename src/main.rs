@@ -58,6 +58,25 @@ enum Command {
         #[arg(long)]
         pipeline: PathBuf,
     },
+    /// Follow an audit log file (the apiserver's log backend) and publish its events to the bus,
+    /// through rotations and restarts. With the in-memory bus, a detector runs in this process.
+    Tail {
+        file: PathBuf,
+        #[arg(long, default_value = DEFAULT_PIPELINE)]
+        pipeline: PathBuf,
+        /// Cluster of the events whose envelope names none.
+        #[arg(long, default_value = "default")]
+        cluster: String,
+        /// Shape of the lines: auto (recognised per line), native, eks, gke, aks.
+        #[arg(long, default_value = "auto")]
+        format: Format,
+        /// Where the position is kept [default: FILE.kaudit-checkpoint].
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Most lines per published batch.
+        #[arg(long, default_value_t = 500)]
+        batch_lines: usize,
+    },
     /// Print a kubeconfig for the kube-apiserver's --audit-webhook-config-file.
     WebhookConfig {
         /// The cluster this apiserver belongs to (it goes into the URL path).
@@ -119,6 +138,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { pipeline } => serve(pipeline, Roles::All),
         Command::Shim { pipeline } => serve(pipeline, Roles::Shim),
         Command::Detect { pipeline } => serve(pipeline, Roles::Detector),
+        Command::Tail {
+            file,
+            pipeline,
+            cluster,
+            format,
+            checkpoint,
+            batch_lines,
+        } => {
+            let mut tail = kaudit::tail::TailConfig::new(file);
+            tail.cluster = cluster;
+            tail.format = format;
+            tail.batch_lines = batch_lines.max(1);
+            if let Some(checkpoint) = checkpoint {
+                tail.checkpoint = checkpoint;
+            }
+            serve(pipeline, Roles::Tail(tail))
+        }
         Command::WebhookConfig {
             cluster,
             server,

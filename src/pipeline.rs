@@ -1,7 +1,9 @@
 //! The roles a `kaudit` process plays, wired from a pipeline config: `run` (shim, detector and
-//! alert outputs in one process), `shim`, and `detect`. Each starts, reports where it listens,
-//! and stops cleanly: on SIGTERM/SIGINT the shim stops accepting and finishes its requests
-//! (every 2xx already published), then the detector drains what is queued and its outputs flush.
+//! alert outputs in one process), `shim`, `detect`, and `tail` (a log file instead of the shim;
+//! with the in-memory bus it brings its own detector, as nothing else could read that bus). Each
+//! starts, reports where it listens, and stops cleanly: on SIGTERM/SIGINT the ingress (shim or
+//! tail) stops taking events and finishes what it took (every 2xx, every checkpoint, already
+//! published), then the detector drains what is queued and its outputs flush.
 
 use crate::alert::sink;
 use crate::bus::{self, Bus};
@@ -21,18 +23,19 @@ pub struct Running {
     pub addr: Option<SocketAddr>,
     pub bus: Arc<dyn Bus>,
     pub detector_stats: Option<Arc<DetectorStats>>,
-    stop_shim: watch::Sender<bool>,
+    stop_ingress: watch::Sender<bool>,
     stop_detector: watch::Sender<bool>,
-    shim: Option<JoinHandle<anyhow::Result<()>>>,
+    ingress: Option<JoinHandle<anyhow::Result<()>>>,
     detector: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Running {
-    /// Stops the shim (finishing its requests), then the detector (draining its queue).
+    /// Stops the ingress (the shim finishing its requests, or the tail its batch), then the
+    /// detector (draining its queue).
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        let _ = self.stop_shim.send(true);
-        if let Some(shim) = self.shim.take() {
-            shim.await??;
+        let _ = self.stop_ingress.send(true);
+        if let Some(ingress) = self.ingress.take() {
+            ingress.await??;
         }
         let _ = self.stop_detector.send(true);
         if let Some(detector) = self.detector.take() {
@@ -67,28 +70,34 @@ async fn shutdown_signal() {
 }
 
 /// Which roles to start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Roles {
     All,
     Shim,
     Detector,
+    Tail(crate::tail::TailConfig),
 }
 
 pub async fn start(config: PipelineConfig, roles: Roles) -> anyhow::Result<Running> {
     let bus = bus::connect(&config.bus).await?;
-    let (stop_shim, shim_rx) = watch::channel(false);
+    let (stop_ingress, ingress_rx) = watch::channel(false);
     let (stop_detector, detector_rx) = watch::channel(false);
     let mut running = Running {
         addr: None,
         bus: bus.clone(),
         detector_stats: None,
-        stop_shim,
+        stop_ingress,
         stop_detector,
-        shim: None,
+        ingress: None,
         detector: None,
     };
+    let detector = match &roles {
+        Roles::All | Roles::Detector => true,
+        Roles::Shim => false,
+        Roles::Tail(_) => config.bus.kind == bus::BusKind::Memory,
+    };
 
-    if roles != Roles::Shim {
+    if detector {
         let rules = Arc::new(RuleSet::load(&config.detector.rules, config.detector.rule_matching)?);
         tracing::info!(rules = rules.rules().len(), "rules loaded");
         let sinks = sink::build(&config.outputs, &bus, &config.bus.alerts_topic)?;
@@ -105,8 +114,19 @@ pub async fn start(config: PipelineConfig, roles: Roles) -> anyhow::Result<Runni
         running.detector_stats = Some(stats);
     }
 
-    // The shim serves telemetry on its own port; a detector alone serves it where configured.
-    if roles != Roles::Detector {
+    if let Roles::Tail(tail) = roles.clone() {
+        running.ingress = Some(tokio::spawn(crate::tail::run(
+            tail,
+            bus.clone(),
+            config.bus.events_topic.clone(),
+            config.bus.dead_letter_topic.clone(),
+            config.shim.max_event_bytes,
+            ingress_rx.clone(),
+        )));
+    }
+
+    // The shim serves telemetry on its own port; other roles serve it where configured.
+    if matches!(roles, Roles::All | Roles::Shim) {
         let shim = Arc::new(Shim::new(
             config.shim.clone(),
             bus.clone(),
@@ -119,7 +139,7 @@ pub async fn start(config: PipelineConfig, roles: Roles) -> anyhow::Result<Runni
         let addr = listener.local_addr()?;
         let scheme = if config.shim.tls.is_some() { "https" } else { "http" };
         tracing::info!(
-            "shim listening on {scheme}://{addr} (POST /k8s_audit[/{{cluster}}], /metrics, /healthz, /readyz)"
+            "shim listening on {scheme}://{addr} (POST /k8s_audit[/{{cluster}}], /ingest/{{format}}[/{{cluster}}], /metrics, /healthz, /readyz)"
         );
         running.addr = Some(addr);
         let auth = shim.auth.clone();
@@ -130,8 +150,8 @@ pub async fn start(config: PipelineConfig, roles: Roles) -> anyhow::Result<Runni
                 "no clusters are configured and unauthenticated requests are refused: every request will get 401"
             );
         }
-        running.shim = Some(tokio::spawn(async move {
-            server::serve(listener, router, tls.as_ref(), auth, shim_rx).await
+        running.ingress = Some(tokio::spawn(async move {
+            server::serve(listener, router, tls.as_ref(), auth, ingress_rx).await
         }));
     } else if let Some(listen) = &config.telemetry.listen {
         let listener = TcpListener::bind(listen)
@@ -139,7 +159,7 @@ pub async fn start(config: PipelineConfig, roles: Roles) -> anyhow::Result<Runni
             .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
         running.addr = Some(listener.local_addr()?);
         tracing::info!("telemetry on http://{}", listener.local_addr()?);
-        let mut rx = shim_rx;
+        let mut rx = ingress_rx;
         tokio::spawn(async move {
             let _ = axum::serve(listener, crate::telemetry::routes())
                 .with_graceful_shutdown(async move {

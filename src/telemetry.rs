@@ -8,7 +8,7 @@
 //! `kaudit_events_truncated`,
 //! `kaudit_events_evaluated`, `kaudit_alerts` {rule, priority}, `kaudit_alerts_suppressed` {rule},
 //! `kaudit_alerts_summarized`, `kaudit_window_late_matches` {rule}, `kaudit_dedup_keys` {kind},
-//! `kaudit_dedup_keys_evicted`,
+//! `kaudit_dedup_keys_evicted`, `kaudit_tail_lag_bytes` {file}, `kaudit_tail_rotations_lost` {file},
 //! `kaudit_rule_evaluation_errors` {rule}, `kaudit_publish_seconds` and
 //! `kaudit_evaluate_seconds` (histograms).
 
@@ -43,6 +43,8 @@ pub struct Metrics {
     pub window_late: Counter<u64>,
     pub dedup_keys: Gauge<u64>,
     pub dedup_keys_evicted: Gauge<u64>,
+    pub tail_lag_bytes: Gauge<u64>,
+    pub tail_rotations_lost: Counter<u64>,
     pub publish_seconds: Histogram<f64>,
     pub evaluate_seconds: Histogram<f64>,
     registry: prometheus::Registry,
@@ -133,6 +135,14 @@ impl Metrics {
             dedup_keys_evicted: meter
                 .u64_gauge("kaudit_dedup_keys_evicted")
                 .with_description("Dedup keys evicted since start because max_keys was reached")
+                .build(),
+            tail_lag_bytes: meter
+                .u64_gauge("kaudit_tail_lag_bytes")
+                .with_description("Bytes of a tailed audit log not yet published, by file")
+                .build(),
+            tail_rotations_lost: meter
+                .u64_counter("kaudit_tail_rotations_lost")
+                .with_description("Rotations whose unread remainder could not be found (deleted, compressed), by file")
                 .build(),
             publish_seconds: meter
                 .f64_histogram("kaudit_publish")
