@@ -671,4 +671,27 @@ mod tests {
         assert_ne!(first[0], first[1]);
         f.commit(&again.next_chunk(10).unwrap()).unwrap();
     }
+
+    #[test]
+    fn envelope_lines_give_one_item_per_event_with_the_envelope_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("eks.log");
+        let batch = serde_json::json!({
+            "logGroup": "/aws/eks/prod/cluster",
+            "logEvents": [{"message": event("x").trim_end()}, {"message": event("y").trim_end()}]
+        });
+        append(&path, &format!("{batch}\n"));
+        let mut f = Follower::open(path, None);
+        let items = items(&f.next_chunk(10).unwrap(), Format::Auto);
+        let got: Vec<_> = items
+            .iter()
+            .map(|i| {
+                let r = i.record.as_ref().unwrap();
+                (r.event.view().audit_id().into_owned(), r.cluster.clone().unwrap())
+            })
+            .collect();
+        assert_eq!(got, [("x".into(), "prod".into()), ("y".into(), "prod".into())]);
+        assert!(items[0].id.as_ref().unwrap().ends_with(":0:0"));
+        assert!(items[1].id.as_ref().unwrap().ends_with(":0:1"));
+    }
 }

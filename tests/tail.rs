@@ -126,8 +126,10 @@ fn tail_survives_rotations_and_kill_9_exactly_once_in_order() {
     // Read the events stream back.
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let ids: Vec<(String, String)> = runtime.block_on(async {
-        let mut c = BusConfig::default();
-        c.kind = BusKind::Nats;
+        let mut c = BusConfig {
+            kind: BusKind::Nats,
+            ..Default::default()
+        };
         c.nats.url = broker.url();
         c.nats.partitions = 2;
         let bus = bus::connect(&c).await.unwrap();
@@ -137,17 +139,14 @@ fn tail_survives_rotations_and_kill_9_exactly_once_in_order() {
         let deadline = Instant::now() + Duration::from_secs(60);
         // Until nothing more arrives for 3 s after all were seen.
         while Instant::now() < deadline && (ids.len() < 8100 || quiet_since.elapsed() < Duration::from_secs(3)) {
-            match tokio::time::timeout(Duration::from_millis(500), sub.next(1000)).await {
-                Ok(Ok(Some(batch))) => {
-                    quiet_since = Instant::now();
-                    for d in &batch {
-                        let v: serde_json::Value = serde_json::from_slice(&d.message.payload).unwrap();
-                        let cluster = d.message.header("kaudit-cluster").unwrap_or_default().to_string();
-                        ids.push((v["auditID"].as_str().unwrap().to_string(), cluster));
-                    }
-                    sub.commit(batch).await.unwrap();
+            if let Ok(Ok(Some(batch))) = tokio::time::timeout(Duration::from_millis(500), sub.next(1000)).await {
+                quiet_since = Instant::now();
+                for d in &batch {
+                    let v: serde_json::Value = serde_json::from_slice(&d.message.payload).unwrap();
+                    let cluster = d.message.header("kaudit-cluster").unwrap_or_default().to_string();
+                    ids.push((v["auditID"].as_str().unwrap().to_string(), cluster));
                 }
-                _ => {}
+                sub.commit(batch).await.unwrap();
             }
         }
         ids
