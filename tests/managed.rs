@@ -151,10 +151,21 @@ path = "{out}"
     // entries one Pub/Sub push each.
     assert_eq!(post("/ingest/eks".into(), FORWARDER, read("eks.json")).await.0, 200);
     assert_eq!(post("/ingest/auto".into(), FORWARDER, read("aks.json")).await.0, 200);
+    // Pub/Sub push cannot set a header: the token rides in the URL.
     for line in String::from_utf8(read("gke-pubsub-push.jsonl")).unwrap().lines() {
-        let (status, body) = post("/ingest/gke".into(), FORWARDER, line.as_bytes().to_vec()).await;
+        let url = format!("{base}/ingest/gke?token={FORWARDER}");
+        let response = client.post(url).body(line.to_string()).send().await.unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
         assert_eq!((status, &body["accepted"]), (200, &Value::from(1)), "{body}");
     }
+    let wrong = client
+        .post(format!("{base}/ingest/gke?token=nope-nope-nope-nope"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
     // A cluster's own credential cannot speak for another cluster: dead-lettered, not relabelled.
     let (status, body) = post("/ingest/eks".into(), CLUSTER_A, read("eks.json")).await;
     assert_eq!(

@@ -6,8 +6,9 @@
 //! - **EKS**: CloudWatch Logs. One native Event per log event `message` (a JSON string), alone
 //!   (`{"message": …, "logStreamName": …}` as exported or fetched), or batched as a subscription
 //!   filter delivers them (`{"messageType": "DATA_MESSAGE", "logGroup": "/aws/eks/<cluster>/cluster",
-//!   "logEvents": [{"message": …}]}`; Firehose concatenates such objects, gzip or not). The
-//!   cluster is the log group's middle part.
+//!   "logEvents": [{"message": …}]}`; Firehose concatenates such objects, gzip or not; a Lambda
+//!   receives one as `{"awslogs": {"data": base64(gzip(…))}}`), or as `aws logs filter-log-events`
+//!   prints them (`{"events": [{"message": …}]}`). The cluster is the log group's middle part.
 //! - **GKE**: Cloud Audit Logs `LogEntry` with a `protoPayload` of type `AuditLog`, which is not
 //!   the Event schema: [`gke`] maps it field by field. Also inside a Pub/Sub push message
 //!   (`{"message": {"data": base64 LogEntry}}`), the way a log sink delivers to an HTTPS endpoint.
@@ -106,7 +107,14 @@ pub fn unwrap(format: Format, json: &str) -> Vec<Result<Record, String>> {
 fn detect(object: &Map<String, Value>) -> Option<Format> {
     if object.contains_key("protoPayload") || pubsub_data(object).is_some() {
         Some(Format::Gke)
-    } else if object.contains_key("logEvents") || object.get("message").is_some_and(Value::is_string) {
+    } else if object.contains_key("logEvents")
+        || object.contains_key("awslogs")
+        || object.get("message").is_some_and(Value::is_string)
+        || object
+            .get("events")
+            .and_then(|e| e.get(0))
+            .is_some_and(|e| e.get("message").is_some())
+    {
         Some(Format::Eks)
     } else if object.get("properties").is_some_and(|p| p.get("log").is_some()) || object.contains_key("records") {
         Some(Format::Aks)
@@ -150,6 +158,13 @@ fn eks_cluster(log_group: &str) -> Option<String> {
 }
 
 fn eks(object: Map<String, Value>) -> Vec<Result<Record, String>> {
+    // A Lambda subscribed to the log group gets `{"awslogs": {"data": base64(gzip(payload))}}`.
+    if let Some(data) = object.get("awslogs").and_then(|a| a.get("data")) {
+        return match awslogs_payload(data) {
+            Ok(payload) => eks(payload),
+            Err(e) => vec![Err(e)],
+        };
+    }
     let cluster = str_of(&object, "logGroup")
         .or_else(|| str_of(&object, "logGroupName"))
         .and_then(eks_cluster);
@@ -181,6 +196,21 @@ fn eks(object: Map<String, Value>) -> Vec<Result<Record, String>> {
         Some(message) => vec![record(message, "message")],
         None => vec![Err("an EKS record needs a message or logEvents".into())],
     }
+}
+
+fn awslogs_payload(data: &Value) -> Result<Map<String, Value>, String> {
+    use base64::Engine as _;
+    use std::io::Read as _;
+    let data = data.as_str().ok_or("awslogs.data is not a string")?;
+    let gz = base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .map_err(|e| format!("awslogs.data is not base64: {e}"))?;
+    let mut json = Vec::new();
+    flate2::read::MultiGzDecoder::new(&gz[..])
+        .take(64 * 1024 * 1024)
+        .read_to_end(&mut json)
+        .map_err(|e| format!("awslogs.data is not gzip: {e}"))?;
+    serde_json::from_slice(&json).map_err(|e| format!("awslogs.data is not a subscription payload: {e}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -515,6 +545,18 @@ mod tests {
         assert_eq!(out[2].as_ref().unwrap().event.view().audit_id(), "a3");
         let control = json!({"messageType": "CONTROL_MESSAGE", "logGroup": "", "logEvents": [{"message": "CWL CONTROL MESSAGE"}]});
         assert!(unwrap(Format::Auto, &control.to_string()).is_empty());
+        // What a subscribed Lambda receives.
+        use base64::Engine as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, batch.to_string().as_bytes()).unwrap();
+        let lambda =
+            json!({"awslogs": {"data": base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap())}});
+        let out = unwrap(Format::Auto, &lambda.to_string());
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2].as_ref().unwrap().cluster.as_deref(), Some("prod-us"));
+        // `aws logs filter-log-events` output: no log group, so no cluster.
+        let filtered = json!({"events": [{"logStreamName": "kube-apiserver-audit-1", "message": NATIVE}], "searchedLogStreams": []});
+        assert_eq!(ok(unwrap(Format::Auto, &filtered.to_string())), [("a1".into(), None)]);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::ingest::{self, Batch};
 use crate::telemetry::metrics;
 use auth::{Authenticator, PeerCluster, Refusal};
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -190,13 +190,29 @@ async fn ingest_for_cluster(
     .await
 }
 
+/// Senders that cannot set a header (a Pub/Sub push subscription) may put the bearer token in
+/// the URL as `?token=…` (URL-safe characters only; the URL then holds a secret: keep access
+/// logs in mind).
+fn query_token(mut headers: HeaderMap, query: Option<&str>) -> HeaderMap {
+    if headers.contains_key(header::AUTHORIZATION) {
+        return headers;
+    }
+    let token = query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("token=")));
+    if let Some(value) = token.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok()) {
+        headers.insert(header::AUTHORIZATION, value);
+    }
+    headers
+}
+
 async fn ingest_format(
     State(shim): State<Arc<Shim>>,
     Path(format): Path<String>,
+    RawQuery(query): RawQuery,
     peer: Option<Extension<PeerCluster>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let headers = query_token(headers, query.as_deref());
     match format.parse() {
         Ok(format) => handle(&shim, peer.and_then(|Extension(p)| p.0), None, format, &headers, body).await,
         Err(e) => reject("bad_format", StatusCode::NOT_FOUND, e),
@@ -206,10 +222,12 @@ async fn ingest_format(
 async fn ingest_format_for_cluster(
     State(shim): State<Arc<Shim>>,
     Path((format, cluster)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
     peer: Option<Extension<PeerCluster>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let headers = query_token(headers, query.as_deref());
     match format.parse() {
         Ok(format) => {
             handle(
