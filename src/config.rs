@@ -4,7 +4,8 @@
 //! or a value of the wrong type is an error that names it.
 //!
 //! The config types of each stage live beside the stage (`shim::ShimConfig`, `bus::BusConfig`,
-//! `detector::DetectorConfig`, `alert::sink::OutputConfig`, `telemetry::TelemetryConfig`); this
+//! `detector::DetectorConfig`, `alert::sink::OutputConfig`, `alert::redact::RedactionConfig`,
+//! `telemetry::TelemetryConfig`); this
 //! module only assembles them.
 
 use serde::Deserialize;
@@ -18,6 +19,8 @@ pub struct PipelineConfig {
     pub detector: crate::detector::DetectorConfig,
     /// Where alerts go; `kaudit run` defaults to stdout.
     pub outputs: Vec<crate::alert::sink::OutputConfig>,
+    /// What outputs redact (on by default per output): the marker and extra patterns.
+    pub redaction: crate::alert::redact::RedactionConfig,
     pub telemetry: crate::telemetry::TelemetryConfig,
 }
 

@@ -221,6 +221,7 @@ pub fn evaluate(
             // Continue the shim's trace: same trace id, a span of our own.
             let trace_id = message.header(headers::TRACEPARENT).and_then(|tp| tp.split('-').nth(1));
             let origin = Origin {
+                event: Some(event.clone()),
                 traceparent: trace_id.map(|t| format!("00-{t}-{:016x}-01", rand::random::<u64>())),
                 received: message.header(headers::RECEIVED).map(String::from),
             };

@@ -1,6 +1,7 @@
 //! The `kaudit` command line: parses arguments and calls the library.
 
 use clap::{Parser, Subcommand};
+use kaudit::alert::encode::Encoding;
 use kaudit::audit::Format;
 use kaudit::config::PipelineConfig;
 use kaudit::engine::{Matching, RuleSet};
@@ -34,7 +35,16 @@ enum Command {
         cluster: String,
         /// Shape of the records: auto (recognised per record), native, eks, gke, aks.
         #[arg(long, default_value = "auto")]
-        format: Format,
+        input: Format,
+        /// Encoding of the alerts: falco (Falco's JSON plus kaudit's fields), ocsf, ecs.
+        #[arg(long, value_enum, default_value_t = Encoding::Falco)]
+        format: Encoding,
+        /// Attach the (redacted) triggering event to every alert.
+        #[arg(long)]
+        include_event: bool,
+        /// Do not redact secrets from the alerts (a local investigation of your own files).
+        #[arg(long)]
+        no_redact: bool,
         /// Stop at the first matching rule per event (Falco's default) or fire all.
         #[arg(long, value_enum, default_value_t = Matching::All)]
         rule_matching: Matching,
@@ -69,7 +79,7 @@ enum Command {
         cluster: String,
         /// Shape of the lines: auto (recognised per line), native, eks, gke, aks.
         #[arg(long, default_value = "auto")]
-        format: Format,
+        input: Format,
         /// Where the position is kept [default: FILE.kaudit-checkpoint].
         #[arg(long)]
         checkpoint: Option<PathBuf>,
@@ -142,13 +152,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             file,
             pipeline,
             cluster,
-            format,
+            input,
             checkpoint,
             batch_lines,
         } => {
             let mut tail = kaudit::tail::TailConfig::new(file);
             tail.cluster = cluster;
-            tail.format = format;
+            tail.format = input;
             tail.batch_lines = batch_lines.max(1);
             if let Some(checkpoint) = checkpoint {
                 tail.checkpoint = checkpoint;
@@ -176,16 +186,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             files,
             rules,
             cluster,
+            input,
             format,
+            include_event,
+            no_redact,
             rule_matching,
             no_dedup,
         } => {
             let rules = RuleSet::load(&rules, rule_matching)?;
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+            let redactor = (!no_redact)
+                .then(|| kaudit::alert::redact::Redactor::new(&Default::default()))
+                .transpose()?
+                .map(std::sync::Arc::new);
             let options = kaudit::scan::Options {
                 cluster,
-                format,
+                format: input,
+                encoder: kaudit::alert::encode::Encoder {
+                    encoding: format,
+                    include_event,
+                    redactor,
+                },
                 progress: std::io::stderr().is_terminal(),
                 dedup: if no_dedup {
                     kaudit::dedup::DedupConfig::off()

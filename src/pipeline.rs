@@ -100,7 +100,7 @@ pub async fn start(config: PipelineConfig, roles: Roles) -> anyhow::Result<Runni
     if detector {
         let rules = Arc::new(RuleSet::load(&config.detector.rules, config.detector.rule_matching)?);
         tracing::info!(rules = rules.rules().len(), "rules loaded");
-        let sinks = sink::build(&config.outputs, &bus, &config.bus.alerts_topic)?;
+        let sinks = sink::build(&config.outputs, &bus, &config.bus, &config.redaction).await?;
         let stats = Arc::new(DetectorStats::default());
         let detector = Detector {
             rules,

@@ -5,6 +5,7 @@
 //! writes alerts as JSON lines, and reports what it read: events, malformed items with their
 //! positions, alerts and evaluation errors per rule, and events/s.
 
+use crate::alert::encode::{Encoder, Encoding};
 use crate::alert::Alert;
 use crate::audit::{DocumentReader, Format};
 use crate::dedup::Verdict;
@@ -43,6 +44,8 @@ pub struct Options {
     pub dedup: crate::dedup::DedupConfig,
     /// A progress bar on stderr (when it is a terminal).
     pub progress: bool,
+    /// How alerts are written (encoding, redaction, the event attached or not).
+    pub encoder: Encoder,
 }
 
 impl Default for Options {
@@ -52,6 +55,14 @@ impl Default for Options {
             format: Format::Auto,
             dedup: Default::default(),
             progress: false,
+            encoder: Encoder {
+                encoding: Encoding::Falco,
+                include_event: false,
+                // Redaction is on unless asked otherwise (the built-in patterns compile).
+                redactor: crate::alert::redact::Redactor::new(&Default::default())
+                    .ok()
+                    .map(std::sync::Arc::new),
+            },
         }
     }
 }
@@ -85,13 +96,17 @@ pub fn scan(files: &[PathBuf], rules: &RuleSet, options: &Options, out: &mut dyn
                     let cluster = record.cluster.as_deref().unwrap_or(&options.cluster);
                     let view = record.event.view();
                     for firing in rules.evaluate(&view, cluster) {
-                        match deduper.admit(rules, firing, &view, cluster, Default::default(), &mut alerts) {
+                        let origin = crate::alert::Origin {
+                            event: Some(record.event.clone()),
+                            ..Default::default()
+                        };
+                        match deduper.admit(rules, firing, &view, cluster, origin, &mut alerts) {
                             Verdict::Suppressed => summary.suppressed += 1,
                             Verdict::Late => summary.late += 1,
                             Verdict::Passed | Verdict::Held => {}
                         }
                     }
-                    summary.alerts += write_alerts(out, &mut alerts)?;
+                    summary.alerts += write_alerts(out, &options.encoder, &mut alerts)?;
                 }
                 Err(bad) => {
                     summary.malformed += 1;
@@ -106,19 +121,17 @@ pub fn scan(files: &[PathBuf], rules: &RuleSet, options: &Options, out: &mut dyn
         }
     }
     deduper.flush(&mut alerts);
-    summary.alerts += write_alerts(out, &mut alerts)?;
+    summary.alerts += write_alerts(out, &options.encoder, &mut alerts)?;
     out.flush()?;
     summary.elapsed = start.elapsed();
     Ok(summary)
 }
 
 /// Writes and empties `alerts`; how many there were.
-fn write_alerts(out: &mut dyn Write, alerts: &mut Vec<Alert>) -> std::io::Result<u64> {
+fn write_alerts(out: &mut dyn Write, encoder: &Encoder, alerts: &mut Vec<Alert>) -> anyhow::Result<u64> {
     let n = alerts.len() as u64;
-    for alert in alerts.drain(..) {
-        serde_json::to_writer(&mut *out, &alert)?;
-        out.write_all(b"\n")?;
-    }
+    out.write_all(&crate::alert::sink::json_lines(encoder, alerts)?)?;
+    alerts.clear();
     Ok(n)
 }
 

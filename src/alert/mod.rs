@@ -10,6 +10,8 @@
 
 use crate::audit::EventView;
 use crate::engine::{Firing, Rule};
+pub mod encode;
+pub mod redact;
 pub mod sink;
 
 use serde::{Deserialize, Serialize};
@@ -34,14 +36,17 @@ pub struct Alert {
     /// Stateful rules: the window that fired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<WindowInfo>,
-    /// Where the event came from on the bus: travels as message headers, not in the JSON.
+    /// The event behind the alert and its bus context: not in the alert's own JSON (an
+    /// encoding may embed the event, redacted; the context travels as message headers).
     #[serde(skip)]
     pub origin: Origin,
 }
 
-/// The bus context of the event behind an alert.
+/// The event behind an alert, and its bus context.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Origin {
+    /// The triggering audit event (a shared buffer, not a copy).
+    pub event: Option<crate::audit::Event>,
     /// W3C trace context continuing the shim's trace of the batch.
     pub traceparent: Option<String>,
     /// When the shim received the event (RFC 3339): alert consumers measure latency from it.

@@ -176,6 +176,10 @@ impl KafkaBus {
 
 #[async_trait]
 impl Bus for KafkaBus {
+    async fn ensure_topics(&self, topics: &[&str]) -> anyhow::Result<()> {
+        KafkaBus::ensure_topics(self, topics).await
+    }
+
     async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<(), PublishError> {
         let producer = self.current();
         let deadline = Duration::from_millis(self.config.message_timeout_ms) + Duration::from_secs(5);

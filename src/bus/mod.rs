@@ -75,6 +75,12 @@ pub trait Bus: Send + Sync {
 
     /// Joins consumer group `group` on `topic`.
     async fn subscribe(&self, topic: &str, group: &str) -> anyhow::Result<Box<dyn Subscription>>;
+
+    /// Makes sure topics beyond the configured three exist (Kafka creates them when
+    /// `create_topics` is on); buses without topics to create have nothing to do.
+    async fn ensure_topics(&self, _topics: &[&str]) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 #[async_trait]

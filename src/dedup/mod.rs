@@ -169,6 +169,19 @@ struct Pending {
     sample: Alert,
 }
 
+/// Largest event a held sample keeps whole; a larger one is kept without its request and
+/// response bodies (as the apiserver truncates), so held keys stay small.
+const SAMPLE_EVENT_BYTES: usize = 8 * 1024;
+
+fn sample(mut alert: Alert) -> Alert {
+    if let Some(event) = &alert.origin.event {
+        if event.bytes().len() > SAMPLE_EVENT_BYTES {
+            alert.origin.event = Some(event.truncated());
+        }
+    }
+    alert
+}
+
 /// Everything behind the lock: one batch is admitted at a time, in event order.
 struct State {
     clock: EventClock,
@@ -332,7 +345,7 @@ impl Deduper {
                         p.suppressed += 1;
                         p.last_seen = alert.time.clone();
                         p.closes = closes;
-                        p.sample = alert;
+                        p.sample = sample(alert);
                     }
                     None => {
                         let key = alert.dedup.key.clone();
@@ -343,7 +356,7 @@ impl Deduper {
                                 first_seen: alert.time.clone(),
                                 last_seen: alert.time.clone(),
                                 closes,
-                                sample: alert,
+                                sample: sample(alert),
                             },
                         );
                     }

@@ -1,0 +1,445 @@
+//! The three alert encodings against the required fields of their schemas (written from the
+//! published field lists: Falco's JSON output as falcosidekick reads it, OCSF 1.3.0 Detection
+//! Finding 2004, ECS 8.11 and the field names of Elastic's Kubernetes audit integration), the
+//! OCSF finding lifecycle across dedup, and redaction of a credential in all three.
+
+mod common;
+
+use kaudit::alert::encode::{Encoder, Encoding};
+use kaudit::alert::redact::Redactor;
+use kaudit::engine::{Matching, RuleSet};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::Arc;
+
+fn scan(file: &Path, encoding: Encoding, include_event: bool, dedup: bool) -> Vec<Value> {
+    let rules = RuleSet::load(&[common::repo().join("rules")], Matching::All).unwrap();
+    let options = kaudit::scan::Options {
+        encoder: Encoder {
+            encoding,
+            include_event,
+            redactor: Some(Arc::new(Redactor::new(&Default::default()).unwrap())),
+        },
+        dedup: if dedup {
+            Default::default()
+        } else {
+            kaudit::dedup::DedupConfig::off()
+        },
+        cluster: "prod".into(),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    kaudit::scan::scan(&[file.to_path_buf()], &rules, &options, &mut out).unwrap();
+    String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(v, |v, k| v.get(k))
+}
+
+fn rfc3339(v: Option<&Value>) -> bool {
+    v.and_then(Value::as_str)
+        .is_some_and(|t| chrono::DateTime::parse_from_rfc3339(t).is_ok())
+}
+
+/// Falco's JSON output, as falcosidekick and Falco parsers read it.
+fn falco_problems(v: &Value) -> Vec<String> {
+    let mut p = Vec::new();
+    for f in ["output", "rule", "source", "hostname"] {
+        if !v.get(f).is_some_and(Value::is_string) {
+            p.push(format!("{f}: string required"));
+        }
+    }
+    let priorities = [
+        "Emergency",
+        "Alert",
+        "Critical",
+        "Error",
+        "Warning",
+        "Notice",
+        "Informational",
+        "Debug",
+    ];
+    if !v["priority"].as_str().is_some_and(|s| priorities.contains(&s)) {
+        p.push("priority: one of Falco's priorities".into());
+    }
+    if !rfc3339(v.get("time")) {
+        p.push("time: RFC 3339".into());
+    }
+    if !v["output_fields"].is_object() {
+        p.push("output_fields: object".into());
+    }
+    if !v["tags"].as_array().is_some_and(|t| t.iter().all(Value::is_string)) {
+        p.push("tags: array of strings".into());
+    }
+    p
+}
+
+/// Attributes of the Detection Finding class (OCSF 1.3.0, base event and finding attributes).
+const OCSF_2004_ATTRIBUTES: &[&str] = &[
+    "activity_id",
+    "activity_name",
+    "category_name",
+    "category_uid",
+    "class_name",
+    "class_uid",
+    "comment",
+    "confidence",
+    "confidence_id",
+    "confidence_score",
+    "count",
+    "duration",
+    "end_time",
+    "enrichments",
+    "evidences",
+    "finding_info",
+    "impact",
+    "impact_id",
+    "impact_score",
+    "is_alert",
+    "malware",
+    "message",
+    "metadata",
+    "observables",
+    "raw_data",
+    "remediation",
+    "resources",
+    "risk_level",
+    "risk_level_id",
+    "risk_score",
+    "severity",
+    "severity_id",
+    "start_time",
+    "status",
+    "status_code",
+    "status_detail",
+    "status_id",
+    "time",
+    "timezone_offset",
+    "type_name",
+    "type_uid",
+    "unmapped",
+    "vulnerabilities",
+];
+
+/// Evidence attributes of which OCSF requires at least one.
+const OCSF_EVIDENCE_ONE_OF: &[&str] = &[
+    "actor",
+    "api",
+    "connection_info",
+    "container",
+    "database",
+    "databucket",
+    "device",
+    "dst_endpoint",
+    "email",
+    "file",
+    "process",
+    "query",
+    "reg_key",
+    "reg_value",
+    "resources",
+    "src_endpoint",
+    "url",
+    "user",
+    "job",
+    "script",
+];
+
+fn ocsf_problems(v: &Value) -> Vec<String> {
+    let mut p = Vec::new();
+    let int = |f: &str| at(v, f).and_then(Value::as_i64);
+    let activity = int("activity_id");
+    if !matches!(activity, Some(0..=3) | Some(99)) {
+        p.push("activity_id: 0-3 or 99".into());
+    }
+    if int("category_uid") != Some(2) {
+        p.push("category_uid: 2 (Findings)".into());
+    }
+    if int("class_uid") != Some(2004) {
+        p.push("class_uid: 2004".into());
+    }
+    if int("type_uid") != activity.map(|a| 2004 * 100 + a) {
+        p.push("type_uid: class_uid * 100 + activity_id".into());
+    }
+    if !matches!(int("severity_id"), Some(0..=6) | Some(99)) {
+        p.push("severity_id: 0-6 or 99".into());
+    }
+    if int("time").is_none_or(|t| t <= 0) {
+        p.push("time: epoch milliseconds".into());
+    }
+    if !at(v, "metadata.product").is_some_and(|m| m.get("name").is_some() || m.get("vendor_name").is_some()) {
+        p.push("metadata.product: required".into());
+    }
+    if !at(v, "metadata.version").is_some_and(Value::is_string) {
+        p.push("metadata.version: required".into());
+    }
+    if at(v, "finding_info.uid")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        p.push("finding_info.uid: required".into());
+    }
+    if let Some(analytic) = at(v, "finding_info.analytic") {
+        if analytic.get("type_id").and_then(Value::as_i64).is_none() {
+            p.push("finding_info.analytic.type_id: required".into());
+        }
+    }
+    for (i, e) in v["evidences"].as_array().into_iter().flatten().enumerate() {
+        if !OCSF_EVIDENCE_ONE_OF.iter().any(|k| e.get(*k).is_some()) {
+            p.push(format!(
+                "evidences[{i}]: needs one of actor, api, src_endpoint, resources, …"
+            ));
+        }
+        if let Some(api) = e.get("api") {
+            if !api.get("operation").is_some_and(Value::is_string) {
+                p.push(format!("evidences[{i}].api.operation: required"));
+            }
+        }
+        if let Some(src) = e.get("src_endpoint") {
+            if [
+                "ip",
+                "hostname",
+                "name",
+                "uid",
+                "domain",
+                "instance_uid",
+                "interface_uid",
+                "svc_name",
+            ]
+            .iter()
+            .all(|k| src.get(*k).is_none())
+            {
+                p.push(format!("evidences[{i}].src_endpoint: needs an ip, hostname, …"));
+            }
+        }
+    }
+    for key in v.as_object().unwrap().keys() {
+        if !OCSF_2004_ATTRIBUTES.contains(&key.as_str()) {
+            p.push(format!("{key}: not an attribute of Detection Finding"));
+        }
+    }
+    p
+}
+
+const ECS_EVENT_KINDS: &[&str] = &[
+    "alert",
+    "asset",
+    "enrichment",
+    "event",
+    "metric",
+    "state",
+    "pipeline_error",
+    "signal",
+];
+const ECS_EVENT_CATEGORIES: &[&str] = &[
+    "api",
+    "authentication",
+    "configuration",
+    "database",
+    "driver",
+    "email",
+    "file",
+    "host",
+    "iam",
+    "intrusion_detection",
+    "library",
+    "malware",
+    "network",
+    "package",
+    "process",
+    "registry",
+    "session",
+    "threat",
+    "vulnerability",
+    "web",
+];
+
+fn ecs_problems(v: &Value) -> Vec<String> {
+    let mut p = Vec::new();
+    if !rfc3339(v.get("@timestamp")) {
+        p.push("@timestamp: required, ISO 8601".into());
+    }
+    if !at(v, "ecs.version").is_some_and(Value::is_string) {
+        p.push("ecs.version: required".into());
+    }
+    if !at(v, "event.kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| ECS_EVENT_KINDS.contains(&k))
+    {
+        p.push("event.kind: an allowed value".into());
+    }
+    if !at(v, "event.category").and_then(Value::as_array).is_some_and(|c| {
+        c.iter()
+            .all(|c| c.as_str().is_some_and(|c| ECS_EVENT_CATEGORIES.contains(&c)))
+    }) {
+        p.push("event.category: allowed values".into());
+    }
+    for f in ["event.severity", "event.risk_score"] {
+        if !at(v, f).is_some_and(Value::is_number) {
+            p.push(format!("{f}: number"));
+        }
+    }
+    for f in ["message", "rule.name", "orchestrator.cluster.name"] {
+        if !at(v, f).is_some_and(Value::is_string) {
+            p.push(format!("{f}: string"));
+        }
+    }
+    if let Some(ip) = at(v, "source.ip") {
+        if ip.as_str().and_then(|s| s.parse::<std::net::IpAddr>().ok()).is_none() {
+            p.push("source.ip: an IP address".into());
+        }
+    }
+    // What Elastic's prebuilt Kubernetes rules query.
+    let audit = at(v, "kubernetes.audit");
+    for f in ["verb", "user", "objectRef", "annotations"] {
+        if audit.and_then(|a| a.get(f)).is_none() {
+            p.push(format!("kubernetes.audit.{f}: required by Elastic's rules"));
+        }
+    }
+    if audit
+        .and_then(|a| a.get("annotations"))
+        .and_then(|a| a.get("authorization_k8s_io/decision"))
+        .is_none()
+    {
+        p.push("kubernetes.audit.annotations.authorization_k8s_io/decision: the integration's name".into());
+    }
+    p
+}
+
+#[test]
+fn privileged_pod_alert_passes_each_schema_check() {
+    let Some(shared) = common::shared() else { return };
+    let trace = shared.join("falco/traces/create_nginx_pod_privileged.json");
+    for (encoding, check) in [
+        (Encoding::Falco, falco_problems as fn(&Value) -> Vec<String>),
+        (Encoding::Ocsf, ocsf_problems),
+        (Encoding::Ecs, ecs_problems),
+    ] {
+        for include_event in [false, true] {
+            let alerts = scan(&trace, encoding, include_event, true);
+            assert_eq!(alerts.len(), 1, "{encoding:?}");
+            let problems = check(&alerts[0]);
+            assert!(problems.is_empty(), "{encoding:?}: {problems:?}\n{:#}", alerts[0]);
+        }
+    }
+    // The checks are not vacuous: the Falco alert is not an OCSF finding, nor an ECS document.
+    let falco = &scan(&trace, Encoding::Falco, false, true)[0];
+    assert!(!ocsf_problems(falco).is_empty() && !ecs_problems(falco).is_empty());
+    let ocsf = &scan(&trace, Encoding::Ocsf, true, true)[0];
+    assert_eq!(ocsf["severity_id"], 3, "Warning is Medium");
+    assert_eq!(ocsf["evidences"][0]["api"]["operation"], "create");
+    assert_eq!(
+        ocsf["evidences"][0]["api"]["request"]["uid"],
+        "a362d22b-db3c-4590-9505-23782f12925f"
+    );
+    assert_eq!(ocsf["evidences"][0]["data"]["objectRef"]["resource"], "pods");
+    assert_eq!(ocsf["finding_info"]["attacks"][0]["technique"]["uid"], "T1610");
+    let ecs = &scan(&trace, Encoding::Ecs, false, true)[0];
+    assert_eq!(ecs["event"]["action"], "create");
+    assert_eq!(ecs["kubernetes"]["audit"]["objectRef"]["resource"], "pods");
+    assert!(
+        ecs["kubernetes"]["audit"].get("requestObject").is_none(),
+        "bodies only with include_event"
+    );
+    assert_eq!(ecs["orchestrator"]["cluster"]["name"], "prod");
+    assert_eq!(ecs["threat"]["technique"]["id"][0], "T1610");
+}
+
+fn write_events(dir: &Path, lines: &[String]) -> std::path::PathBuf {
+    let file = dir.join("events.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    file
+}
+
+fn exec(i: usize) -> String {
+    serde_json::json!({
+        "kind": "Event", "level": "Metadata", "auditID": format!("x-{i}"), "stage": "ResponseStarted", "verb": "create",
+        "user": {"username": "mallory"}, "sourceIPs": ["10.0.0.9"], "requestURI": "/api/v1/namespaces/shop/pods/web/exec?command=sh",
+        "objectRef": {"resource": "pods", "namespace": "shop", "name": "web", "subresource": "exec", "apiVersion": "v1"},
+        "responseStatus": {"code": 101}, "annotations": {"authorization.k8s.io/decision": "allow"},
+        "stageTimestamp": format!("2026-11-20T10:00:{:02}.000000Z", i)
+    })
+    .to_string()
+}
+
+#[test]
+fn an_ocsf_finding_and_its_dedup_update_share_finding_uid() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_events(dir.path(), &(0..5).map(exec).collect::<Vec<_>>());
+    let alerts = scan(&file, Encoding::Ocsf, false, true);
+    assert_eq!(
+        alerts.len(),
+        2,
+        "the first alert, then the summary of 4 repeats: {alerts:#?}"
+    );
+    let (create, update) = (&alerts[0], &alerts[1]);
+    assert_eq!(
+        (create["activity_id"].as_i64(), create["type_uid"].as_i64()),
+        (Some(1), Some(200401))
+    );
+    assert_eq!(
+        (update["activity_id"].as_i64(), update["type_uid"].as_i64()),
+        (Some(2), Some(200402))
+    );
+    assert_eq!(create["finding_info"]["uid"], update["finding_info"]["uid"]);
+    assert_ne!(create["metadata"]["uid"], update["metadata"]["uid"]);
+    assert_eq!(update["count"], 4);
+    assert_eq!(update["finding_info"]["related_events_count"], 4);
+    for a in &alerts {
+        assert!(ocsf_problems(a).is_empty(), "{:?}", ocsf_problems(a));
+    }
+}
+
+#[test]
+fn a_credential_in_a_configmap_never_leaves_in_any_encoding() {
+    let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    let event = serde_json::json!({
+        "kind": "Event", "level": "RequestResponse", "auditID": "cm-1", "stage": "ResponseComplete", "verb": "create",
+        "user": {"username": "alice"}, "sourceIPs": ["10.0.0.7"], "requestURI": "/api/v1/namespaces/shop/configmaps",
+        "objectRef": {"resource": "configmaps", "namespace": "shop", "name": "aws", "apiVersion": "v1"},
+        "responseStatus": {"code": 201}, "annotations": {"authorization.k8s.io/decision": "allow"},
+        "stageTimestamp": "2026-11-20T10:00:00.000000Z",
+        "requestObject": {"kind": "ConfigMap", "apiVersion": "v1",
+            "metadata": {"name": "aws", "namespace": "shop", "annotations": {
+                "kubectl.kubernetes.io/last-applied-configuration": format!("{{\"data\":{{\"credentials\":\"aws_secret_access_key = {secret}\"}}}}")}},
+            "data": {"credentials": format!("[default]\naws_access_key_id = AKIAIOSFODNN7EXAMPLE\naws_secret_access_key = {secret}\n"),
+                     "aws_secret_access_key": secret}},
+        "responseObject": {"kind": "ConfigMap", "data": {"credentials": format!("aws_secret_access_key = {secret}")}}
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_events(dir.path(), &[event.to_string()]);
+    // Every 8-character piece of the secret.
+    let pieces: Vec<&str> = (0..=secret.len() - 8).map(|i| &secret[i..i + 8]).collect();
+    for encoding in [Encoding::Falco, Encoding::Ocsf, Encoding::Ecs] {
+        let alerts = scan(&file, encoding, true, false);
+        assert_eq!(alerts.len(), 1, "the rule matched on the original: {encoding:?}");
+        let bytes = serde_json::to_string(&alerts[0]).unwrap();
+        for piece in &pieces {
+            assert!(!bytes.contains(piece), "{encoding:?} leaks {piece}: {bytes}");
+        }
+        assert!(bytes.contains("[REDACTED]"), "{encoding:?}: {bytes}");
+        assert!(
+            bytes.contains("aws_secret_access_key"),
+            "the key stays readable: {bytes}"
+        );
+    }
+    // Without redaction it would have leaked (the check can fail).
+    let rules = RuleSet::load(&[common::repo().join("rules")], Matching::All).unwrap();
+    let options = kaudit::scan::Options {
+        encoder: Encoder {
+            encoding: Encoding::Falco,
+            include_event: true,
+            redactor: None,
+        },
+        dedup: kaudit::dedup::DedupConfig::off(),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    kaudit::scan::scan(&[file], &rules, &options, &mut out).unwrap();
+    assert!(String::from_utf8(out).unwrap().contains(secret));
+}
