@@ -11,6 +11,7 @@ use crate::alert::{Alert, Origin};
 use crate::audit::Event;
 use crate::bus::{headers, Delivery, Subscription};
 use crate::dedup::Verdict;
+use crate::engine::reload::Reloader;
 use crate::engine::{Matching, RuleSet};
 use crate::telemetry::metrics;
 use opentelemetry::KeyValue;
@@ -33,6 +34,9 @@ pub struct DetectorConfig {
     pub group: String,
     /// Rate limits, summaries and stateful windows.
     pub dedup: crate::dedup::DedupConfig,
+    /// Seconds between looks at the rule files for changes (hot reload; SIGHUP reloads too);
+    /// 0: on SIGHUP only.
+    pub reload_poll_secs: u64,
 }
 
 impl Default for DetectorConfig {
@@ -43,6 +47,7 @@ impl Default for DetectorConfig {
             batch_size: 512,
             group: "kaudit-detectors".into(),
             dedup: crate::dedup::DedupConfig::default(),
+            reload_poll_secs: 2,
         }
     }
 }
@@ -57,7 +62,8 @@ pub struct DetectorStats {
 }
 
 pub struct Detector {
-    pub rules: Arc<RuleSet>,
+    /// The rule set in use, swapped by hot reload between batches.
+    pub rules: Arc<Reloader>,
     /// Stateful windows and rate limits (state lives with this detector: events are partitioned
     /// by cluster, so a key that includes the cluster is seen by one detector).
     pub deduper: Arc<crate::dedup::Deduper>,
@@ -75,7 +81,6 @@ const TICK: Duration = Duration::from_secs(1);
 impl Detector {
     /// Runs until `stop` turns true, then drains what is already queued and returns.
     pub async fn run(&self, mut sub: Box<dyn Subscription>, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-        metrics().watch_rules(self.rules.clone());
         let ticker = tokio::spawn(tick(self.deduper.clone(), self.sinks.clone(), stop.clone()));
         let result = self.consume(&mut *sub, &mut stop).await;
         ticker.abort();
@@ -118,7 +123,8 @@ impl Detector {
 
     async fn process(&self, sub: &mut dyn Subscription, batch: Vec<Delivery>) -> anyhow::Result<()> {
         let started = Instant::now();
-        let rules = self.rules.clone();
+        // One set for the whole batch: a reload takes effect at the next one.
+        let rules = self.rules.rules();
         let stats = self.stats.clone();
         let deduper = self.deduper.clone();
         let (batch, alerts) = tokio::task::spawn_blocking(move || {

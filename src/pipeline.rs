@@ -9,11 +9,12 @@ use crate::alert::sink;
 use crate::bus::{self, Bus};
 use crate::config::PipelineConfig;
 use crate::detector::{Detector, DetectorStats};
-use crate::engine::RuleSet;
+use crate::engine::reload::Reloader;
 use crate::shim::{server, Shim};
 use crate::telemetry::metrics;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -23,6 +24,8 @@ pub struct Running {
     pub addr: Option<SocketAddr>,
     pub bus: Arc<dyn Bus>,
     pub detector_stats: Option<Arc<DetectorStats>>,
+    /// The detector's rule set (hot-reloaded).
+    pub rules: Option<Arc<Reloader>>,
     stop_ingress: watch::Sender<bool>,
     stop_detector: watch::Sender<bool>,
     ingress: Option<JoinHandle<anyhow::Result<()>>>,
@@ -86,6 +89,7 @@ pub async fn start(config: PipelineConfig, roles: Roles) -> anyhow::Result<Runni
         addr: None,
         bus: bus.clone(),
         detector_stats: None,
+        rules: None,
         stop_ingress,
         stop_detector,
         ingress: None,
@@ -98,8 +102,15 @@ pub async fn start(config: PipelineConfig, roles: Roles) -> anyhow::Result<Runni
     };
 
     if detector {
-        let rules = Arc::new(RuleSet::load(&config.detector.rules, config.detector.rule_matching)?);
-        tracing::info!(rules = rules.rules().len(), "rules loaded");
+        let rules = Arc::new(Reloader::new(
+            config.detector.rules.clone(),
+            config.detector.rule_matching,
+        )?);
+        tracing::info!(rules = rules.rules().rules().len(), "rules loaded");
+        let poll =
+            (config.detector.reload_poll_secs > 0).then(|| Duration::from_secs(config.detector.reload_poll_secs));
+        tokio::spawn(rules.clone().watch(poll, detector_rx.clone()));
+        running.rules = Some(rules.clone());
         let sinks = sink::build(&config.outputs, &bus, &config.bus, &config.redaction).await?;
         let stats = Arc::new(DetectorStats::default());
         let detector = Detector {

@@ -8,7 +8,8 @@
 //! `kaudit_events_truncated`,
 //! `kaudit_events_evaluated`, `kaudit_alerts` {rule, priority}, `kaudit_alerts_suppressed` {rule},
 //! `kaudit_alerts_summarized`, `kaudit_window_late_matches` {rule}, `kaudit_dedup_keys` {kind},
-//! `kaudit_dedup_keys_evicted`, `kaudit_tail_lag_bytes` {file}, `kaudit_tail_rotations_lost` {file},
+//! `kaudit_dedup_keys_evicted`, `kaudit_rules_reloads` {result}, `kaudit_rules_reload_failed`,
+//! `kaudit_rules_loaded`, `kaudit_tail_lag_bytes` {file}, `kaudit_tail_rotations_lost` {file},
 //! `kaudit_rule_evaluation_errors` {rule}, `kaudit_publish_seconds` and
 //! `kaudit_evaluate_seconds` (histograms).
 
@@ -44,6 +45,9 @@ pub struct Metrics {
     pub dedup_keys: Gauge<u64>,
     pub dedup_keys_evicted: Gauge<u64>,
     pub tail_lag_bytes: Gauge<u64>,
+    pub rules_reloads: Counter<u64>,
+    pub rules_reload_failed: Gauge<u64>,
+    pub rules_loaded: Gauge<u64>,
     pub tail_rotations_lost: Counter<u64>,
     pub publish_seconds: Histogram<f64>,
     pub evaluate_seconds: Histogram<f64>,
@@ -135,6 +139,18 @@ impl Metrics {
             dedup_keys_evicted: meter
                 .u64_gauge("kaudit_dedup_keys_evicted")
                 .with_description("Dedup keys evicted since start because max_keys was reached")
+                .build(),
+            rules_reloads: meter
+                .u64_counter("kaudit_rules_reloads")
+                .with_description("Rule reloads attempted (SIGHUP or a changed file), by result (ok, error)")
+                .build(),
+            rules_reload_failed: meter
+                .u64_gauge("kaudit_rules_reload_failed")
+                .with_description("1 while the last reload failed (the previous rule set keeps running)")
+                .build(),
+            rules_loaded: meter
+                .u64_gauge("kaudit_rules_loaded")
+                .with_description("Rules in the set in use")
                 .build(),
             tail_lag_bytes: meter
                 .u64_gauge("kaudit_tail_lag_bytes")

@@ -12,6 +12,7 @@ pub mod bind;
 pub mod functions;
 pub mod output;
 pub mod prefilter;
+pub mod reload;
 pub mod rules;
 pub mod stateful;
 

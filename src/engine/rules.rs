@@ -660,7 +660,7 @@ fn yaml_error_position(message: &str) -> (u64, u64) {
     (grab("line").unwrap_or(0), grab("column").unwrap_or(0))
 }
 
-fn rule_files(path: &Path) -> Result<Vec<PathBuf>, String> {
+pub(crate) fn rule_files(path: &Path) -> Result<Vec<PathBuf>, String> {
     let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
     if meta.is_file() {
         return Ok(vec![path.to_path_buf()]);
