@@ -58,6 +58,8 @@ const WHOLE_OBJECT_ANNOTATIONS: &[&str] = &["kubectl.kubernetes.io/last-applied-
 pub struct Redactor {
     marker: String,
     patterns: Vec<Regex>,
+    /// The same patterns as one automaton: most strings match none, found in one pass.
+    any: regex::RegexSet,
     sensitive_key: Regex,
 }
 
@@ -72,14 +74,23 @@ impl Redactor {
         }
         Ok(Redactor {
             marker: config.marker.clone(),
+            any: regex::RegexSet::new(patterns.iter().map(Regex::as_str))?,
             patterns,
             sensitive_key: Regex::new(SENSITIVE_KEY)?,
         })
     }
 
-    /// Redacts an audit event in place; returns the values it removed by structure (so they can
-    /// be scrubbed from text that quotes them).
+    /// Redacts an audit event in place (structure, then patterns over every string); returns
+    /// the values it removed by structure (so they can be scrubbed from text that quotes them).
     pub fn event(&self, event: &mut Value) -> Vec<String> {
+        let removed = self.structure(event);
+        self.scrub_value(event, &removed);
+        removed
+    }
+
+    /// The structural part alone: what an output that does not show the event needs to know
+    /// to scrub the text that may quote it.
+    pub fn structure(&self, event: &mut Value) -> Vec<String> {
         let mut removed = Vec::new();
         let resource = event
             .pointer("/objectRef/resource")
@@ -120,7 +131,6 @@ impl Redactor {
         removed.retain(|s| s.len() >= 4 && s != &self.marker);
         removed.sort();
         removed.dedup();
-        self.scrub_value(event, &removed);
         removed
     }
 
@@ -211,10 +221,11 @@ impl Redactor {
                 out = Cow::Owned(out.replace(secret.as_str(), &self.marker));
             }
         }
-        for pattern in &self.patterns {
-            if !pattern.is_match(&out) {
-                continue;
-            }
+        let matching = self.any.matches(&out);
+        if !matching.matched_any() {
+            return out;
+        }
+        for pattern in matching.iter().map(|i| &self.patterns[i]) {
             let replaced = pattern
                 .replace_all(&out, |caps: &regex::Captures| match caps.name("value") {
                     Some(v) => {

@@ -90,15 +90,26 @@ impl Encoder {
         let prepared = self.prepare(alert);
         Ok(match self.encoding {
             Encoding::Falco => {
-                let mut value = serde_json::to_value(alert)?;
-                value["output"] = prepared.output.into();
-                value["output_fields"] = Value::Object(prepared.output_fields);
-                if self.include_event {
-                    if let Some(event) = prepared.event {
-                        value["event"] = event;
-                    }
+                #[derive(serde::Serialize)]
+                struct WithEvent<'a> {
+                    #[serde(flatten)]
+                    alert: &'a Alert,
+                    event: &'a Value,
                 }
-                serde_json::to_vec(&value)?
+                let redacted;
+                let mut alert = alert;
+                if prepared.output != alert.output || prepared.output_fields != alert.output_fields {
+                    redacted = Alert {
+                        output: prepared.output,
+                        output_fields: prepared.output_fields,
+                        ..alert.clone()
+                    };
+                    alert = &redacted;
+                }
+                match prepared.event.as_ref().filter(|_| self.include_event) {
+                    Some(event) => serde_json::to_vec(&WithEvent { alert, event })?,
+                    None => serde_json::to_vec(alert)?,
+                }
             }
             Encoding::Ocsf => serde_json::to_vec(&ocsf::finding(&prepared))?,
             Encoding::Ecs => serde_json::to_vec(&ecs::document(&prepared))?,
@@ -106,19 +117,30 @@ impl Encoder {
     }
 
     fn prepare<'a>(&self, alert: &'a Alert) -> Prepared<'a> {
+        // The event is read when it is shown (OCSF and ECS show parts of it always) or when
+        // redaction must know what it holds.
+        let shown = self.include_event || self.encoding != Encoding::Falco;
         let mut event: Option<Value> = alert
             .origin
             .event
             .as_ref()
+            .filter(|_| shown || self.redactor.is_some())
             .and_then(|e| serde_json::from_str(e.as_str()).ok());
         let mut output = alert.output.clone();
         let mut output_fields = alert.output_fields.clone();
         if let Some(redactor) = &self.redactor {
-            let removed = event.as_mut().map(|e| redactor.event(e)).unwrap_or_default();
+            let removed = match event.as_mut() {
+                Some(e) if shown => redactor.event(e),
+                Some(e) => redactor.structure(e),
+                None => Vec::new(),
+            };
             output = redactor.text(&output, &removed).into_owned();
             for value in output_fields.values_mut() {
                 redactor.scrub_value(value, &removed);
             }
+        }
+        if !shown {
+            event = None;
         }
         Prepared {
             alert,
