@@ -694,3 +694,52 @@ async fn nats_burst_yields_one_first_alert_per_key_across_two_detectors() {
 async fn kafka_burst_yields_one_first_alert_per_key_across_two_detectors() {
     burst_dedup(Kind::Kafka).await;
 }
+
+/// An OCSF output on a topic of its own: the topic is made at start (Kafka topic, NATS stream),
+/// and its messages carry the dedup key and the CloudEvents headers of the encoding.
+async fn ocsf_output_on_its_own_topic(kind: Kind) {
+    let broker = Broker::start(kind);
+    let config = bus_config(&broker);
+    let bus = bus::connect(&config).await.unwrap();
+    let output: kaudit::alert::sink::OutputConfig =
+        toml_output("kind = \"topic\"\ntopic = \"kaudit.findings.ocsf\"\nencoding = \"ocsf\"\n");
+    let sinks = kaudit::alert::sink::build(&[output], &bus, &config, &Default::default())
+        .await
+        .unwrap();
+    let alerts = expected_alerts(&[("prod".to_string(), exec_event(7))]);
+    assert_eq!(alerts.len(), 1);
+    sinks[0].send(&alerts).await.unwrap();
+    let mut sub = bus.subscribe("kaudit.findings.ocsf", "test-ocsf").await.unwrap();
+    let batch = tokio::time::timeout(Duration::from_secs(30), sub.next(10))
+        .await
+        .expect("the finding arrives")
+        .unwrap()
+        .unwrap();
+    let m = &batch[0].message;
+    let finding: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+    assert_eq!(finding["class_uid"], 2004);
+    assert_eq!(finding["finding_info"]["uid"], alerts[0].dedup.key.as_str());
+    assert_eq!(m.header("ce_id"), Some(alerts[0].id.as_str()));
+    assert_eq!(m.header("ce_type"), Some("dev.kaudit.alert.ocsf.v1"));
+    assert_eq!(m.header("ce_source"), Some("prod"));
+    if kind == Kind::Kafka {
+        assert_eq!(m.key, alerts[0].dedup.key, "the message key is the dedup key");
+    }
+}
+
+fn toml_output(text: &str) -> kaudit::alert::sink::OutputConfig {
+    let file = tempfile::NamedTempFile::with_suffix(".toml").unwrap();
+    std::fs::write(file.path(), format!("[[outputs]]\n{text}")).unwrap();
+    let config = kaudit::config::PipelineConfig::load_with_env(Some(file.path()), Some(Default::default())).unwrap();
+    config.outputs.into_iter().next().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_ocsf_output_on_its_own_topic() {
+    ocsf_output_on_its_own_topic(Kind::Nats).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_ocsf_output_on_its_own_topic() {
+    ocsf_output_on_its_own_topic(Kind::Kafka).await;
+}

@@ -242,11 +242,13 @@ pub async fn build(
                 let topic = o.topic.clone().unwrap_or_else(|| bus_config.alerts_topic.clone());
                 // NATS subjects end in the priority already; Kafka needs topics of its own.
                 let per_priority = o.per_priority && bus_config.kind == crate::bus::BusKind::Kafka;
-                if per_priority {
-                    let topics: Vec<String> = PRIORITIES.iter().map(|p| format!("{topic}.{p}")).collect();
-                    bus.ensure_topics(&topics.iter().map(String::as_str).collect::<Vec<_>>())
-                        .await?;
-                }
+                let topics: Vec<String> = if per_priority {
+                    PRIORITIES.iter().map(|p| format!("{topic}.{p}")).collect()
+                } else {
+                    vec![topic.clone()]
+                };
+                bus.ensure_topics(&topics.iter().map(String::as_str).collect::<Vec<_>>())
+                    .await?;
                 Arc::new(TopicSink {
                     bus: bus.clone(),
                     topic,

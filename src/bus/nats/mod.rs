@@ -157,6 +157,13 @@ impl NatsBus {
 
 #[async_trait]
 impl Bus for NatsBus {
+    async fn ensure_topics(&self, topics: &[&str]) -> anyhow::Result<()> {
+        for topic in topics {
+            self.ensure_stream(topic).await?;
+        }
+        Ok(())
+    }
+
     async fn publish(&self, topic: &str, messages: Vec<Message>) -> Result<(), PublishError> {
         let mut acks = Vec::with_capacity(messages.len());
         for m in messages {
