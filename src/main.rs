@@ -116,6 +116,12 @@ enum RulesCommand {
         #[arg(default_value = "rules")]
         paths: Vec<PathBuf>,
     },
+    /// Run every rule's fixtures (inline, or fixtures/<rule>/ beside its file); print a table;
+    /// exit non-zero on any failure.
+    Test {
+        #[arg(default_value = "rules")]
+        paths: Vec<PathBuf>,
+    },
 }
 
 const DEFAULT_PIPELINE: &str = "pipelines/all-in-one.toml";
@@ -218,6 +224,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let summary = kaudit::scan::scan(&files, &rules, &options, &mut out)?;
             kaudit::scan::report(&summary, &rules, &mut std::io::stderr())?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Rules {
+            command: RulesCommand::Test { paths },
+        } => {
+            let set = match RuleSet::load(&paths, Matching::All) {
+                Ok(set) => set,
+                Err(errors) => {
+                    for e in &errors.0 {
+                        println!("{e}");
+                    }
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let results = kaudit::engine::fixtures::run(&set);
+            let passed = kaudit::engine::fixtures::report(&results, &mut std::io::stdout().lock())?;
+            Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Rules {
             command: RulesCommand::Lint { paths },

@@ -22,6 +22,33 @@ use std::sync::Arc;
 pub use decode::{decode_document, DocumentReader, Malformed, Position};
 pub use envelope::{Format, Record};
 
+/// How much of a request the apiserver records (the audit Policy's levels), in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize, serde::Serialize)]
+pub enum Level {
+    None,
+    Metadata,
+    Request,
+    RequestResponse,
+}
+
+impl Level {
+    pub fn parse(s: &str) -> Option<Level> {
+        match s {
+            "None" => Some(Level::None),
+            "Metadata" => Some(Level::Metadata),
+            "Request" => Some(Level::Request),
+            "RequestResponse" => Some(Level::RequestResponse),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
 /// One audit event: valid JSON text of an object with a string `auditID` and `stage`, with
 /// the positions of its top-level fields found once, when it was checked.
 #[derive(Clone, PartialEq, Eq)]

@@ -9,6 +9,7 @@
 //! panic inside the interpreter is caught and counted the same way.
 
 pub mod bind;
+pub mod fixtures;
 pub mod functions;
 pub mod output;
 pub mod prefilter;
@@ -96,6 +97,27 @@ pub struct Rule {
     /// Stateful rules: the window their matches go through before an alert.
     pub window: Option<Window>,
     pub stats: RuleStats,
+    /// What the rule says about itself (needs, covers, falco, inline fixtures).
+    pub meta: rules::RuleMetaDef,
+    /// What its condition demands of verb, resource, subresource and stage.
+    pub route: prefilter::Route,
+    /// The event's top-level fields its condition reads.
+    pub reads: std::collections::BTreeSet<String>,
+}
+
+impl Rule {
+    /// The audit level the rule needs: what it declares, else what its condition reads
+    /// (`responseObject` → RequestResponse, `requestObject` → Request, else Metadata).
+    pub fn needs(&self) -> crate::audit::Level {
+        use crate::audit::Level;
+        self.meta.needs.unwrap_or(if self.reads.contains("responseObject") {
+            Level::RequestResponse
+        } else if self.reads.contains("requestObject") {
+            Level::Request
+        } else {
+            Level::Metadata
+        })
+    }
 }
 
 /// A stateful rule's window and the expressions that feed it.
@@ -342,7 +364,9 @@ impl RuleSet {
                     errors.push(what(&e));
                 }
             }
-            routes.push(def.enabled.then(|| prefilter::analyze(condition.expression(), &names)));
+            let route = prefilter::analyze(condition.expression(), &names);
+            let reads = prefilter::reads(condition.expression(), &names);
+            routes.push(def.enabled.then(|| route.clone()));
             rules.push(Rule {
                 name: def.name.clone(),
                 desc: def.desc.clone(),
@@ -357,6 +381,9 @@ impl RuleSet {
                 dedup,
                 window,
                 stats: RuleStats::default(),
+                meta: def.meta.clone(),
+                route,
+                reads,
             });
         }
         for (m, name) in scope.macros.iter().zip(&macro_names) {

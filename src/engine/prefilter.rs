@@ -104,6 +104,70 @@ fn analyze_depth(expr: &Expression, names: &dyn Names, depth: usize) -> Route {
     }
 }
 
+/// The event's top-level fields `expr` reads (macros followed; lists and comprehension
+/// variables are not fields). What a rule needs of the audit level follows from it: a rule that
+/// reads `requestObject` needs `Request`.
+pub fn reads(expr: &Expression, names: &dyn Names) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    collect_reads(expr, names, &mut Vec::new(), &mut out, 0);
+    out
+}
+
+fn collect_reads(
+    expr: &Expression,
+    names: &dyn Names,
+    bound: &mut Vec<String>,
+    out: &mut BTreeSet<String>,
+    depth: usize,
+) {
+    if depth > 64 {
+        return;
+    }
+    match &expr.expr {
+        Expr::Ident(name) => {
+            if let Some(body) = names.macro_expr(name) {
+                collect_reads(body, names, bound, out, depth + 1);
+            } else if names.list_strings(name).is_none() && !bound.contains(name) {
+                out.insert(name.clone());
+            }
+        }
+        Expr::Select(select) => collect_reads(&select.operand, names, bound, out, depth + 1),
+        Expr::Call(call) => {
+            if let Some(target) = &call.target {
+                collect_reads(target, names, bound, out, depth + 1);
+            }
+            for arg in &call.args {
+                collect_reads(arg, names, bound, out, depth + 1);
+            }
+        }
+        Expr::List(list) => {
+            for e in &list.elements {
+                collect_reads(e, names, bound, out, depth + 1);
+            }
+        }
+        Expr::Map(map) => {
+            for entry in &map.entries {
+                if let cel::common::ast::EntryExpr::MapEntry(e) = &entry.expr {
+                    collect_reads(&e.key, names, bound, out, depth + 1);
+                    collect_reads(&e.value, names, bound, out, depth + 1);
+                }
+            }
+        }
+        Expr::Comprehension(c) => {
+            collect_reads(&c.iter_range, names, bound, out, depth + 1);
+            bound.push(c.iter_var.clone());
+            bound.push(c.accu_var.clone());
+            collect_reads(&c.accu_init, names, bound, out, depth + 1);
+            collect_reads(&c.loop_cond, names, bound, out, depth + 1);
+            collect_reads(&c.loop_step, names, bound, out, depth + 1);
+            collect_reads(&c.result, names, bound, out, depth + 1);
+            bound.pop();
+            bound.pop();
+        }
+        _ => {}
+    }
+}
+
 fn dimension(expr: &Expression) -> Option<usize> {
     match &expr.expr {
         Expr::Ident(name) if name == "verb" => Some(0),

@@ -230,6 +230,7 @@ pub struct RuleDef {
     pub dedup: Option<DedupDef>,
     /// Stateful rules: the window that turns matches into an alert.
     pub stateful: Option<StatefulDef>,
+    pub meta: RuleMetaDef,
     pub origin: Origin,
 }
 
@@ -278,6 +279,32 @@ struct RawItem {
     override_: Option<HashMap<String, String>>,
     append: Option<bool>,
     source: Option<String>,
+    needs: Option<String>,
+    covers: Option<Vec<Scalar>>,
+    falco: Option<Vec<String>>,
+    fixtures: Option<FixturesDef>,
+}
+
+/// Events a rule must fire on (`positive`) and must not (`negative`), written in the rule file.
+/// For a per-event rule each event is checked alone; for a stateful rule each list is one
+/// stream (the positive one fires exactly once).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixturesDef {
+    #[serde(default)]
+    pub positive: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub negative: Vec<serde_json::Value>,
+}
+
+/// What a rule says about itself beyond its logic: the audit level it needs, the detection
+/// ideas it covers (`detection-ideas.md` numbers), the Falco rules it corresponds to, fixtures.
+#[derive(Debug, Clone, Default)]
+pub struct RuleMetaDef {
+    pub needs: Option<crate::audit::Level>,
+    pub covers: Vec<String>,
+    pub falco: Vec<String>,
+    pub fixtures: Option<FixturesDef>,
 }
 
 impl RuleSource {
@@ -459,6 +486,30 @@ impl RuleSource {
         if raw.items.is_some() {
             return Err(err("`items` belongs to lists".into()));
         }
+        let needs = match raw.needs.as_deref() {
+            None => None,
+            Some(n) => Some(
+                crate::audit::Level::parse(n)
+                    .filter(|l| *l != crate::audit::Level::None)
+                    .ok_or_else(|| err(format!("`needs: {n}` is not one of Metadata, Request, RequestResponse")))?,
+            ),
+        };
+        let meta = RuleMetaDef {
+            needs,
+            covers: raw
+                .covers
+                .unwrap_or_default()
+                .iter()
+                .map(|c| match c {
+                    Scalar::Bool(b) => b.to_string(),
+                    Scalar::Int(i) => i.to_string(),
+                    Scalar::Float(f) => f.to_string(),
+                    Scalar::String(s) => s.clone(),
+                })
+                .collect(),
+            falco: raw.falco.unwrap_or_default(),
+            fixtures: raw.fixtures,
+        };
         let condition_origin = match condition.referenced.line() {
             0 => origin.clone(),
             _ => spanned_origin(origin, &condition),
@@ -477,6 +528,7 @@ impl RuleSource {
                 exceptions: raw.exceptions.unwrap_or_default(),
                 dedup: raw.dedup,
                 stateful,
+                meta,
                 origin: origin.clone(),
             },
         );

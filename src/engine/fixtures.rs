@@ -1,0 +1,283 @@
+//! `kaudit rules test`: every rule against the events it must fire on and must not.
+//!
+//! A rule's fixtures are written inline (`fixtures: {positive: [...], negative: [...]}`, events as
+//! YAML/JSON objects) or beside its file, in `fixtures/<rule name in snake case>/` as
+//! `positive*.jsonl` and `negative*.jsonl` (one event per line). A per-event rule must fire on
+//! every positive event and on no negative one, each checked alone; a stateful rule reads each
+//! file (or inline list) as one stream and must fire exactly once on a positive stream and never
+//! on a negative one. Rate limits are off: "once" is the window's doing. A rule without both a
+//! positive and a negative fixture fails too.
+
+use super::{Rule, RuleSet};
+use crate::alert::Alert;
+use crate::audit::{DocumentReader, Event, Format};
+use crate::dedup::{DedupConfig, Deduper};
+use std::path::{Path, PathBuf};
+
+/// One rule's result.
+#[derive(Debug)]
+pub struct RuleResult {
+    pub rule: String,
+    /// `per-event`, `threshold`, `distinct` or `sequence`.
+    pub kind: &'static str,
+    /// Positive and negative cases checked (events, or streams for stateful rules).
+    pub positive: usize,
+    pub negative: usize,
+    pub failures: Vec<String>,
+}
+
+impl RuleResult {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// The fixture directory of a rule defined in `file`.
+pub fn fixture_dir(file: &Path, rule: &str) -> PathBuf {
+    let slug: String = rule
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    file.parent().unwrap_or(Path::new(".")).join("fixtures").join(slug)
+}
+
+/// One fixture: where it came from and its events.
+struct Case {
+    name: String,
+    events: Result<Vec<Event>, String>,
+}
+
+fn cases(rule: &Rule, positive: bool) -> Vec<Case> {
+    let mut out = Vec::new();
+    if let Some(inline) = &rule.meta.fixtures {
+        let list = if positive { &inline.positive } else { &inline.negative };
+        if !list.is_empty() {
+            let events: Result<Vec<Event>, String> = list
+                .iter()
+                .enumerate()
+                .map(|(i, v)| Event::from_json(v.to_string()).map_err(|e| format!("event {i}: {e}")))
+                .collect();
+            let kind = if positive { "positive" } else { "negative" };
+            out.push(Case {
+                name: format!("{}: inline {kind}", rule.origin),
+                events,
+            });
+        }
+    }
+    let dir = fixture_dir(Path::new(&*rule.origin.file), &rule.name);
+    let prefix = if positive { "positive" } else { "negative" };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    for file in files {
+        out.push(Case {
+            name: file.display().to_string(),
+            events: read_events(&file),
+        });
+    }
+    out
+}
+
+fn read_events(file: &Path) -> Result<Vec<Event>, String> {
+    let input = std::fs::File::open(file).map_err(|e| e.to_string())?;
+    let reader = DocumentReader::new(input, Format::Auto).map_err(|e| e.to_string())?;
+    let mut events = Vec::new();
+    for item in reader {
+        match item.map_err(|e| e.to_string())? {
+            Ok(record) => events.push(record.event),
+            Err(bad) => return Err(bad.to_string()),
+        }
+    }
+    Ok(events)
+}
+
+/// Alerts of `rule` from a stream of events, through the windows, rate limits off.
+fn stream_alerts(set: &RuleSet, rule: &Rule, events: &[Event]) -> Vec<Alert> {
+    let deduper = Deduper::new(&DedupConfig::off()).expect("dedup off is valid");
+    let mut alerts = Vec::new();
+    for event in events {
+        let view = event.view();
+        for firing in set.evaluate(&view, "test") {
+            if set.rules()[firing.rule].name == rule.name {
+                deduper.admit(set, firing, &view, "test", Default::default(), &mut alerts);
+            }
+        }
+    }
+    alerts
+}
+
+fn fires_on(set: &RuleSet, rule: &Rule, event: &Event) -> usize {
+    let view = event.view();
+    set.evaluate(&view, "test")
+        .iter()
+        .filter(|f| set.rules()[f.rule].name == rule.name)
+        .count()
+}
+
+/// Runs every enabled rule's fixtures.
+pub fn run(set: &RuleSet) -> Vec<RuleResult> {
+    set.rules()
+        .iter()
+        .filter(|r| r.enabled)
+        .map(|rule| check(set, rule))
+        .collect()
+}
+
+fn check(set: &RuleSet, rule: &Rule) -> RuleResult {
+    let kind = match &rule.window {
+        None => "per-event",
+        Some(w) => match w.policy.kind {
+            super::stateful::WindowKind::Threshold => "threshold",
+            super::stateful::WindowKind::Distinct => "distinct",
+            super::stateful::WindowKind::Sequence { .. } => "sequence",
+        },
+    };
+    let mut result = RuleResult {
+        rule: rule.name.clone(),
+        kind,
+        positive: 0,
+        negative: 0,
+        failures: Vec::new(),
+    };
+    for positive in [true, false] {
+        let cases = cases(rule, positive);
+        let label = if positive { "positive" } else { "negative" };
+        if cases.is_empty() {
+            result.failures.push(format!(
+                "no {label} fixture (inline, or {}/{label}*.jsonl)",
+                fixture_dir(Path::new(&*rule.origin.file), &rule.name).display()
+            ));
+        }
+        for case in cases {
+            let events = match case.events {
+                Ok(events) if !events.is_empty() => events,
+                Ok(_) => {
+                    result.failures.push(format!("{}: no events", case.name));
+                    continue;
+                }
+                Err(e) => {
+                    result.failures.push(format!("{}: {e}", case.name));
+                    continue;
+                }
+            };
+            let want = usize::from(positive);
+            if rule.window.is_some() {
+                let got = stream_alerts(set, rule, &events).len();
+                if got != want {
+                    result
+                        .failures
+                        .push(format!("{}: the stream fired {got} times, expected {want}", case.name));
+                }
+                if positive {
+                    result.positive += 1;
+                } else {
+                    result.negative += 1;
+                }
+                continue;
+            }
+            for (i, event) in events.iter().enumerate() {
+                let got = fires_on(set, rule, event);
+                if got != want {
+                    let verb = if positive { "did not fire on" } else { "fired on" };
+                    result.failures.push(format!(
+                        "{}: {verb} event {} (auditID {})",
+                        case.name,
+                        i + 1,
+                        event.view().audit_id()
+                    ));
+                }
+                if positive {
+                    result.positive += 1;
+                } else {
+                    result.negative += 1;
+                }
+            }
+        }
+    }
+    result
+}
+
+/// The results as a table (one line per rule, then the failures); `true` if all passed.
+pub fn report(results: &[RuleResult], out: &mut dyn std::io::Write) -> std::io::Result<bool> {
+    let width = results.iter().map(|r| r.rule.len()).max().unwrap_or(4).max(4);
+    writeln!(
+        out,
+        "{:<6} {:<width$}  {:<9} {:>8} {:>8}",
+        "result", "rule", "kind", "positive", "negative"
+    )?;
+    for r in results {
+        let status = if r.passed() { "ok" } else { "FAIL" };
+        writeln!(
+            out,
+            "{:<6} {:<width$}  {:<9} {:>8} {:>8}",
+            status, r.rule, r.kind, r.positive, r.negative
+        )?;
+    }
+    let failed: Vec<&RuleResult> = results.iter().filter(|r| !r.passed()).collect();
+    for r in &failed {
+        for f in &r.failures {
+            writeln!(out, "FAIL {}: {f}", r.rule)?;
+        }
+    }
+    writeln!(
+        out,
+        "{} rules: {} passed, {} failed",
+        results.len(),
+        results.len() - failed.len(),
+        failed.len()
+    )?;
+    Ok(failed.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Matching;
+
+    const RULES: &str = r#"
+- rule: Pod deleted
+  desc: d
+  condition: verb == 'delete' && objectRef.resource == 'pods'
+  output: o
+  priority: notice
+  fixtures:
+    positive:
+      - {auditID: a, stage: ResponseComplete, verb: delete, objectRef: {resource: pods}}
+    negative:
+      - {auditID: b, stage: ResponseComplete, verb: delete, objectRef: {resource: secrets}}
+      - {auditID: c, stage: ResponseComplete, verb: delete, objectRef: {resource: pods}}
+- rule: No fixtures
+  desc: d
+  condition: verb == 'get'
+  output: o
+  priority: notice
+"#;
+
+    #[test]
+    fn inline_fixtures_are_checked_and_missing_ones_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("r.yaml");
+        std::fs::write(&file, RULES).unwrap();
+        let set = RuleSet::load(&[file], Matching::All).unwrap();
+        let results = run(&set);
+        assert_eq!((results[0].positive, results[0].negative), (1, 2));
+        assert_eq!(results[0].failures.len(), 1, "{:?}", results[0].failures);
+        assert!(
+            results[0].failures[0].contains("fired on event 2 (auditID c)"),
+            "{:?}",
+            results[0].failures
+        );
+        assert!(results[1].failures.iter().any(|f| f.contains("no positive fixture")));
+        let mut out = Vec::new();
+        assert!(!report(&results, &mut out).unwrap());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("2 rules: 0 passed, 2 failed"), "{text}");
+    }
+}
