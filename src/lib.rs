@@ -13,6 +13,7 @@ pub mod dedup;
 pub mod detector;
 pub mod ingest;
 pub mod pipeline;
+pub mod policy;
 pub mod shim;
 pub mod tail;
 pub mod telemetry;

@@ -102,6 +102,12 @@ enum Command {
         #[arg(long)]
         certificate_authority: Option<PathBuf>,
     },
+    /// Check an apiserver audit Policy against the rules: which can never fire, which fire
+    /// without the request body they need.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Work with rule files.
     Rules {
         #[command(subcommand)]
@@ -121,6 +127,16 @@ enum RulesCommand {
     Test {
         #[arg(default_value = "rules")]
         paths: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Evaluate POLICY as the apiserver does for every request each rule looks at.
+    Check {
+        policy: PathBuf,
+        #[arg(long = "rules", default_value = "rules")]
+        rules: Vec<PathBuf>,
     },
 }
 
@@ -223,6 +239,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let summary = kaudit::scan::scan(&files, &rules, &options, &mut out)?;
             kaudit::scan::report(&summary, &rules, &mut std::io::stderr())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Policy {
+            command: PolicyCommand::Check { policy, rules },
+        } => {
+            let text = std::fs::read_to_string(&policy)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", policy.display()))?;
+            let parsed =
+                kaudit::policy::Policy::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", policy.display()))?;
+            let set = RuleSet::load(&rules, Matching::All)?;
+            let checks = kaudit::policy::check(&parsed, &set);
+            let total = set.rules().iter().filter(|r| r.enabled).count();
+            kaudit::policy::report(&checks, total, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Rules {
