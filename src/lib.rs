@@ -1,6 +1,7 @@
 pub mod alert;
 pub mod audit;
 pub mod engine;
+pub mod falco;
 pub mod scan;
 
 /// This machine's name, as alerts carry it (`hostname`, as in Falco).

@@ -122,6 +122,18 @@ enum RulesCommand {
         #[arg(default_value = "rules")]
         paths: Vec<PathBuf>,
     },
+    /// Translate Falco k8s_audit rule files (loaded in order, as Falco does) into one kaudit rule
+    /// file; every untranslatable construct is an error naming its rule.
+    ImportFalco {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Where to write the rules (default: stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Leave out rules that cannot be translated (listed on stderr) instead of failing.
+        #[arg(long)]
+        lenient: bool,
+    },
     /// Run every rule's fixtures (inline, or fixtures/<rule>/ beside its file); print a table;
     /// exit non-zero on any failure.
     Test {
@@ -254,6 +266,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             kaudit::policy::report(&checks, total, &mut std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Rules {
+            command: RulesCommand::ImportFalco { files, output, lenient },
+        } => match kaudit::falco::import(&files, lenient) {
+            Ok(imported) => {
+                // What we write must load: check before anyone relies on it.
+                if let Err(e) = RuleSet::from_text("imported", &imported.yaml, Matching::First) {
+                    eprintln!("kaudit: the translation does not load (a bug): {e}");
+                    return Ok(ExitCode::from(2));
+                }
+                for s in &imported.skipped {
+                    eprintln!("left out: {s}");
+                }
+                match &output {
+                    Some(path) => std::fs::write(path, &imported.yaml)
+                        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?,
+                    None => print!("{}", imported.yaml),
+                }
+                eprintln!(
+                    "imported {} k8s_audit rules ({} left out); Falco evaluates the first matching rule only: use --rule-matching first for parity",
+                    imported.rules,
+                    imported.skipped.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(errors) => {
+                for e in &errors {
+                    eprintln!("{e}");
+                }
+                eprintln!("{} problem(s); nothing written", errors.len());
+                Ok(ExitCode::FAILURE)
+            }
+        },
         Command::Rules {
             command: RulesCommand::Test { paths },
         } => {

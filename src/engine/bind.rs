@@ -31,6 +31,9 @@ pub enum Symbol {
     Macro(usize),
     List(usize),
     Cluster,
+    /// `_top`: the event's top-level fields but `requestObject` as one map, for rules imported
+    /// from Falco (which read fields that may be absent without failing).
+    Top,
 }
 
 /// Everything of a rule set that bindings need: the names, the macros and the lists.
@@ -49,6 +52,7 @@ pub struct Bindings<'e> {
     fields: Vec<OnceLock<Option<Box<dyn Val + 'e>>>>,
     macros: Vec<OnceLock<Option<Box<dyn Val>>>>,
     empty: CelMap<'static>,
+    top: OnceLock<Box<dyn Val + 'e>>,
 }
 
 impl<'e> Bindings<'e> {
@@ -60,7 +64,24 @@ impl<'e> Bindings<'e> {
             fields: (0..view.fields().count()).map(|_| OnceLock::new()).collect(),
             macros: (0..scope.macros.len()).map(|_| OnceLock::new()).collect(),
             empty: CelMap::from(HashMap::new()),
+            top: OnceLock::new(),
         }
+    }
+
+    fn top(&self) -> CowVal<'_, '_> {
+        let top = self.top.get_or_init(|| {
+            let mut map = HashMap::new();
+            for (key, raw) in self.view.fields() {
+                if key == "requestObject" {
+                    continue;
+                }
+                if let Ok(value) = json_to_val(raw) {
+                    map.insert(CelMapKey::String(CelString::from(key.to_string())), value);
+                }
+            }
+            Box::new(CelMap::from(map))
+        });
+        CowVal::Borrowed(&**top)
     }
 
     /// A context whose variables are this event's.
@@ -97,6 +118,7 @@ impl VariableResolver for Bindings<'_> {
             Some(Symbol::Macro(i)) => self.macro_value(*i),
             Some(Symbol::List(i)) => Some(CowVal::Borrowed(&*self.scope.lists[*i])),
             Some(Symbol::Cluster) => Some(CowVal::owned(CelString::from(self.cluster))),
+            Some(Symbol::Top) => Some(self.top()),
             None => self.field(variable),
         }
     }

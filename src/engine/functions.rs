@@ -46,7 +46,86 @@ pub fn register(env: &mut Env) {
         image_repository,
     ));
     ok(env.add_overload("image_tag", "kaudit_image_tag", vec![STRING_TYPE], image_tag));
+    ok(env.add_overload(
+        "falco_field",
+        "kaudit_falco_field",
+        vec![DYN_TYPE, STRING_TYPE, STRING_TYPE],
+        falco_field,
+    ));
+    ok(env.add_overload(
+        "falco_op",
+        "kaudit_falco_op",
+        vec![STRING_TYPE, STRING_TYPE, STRING_TYPE],
+        falco_op,
+    ));
     ok(env.add_overload("image_digest", "kaudit_image_digest", vec![STRING_TYPE], image_digest));
+}
+
+/// A CEL value as JSON (map keys sorted: CEL maps keep no order).
+pub fn to_json(v: &dyn Val) -> serde_json::Value {
+    use serde_json::Value;
+    if let Some(s) = v.downcast_ref::<CelString>() {
+        return Value::String(s.inner().to_string());
+    }
+    if let Some(b) = v.downcast_ref::<CelBool>() {
+        return Value::Bool(*b.inner());
+    }
+    if let Some(i) = v.downcast_ref::<cel::common::types::CelInt>() {
+        return Value::from(*i.inner());
+    }
+    if let Some(u) = v.downcast_ref::<cel::common::types::CelUInt>() {
+        return Value::from(*u.inner());
+    }
+    if let Some(d) = v.downcast_ref::<cel::common::types::CelDouble>() {
+        return serde_json::Number::from_f64(*d.inner())
+            .map(Value::Number)
+            .unwrap_or(Value::Null);
+    }
+    if let Some(list) = v.downcast_ref::<CelList>() {
+        return Value::Array(list.inner().iter().map(|e| to_json(&**e)).collect());
+    }
+    if let Some(map) = v.downcast_ref::<CelMap>() {
+        let mut entries: Vec<(String, Value)> = map
+            .inner()
+            .iter()
+            .map(|(k, v)| {
+                let key = match to_json(k.inner()) {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (key, to_json(&**v))
+            })
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        return Value::Object(entries.into_iter().collect());
+    }
+    Value::Null
+}
+
+/// `falco_field(root, name, arg)`: a Falco field's values (strings; empty when absent).
+fn falco_field<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let root = args.first().ok_or(ExecutionError::MissingArgumentOrTarget)?;
+    let name = string_arg(&args, 1, "falco_field")?;
+    let arg = string_arg(&args, 2, "falco_field")?;
+    let values = crate::falco::fields::extract(name, arg, &to_json(&**root));
+    let list: Vec<Box<dyn Val + 'v>> = values
+        .into_iter()
+        .map(|s| Box::new(CelString::from(s)) as Box<dyn Val + 'v>)
+        .collect();
+    Ok(CowVal::owned(CelList::from(list)))
+}
+
+/// `falco_op(op, value, operand)`: Falco's `icontains`, `glob`, `iglob`, `pmatch`, `regex`.
+fn falco_op<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let op = string_arg(&args, 0, "falco_op")?;
+    let value = string_arg(&args, 1, "falco_op")?;
+    let operand = string_arg(&args, 2, "falco_op")?;
+    crate::falco::fields::string_op(op, value, operand)
+        .map(|b| CowVal::owned(CelBool::from(b)))
+        .map_err(|message| ExecutionError::FunctionError {
+            function: "falco_op".into(),
+            message,
+        })
 }
 
 const REGEX_CACHE_LIMIT: usize = 4096;

@@ -199,6 +199,7 @@ impl RuleSet {
         let mut errors = Vec::new();
         let mut symbols = HashMap::new();
         symbols.insert("cluster".to_string(), Symbol::Cluster);
+        symbols.insert("_top".to_string(), Symbol::Top);
 
         let mut lists = Vec::new();
         for (name, list) in &source.lists {
