@@ -134,6 +134,12 @@ enum RulesCommand {
         #[arg(long)]
         lenient: bool,
     },
+    /// Print the rules as the README's Markdown table (what each detects, needs, MITRE tags,
+    /// the ideas and Falco rules it covers).
+    Doc {
+        #[arg(default_value = "rules")]
+        paths: Vec<PathBuf>,
+    },
     /// Run every rule's fixtures (inline, or fixtures/<rule>/ beside its file); print a table;
     /// exit non-zero on any failure.
     Test {
@@ -298,6 +304,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
+        Command::Rules {
+            command: RulesCommand::Doc { paths },
+        } => {
+            let set = RuleSet::load(&paths, Matching::All)?;
+            print!("{}", kaudit::engine::catalog::markdown(&set));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Rules {
             command: RulesCommand::Test { paths },
         } => {

@@ -46,3 +46,59 @@ fn the_cli_prints_the_table_and_fails_on_a_failing_rule() {
         "{text}"
     );
 }
+
+/// The README's rule table is `kaudit rules doc`'s output, not a hand-kept copy.
+#[test]
+fn the_readme_lists_the_rules_as_generated() {
+    let rules = RuleSet::load(&[common::repo().join("rules")], Matching::All).unwrap();
+    let table = kaudit::engine::catalog::markdown(&rules);
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let start = readme.find("<!-- rules:begin -->\n").expect("rules:begin marker") + "<!-- rules:begin -->\n".len();
+    let end = readme.find("<!-- rules:end -->").expect("rules:end marker");
+    assert_eq!(
+        &readme[start..end],
+        table,
+        "README's rule table is stale: run `kaudit rules doc` and paste its output"
+    );
+}
+
+/// Every detection of Falco's current k8s_audit rules has a counterpart named in a `falco:`
+/// field, and every idea three or more vendors share is in a `covers:` field.
+#[test]
+fn the_default_rules_cover_falco_and_the_shared_ideas() {
+    let rules = RuleSet::load(&[common::repo().join("rules")], Matching::All).unwrap();
+    assert!(rules.rules().len() >= 60, "{} rules", rules.rules().len());
+    let named: std::collections::HashSet<&str> = rules
+        .rules()
+        .iter()
+        .flat_map(|r| r.meta.falco.iter().map(String::as_str))
+        .collect();
+    let covered: std::collections::HashSet<&str> = rules
+        .rules()
+        .iter()
+        .flat_map(|r| r.meta.covers.iter().map(String::as_str))
+        .collect();
+    for idea in ["1", "3", "10", "11", "16", "18", "19", "22", "24", "25", "26", "27"] {
+        assert!(covered.contains(idea), "idea {idea} is not covered");
+    }
+    for r in rules.rules() {
+        assert!(r.meta.needs.is_some(), "{}: no `needs`", r.name);
+        assert!(
+            r.tags.iter().any(|t| t.starts_with("mitre_")),
+            "{}: no MITRE tactic",
+            r.name
+        );
+    }
+    let Some(shared) = common::shared() else { return };
+    let falco = std::fs::read_to_string(shared.join("falco/k8s_audit_rules.yaml")).unwrap();
+    let mut missing = Vec::new();
+    for line in falco.lines() {
+        if let Some(name) = line.strip_prefix("- rule: ") {
+            // A debugging rule that matches every event, disabled in Falco itself.
+            if name != "All K8s Audit Events" && !named.contains(name.trim()) {
+                missing.push(name.trim().to_string());
+            }
+        }
+    }
+    assert!(missing.is_empty(), "Falco rules without a counterpart: {missing:?}");
+}

@@ -9,6 +9,7 @@
 //! panic inside the interpreter is caught and counted the same way.
 
 pub mod bind;
+pub mod catalog;
 pub mod fixtures;
 pub mod functions;
 pub mod output;
