@@ -227,6 +227,7 @@ impl Bus for KafkaBus {
         Ok(Box::new(KafkaSubscription {
             consumer: Arc::new(consumer),
             done,
+            started: Default::default(),
         }))
     }
 }
@@ -321,6 +322,8 @@ fn partitions(tpl: &TopicPartitionList) -> String {
 struct KafkaSubscription {
     consumer: Arc<StreamConsumer<GroupContext>>,
     done: Arc<Mutex<HashMap<(String, i32), i64>>>,
+    /// Partitions this consumer has read from, to log where it started in each.
+    started: std::collections::HashSet<(String, i32)>,
 }
 
 const BATCH_LINGER: Duration = Duration::from_millis(5);
@@ -361,6 +364,9 @@ impl Subscription for KafkaSubscription {
                         payload: bytes::Bytes::copy_from_slice(m.payload().unwrap_or_default()),
                         headers,
                     };
+                    if self.started.insert((m.topic().to_string(), m.partition())) {
+                        tracing::info!("consuming {}[{}] from offset {}", m.topic(), m.partition(), m.offset());
+                    }
                     let token = AckToken::Kafka {
                         topic: m.topic().to_string(),
                         partition: m.partition(),
