@@ -371,7 +371,10 @@ fn exec(i: usize) -> String {
 fn an_ocsf_finding_and_its_dedup_update_share_finding_uid() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_events(dir.path(), &(0..5).map(exec).collect::<Vec<_>>());
-    let alerts = scan(&file, Encoding::Ocsf, false, true);
+    let alerts: Vec<Value> = scan(&file, Encoding::Ocsf, false, true)
+        .into_iter()
+        .filter(|a| a["finding_info"]["title"] == "Exec or attach into pod")
+        .collect();
     assert_eq!(
         alerts.len(),
         2,
@@ -417,8 +420,18 @@ fn a_credential_in_a_configmap_never_leaves_in_any_encoding() {
     let pieces: Vec<&str> = (0..=secret.len() - 8).map(|i| &secret[i..i + 8]).collect();
     for encoding in [Encoding::Falco, Encoding::Ocsf, Encoding::Ecs] {
         let alerts = scan(&file, encoding, true, false);
-        assert_eq!(alerts.len(), 1, "the rule matched on the original: {encoding:?}");
-        let bytes = serde_json::to_string(&alerts[0]).unwrap();
+        let credential_rule = alerts.iter().filter(|a| {
+            a["rule"] == "ConfigMap with private credentials"
+                || a["finding_info"]["title"] == "ConfigMap with private credentials"
+                || a["rule"]["name"] == "ConfigMap with private credentials"
+        });
+        assert_eq!(
+            credential_rule.count(),
+            1,
+            "the rule matched on the original: {encoding:?}"
+        );
+        // Every alert of the event (other rules fire on it too) is checked.
+        let bytes = serde_json::to_string(&alerts).unwrap();
         for piece in &pieces {
             assert!(!bytes.contains(piece), "{encoding:?} leaks {piece}: {bytes}");
         }
