@@ -222,3 +222,35 @@ fn sighup_reloads_a_running_process() {
     assert!(run.log_text().contains("SIGHUP: reloading rules"), "{}", run.log_text());
     run.terminate();
 }
+
+/// Dedup and window state are keyed by rule name and key values: after a reload (a new rule
+/// set, another rule added before it), a rule that still exists keeps its rate limit.
+#[test]
+fn dedup_state_survives_a_reload_for_rules_that_remain() {
+    use kaudit::audit::Event;
+    use kaudit::dedup::{DedupConfig, Deduper, Verdict};
+    use kaudit::engine::{Matching, RuleSet};
+    let rule =
+        "- rule: Exec\n  desc: d\n  condition: objectRef.subresource == 'exec'\n  output: exec\n  priority: notice\n";
+    let before = RuleSet::from_text("r.yaml", rule, Matching::All).unwrap();
+    let after = RuleSet::from_text(
+        "r.yaml",
+        &format!("- rule: New\n  desc: d\n  condition: verb == 'create'\n  output: new\n  priority: notice\n{rule}"),
+        Matching::All,
+    )
+    .unwrap();
+    let deduper = Deduper::new(&DedupConfig::default()).unwrap();
+    let verdict = |set: &RuleSet, n: usize| {
+        let event = Event::from_json(exec(n).to_string()).unwrap();
+        let view = event.view();
+        let firing = set
+            .evaluate(&view, "c1")
+            .into_iter()
+            .find(|f| set.rules()[f.rule].name == "Exec")
+            .unwrap();
+        let mut out = Vec::new();
+        deduper.admit(set, firing, &view, "c1", Default::default(), &mut out)
+    };
+    assert_eq!(verdict(&before, 1), Verdict::Passed);
+    assert_eq!(verdict(&after, 2), Verdict::Suppressed, "the key's window carried over");
+}
