@@ -181,13 +181,7 @@ path = "{out}"
     assert_eq!(post("/ingest/nope".into(), FORWARDER, read("eks.json")).await.0, 404);
 
     let alerts_file = dir.path().join("alerts.jsonl");
-    let read_alerts = || -> Vec<Value> {
-        std::fs::read_to_string(&alerts_file)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    };
+    let read_alerts = || common::json_lines(&alerts_file);
     for _ in 0..200 {
         if read_alerts()
             .iter()

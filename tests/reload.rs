@@ -59,11 +59,7 @@ fn rules_dir(dir: &Path) -> std::path::PathBuf {
 }
 
 fn read_alerts(file: &Path) -> Vec<Value> {
-    std::fs::read_to_string(file)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    common::json_lines(file)
 }
 
 fn count(alerts: &[Value], rule: &str) -> usize {

@@ -90,11 +90,7 @@ async fn post_items(running: &Running, items: Vec<Value>) -> Value {
 }
 
 fn read_alerts(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("alerts.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    common::json_lines(&dir.join("alerts.jsonl"))
 }
 
 async fn wait_for(mut done: impl FnMut() -> bool) {

@@ -20,4 +20,12 @@ pub fn shared() -> Option<PathBuf> {
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// The JSON lines of an alert file written so far: complete lines only, as a file sink may be
+/// in the middle of writing one.
+pub fn json_lines(file: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    complete.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
 pub mod brokers;
