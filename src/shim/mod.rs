@@ -144,7 +144,7 @@ impl Shim {
             .route("/k8s_audit", post(ingest))
             .route("/k8s_audit/{cluster}", post(ingest_for_cluster))
             .route("/ingest/{format}", post(ingest_format))
-            .route("/ingest/{format}/{cluster}", post(ingest_format_for_cluster))
+            .route("/ingest/{format}/{cluster}", post(ingest_format))
             .layer(DefaultBodyLimit::max(body_limit))
             .layer(tower_http::timeout::TimeoutLayer::with_status_code(
                 StatusCode::REQUEST_TIMEOUT,
@@ -204,43 +204,31 @@ fn query_token(mut headers: HeaderMap, query: Option<&str>) -> HeaderMap {
     headers
 }
 
+/// `/ingest/{format}` and `/ingest/{format}/{cluster}`.
 async fn ingest_format(
     State(shim): State<Arc<Shim>>,
-    Path(format): Path<String>,
+    Path(params): Path<std::collections::HashMap<String, String>>,
     RawQuery(query): RawQuery,
     peer: Option<Extension<PeerCluster>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let headers = query_token(headers, query.as_deref());
-    match format.parse() {
-        Ok(format) => handle(&shim, peer.and_then(|Extension(p)| p.0), None, format, &headers, body).await,
-        Err(e) => reject("bad_format", StatusCode::NOT_FOUND, e),
-    }
-}
-
-async fn ingest_format_for_cluster(
-    State(shim): State<Arc<Shim>>,
-    Path((format, cluster)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
-    peer: Option<Extension<PeerCluster>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let headers = query_token(headers, query.as_deref());
-    match format.parse() {
-        Ok(format) => {
+    let cluster = params.get("cluster").cloned();
+    match params.get("format").map(|f| f.parse()) {
+        Some(Ok(format)) => {
             handle(
                 &shim,
                 peer.and_then(|Extension(p)| p.0),
-                Some(cluster),
+                cluster,
                 format,
                 &headers,
                 body,
             )
             .await
         }
-        Err(e) => reject("bad_format", StatusCode::NOT_FOUND, e),
+        Some(Err(e)) => reject("bad_format", StatusCode::NOT_FOUND, e),
+        None => reject("bad_format", StatusCode::NOT_FOUND, "no format in the path".into()),
     }
 }
 
