@@ -515,10 +515,7 @@ fn items(chunk: &Chunk, format: Format) -> Vec<Item> {
             continue;
         }
         let position = Position::Line(line.number as usize);
-        let records = match std::str::from_utf8(text) {
-            Ok(json) => envelope::unwrap(format, json),
-            Err(e) => vec![Err(format!("not UTF-8: {e}"))],
-        };
+        let records = envelope::unwrap(format, text);
         let many = records.len() > 1;
         for (n, record) in records.into_iter().enumerate() {
             let id = if many {

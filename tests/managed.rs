@@ -180,7 +180,12 @@ path = "{out}"
     );
     assert_eq!(post("/ingest/nope".into(), FORWARDER, read("eks.json")).await.0, 404);
     // A cluster in the path must be the credential's, as on /k8s_audit/{cluster}.
-    assert_eq!(post("/ingest/eks/cluster-a".into(), FORWARDER, read("eks.json")).await.0, 403);
+    assert_eq!(
+        post("/ingest/eks/cluster-a".into(), FORWARDER, read("eks.json"))
+            .await
+            .0,
+        403
+    );
 
     let alerts_file = dir.path().join("alerts.jsonl");
     let read_alerts = || common::json_lines(&alerts_file);

@@ -66,10 +66,7 @@ fn malformed(position: Position, reason: impl Into<String>, text: &[u8]) -> Malf
 
 /// The events one JSON object holds, each error with the object's position.
 fn records_at(format: Format, position: Position, text: &[u8]) -> Vec<Result<Record, Malformed>> {
-    let Ok(json) = std::str::from_utf8(text) else {
-        return vec![Err(malformed(position, "not UTF-8", text))];
-    };
-    envelope::unwrap(format, json)
+    envelope::unwrap(format, text)
         .into_iter()
         .map(|r| r.map_err(|reason| malformed(position, reason, text)))
         .collect()
@@ -362,5 +359,19 @@ mod tests {
         assert_eq!(ids(&items), ["z", "2"]);
         assert_eq!(items[0].as_ref().unwrap().cluster.as_deref(), Some("c1"));
         assert_eq!(items[1].as_ref().unwrap().cluster, None);
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_reported_and_skipped() {
+        let mut bytes = format!("{E1}\n").into_bytes();
+        bytes.extend_from_slice(b"{\"auditID\":\"\xff\"}\n");
+        bytes.extend_from_slice(format!("{E2}\n").as_bytes());
+        let items = read_all(bytes);
+        assert_eq!(ids(&items), ["1", "bad line 2", "2"]);
+        assert!(
+            items[1].as_ref().unwrap_err().reason.contains("UTF-8"),
+            "{:?}",
+            items[1]
+        );
     }
 }

@@ -83,12 +83,16 @@ impl Record {
 
 /// The events held by one JSON object (`json`), in order. An error says what is wrong and, for
 /// an envelope holding several events, which one (`logEvents[3]: …`); the others still come out.
-pub fn unwrap(format: Format, json: &str) -> Vec<Result<Record, String>> {
+///
+/// `json` is the object's bytes as read: a native Event is checked (UTF-8 included) and kept as
+/// it is, once.
+pub fn unwrap(format: Format, json: impl AsRef<[u8]>) -> Vec<Result<Record, String>> {
+    let json = json.as_ref();
     match format {
-        Format::Native => vec![Event::from_json(json.to_owned()).map(Record::native)],
-        Format::Auto => match Event::from_json(json.to_owned()) {
+        Format::Native => vec![Event::from_json(bytes::Bytes::copy_from_slice(json)).map(Record::native)],
+        Format::Auto => match Event::from_json(bytes::Bytes::copy_from_slice(json)) {
             Ok(event) => vec![Ok(Record::native(event))],
-            Err(native_error) => match serde_json::from_str::<Map<String, Value>>(json) {
+            Err(native_error) => match serde_json::from_slice::<Map<String, Value>>(json) {
                 Ok(object) => match detect(&object) {
                     Some(format) => unwrap_object(format, object),
                     None => vec![Err(format!("{native_error}; nor is it an EKS, GKE or AKS record"))],
@@ -96,7 +100,7 @@ pub fn unwrap(format: Format, json: &str) -> Vec<Result<Record, String>> {
                 Err(_) => vec![Err(native_error)],
             },
         },
-        _ => match serde_json::from_str::<Map<String, Value>>(json) {
+        _ => match serde_json::from_slice::<Map<String, Value>>(json) {
             Ok(object) => unwrap_object(format, object),
             Err(e) => vec![Err(format!("not a JSON object: {e}"))],
         },
