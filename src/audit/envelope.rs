@@ -531,14 +531,14 @@ mod tests {
     #[test]
     fn eks_single_and_subscription_batches() {
         let single = json!({"logStreamName": "kube-apiserver-audit-1", "timestamp": 1, "message": NATIVE});
-        assert_eq!(ok(unwrap(Format::Auto, &single.to_string())), [("a1".into(), None)]);
+        assert_eq!(ok(unwrap(Format::Auto, single.to_string())), [("a1".into(), None)]);
         let batch = json!({
             "messageType": "DATA_MESSAGE", "owner": "1", "logGroup": "/aws/eks/prod-us/cluster",
             "logStream": "kube-apiserver-audit-1", "subscriptionFilters": ["f"],
             "logEvents": [{"id": "1", "timestamp": 1, "message": NATIVE}, {"id": "2", "timestamp": 1, "message": "nope"},
                           {"id": "3", "timestamp": 1, "message": NATIVE.replace("a1", "a3")}]
         });
-        let out = unwrap(Format::Auto, &batch.to_string());
+        let out = unwrap(Format::Auto, batch.to_string());
         assert_eq!(out.len(), 3);
         assert_eq!(out[0].as_ref().unwrap().cluster.as_deref(), Some("prod-us"));
         assert!(
@@ -548,19 +548,19 @@ mod tests {
         );
         assert_eq!(out[2].as_ref().unwrap().event.view().audit_id(), "a3");
         let control = json!({"messageType": "CONTROL_MESSAGE", "logGroup": "", "logEvents": [{"message": "CWL CONTROL MESSAGE"}]});
-        assert!(unwrap(Format::Auto, &control.to_string()).is_empty());
+        assert!(unwrap(Format::Auto, control.to_string()).is_empty());
         // What a subscribed Lambda receives.
         use base64::Engine as _;
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gz, batch.to_string().as_bytes()).unwrap();
         let lambda =
             json!({"awslogs": {"data": base64::engine::general_purpose::STANDARD.encode(gz.finish().unwrap())}});
-        let out = unwrap(Format::Auto, &lambda.to_string());
+        let out = unwrap(Format::Auto, lambda.to_string());
         assert_eq!(out.len(), 3);
         assert_eq!(out[2].as_ref().unwrap().cluster.as_deref(), Some("prod-us"));
         // `aws logs filter-log-events` output: no log group, so no cluster.
         let filtered = json!({"events": [{"logStreamName": "kube-apiserver-audit-1", "message": NATIVE}], "searchedLogStreams": []});
-        assert_eq!(ok(unwrap(Format::Auto, &filtered.to_string())), [("a1".into(), None)]);
+        assert_eq!(ok(unwrap(Format::Auto, filtered.to_string())), [("a1".into(), None)]);
     }
 
     #[test]
@@ -569,12 +569,12 @@ mod tests {
         let as_string =
             json!({"category": "kube-audit", "resourceId": id, "properties": {"log": NATIVE, "stream": "stdout"}});
         assert_eq!(
-            ok(unwrap(Format::Auto, &as_string.to_string())),
+            ok(unwrap(Format::Auto, as_string.to_string())),
             [("a1".into(), Some("prod-weu".into()))]
         );
         let native: Value = serde_json::from_str(NATIVE).unwrap();
         let hub = json!({"records": [{"resourceId": id, "properties": {"log": native}}, {"properties": {}}]});
-        let out = unwrap(Format::Auto, &hub.to_string());
+        let out = unwrap(Format::Auto, hub.to_string());
         assert_eq!(out[0].as_ref().unwrap().event.view().audit_id(), "a1");
         assert!(out[1].as_ref().unwrap_err().contains("records[1]"), "{:?}", out[1]);
     }
@@ -601,7 +601,7 @@ mod tests {
 
     #[test]
     fn gke_maps_onto_the_event_fields() {
-        let out = unwrap(Format::Auto, &gke_entry().to_string());
+        let out = unwrap(Format::Auto, gke_entry().to_string());
         let record = out[0].as_ref().unwrap();
         assert_eq!(record.cluster.as_deref(), Some("prod-gke"));
         let event: Value = serde_json::from_str(record.event.as_str()).unwrap();
@@ -631,7 +631,7 @@ mod tests {
             json!({"@type": "rbac.authorization.k8s.io/v1.ClusterRoleBinding", "roleRef": {"name": "cluster-admin"}});
         entry["protoPayload"]["status"] = json!({"code": 7, "message": "forbidden"});
         entry["operation"] = json!({"id": "op-2", "first": true, "last": true});
-        let out = unwrap(Format::Gke, &entry.to_string());
+        let out = unwrap(Format::Gke, entry.to_string());
         let event: Value = serde_json::from_str(out[0].as_ref().unwrap().event.as_str()).unwrap();
         assert_eq!(event["stage"], "ResponseComplete");
         assert_eq!(event["objectRef"]["apiGroup"], "rbac.authorization.k8s.io");
@@ -653,11 +653,11 @@ mod tests {
         let data = base64::engine::general_purpose::STANDARD.encode(gke_entry().to_string());
         let push = json!({"message": {"data": data, "messageId": "9"}, "subscription": "projects/p/subscriptions/s"});
         assert_eq!(
-            ok(unwrap(Format::Auto, &push.to_string())),
+            ok(unwrap(Format::Auto, push.to_string())),
             [("op-1".into(), Some("prod-gke".into()))]
         );
         let bad = json!({"message": {"data": "%%%"}});
-        assert!(unwrap(Format::Auto, &bad.to_string())[0]
+        assert!(unwrap(Format::Auto, bad.to_string())[0]
             .as_ref()
             .unwrap_err()
             .contains("base64"));
