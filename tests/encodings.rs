@@ -7,13 +7,11 @@ mod common;
 
 use kaudit::alert::encode::{Encoder, Encoding};
 use kaudit::alert::redact::Redactor;
-use kaudit::engine::{Matching, RuleSet};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
 
 fn scan(file: &Path, encoding: Encoding, include_event: bool, dedup: bool) -> Vec<Value> {
-    let rules = RuleSet::load(&[common::repo().join("rules")], Matching::All).unwrap();
     let options = kaudit::scan::Options {
         encoder: Encoder {
             encoding,
@@ -28,13 +26,7 @@ fn scan(file: &Path, encoding: Encoding, include_event: bool, dedup: bool) -> Ve
         cluster: "prod".into(),
         ..Default::default()
     };
-    let mut out = Vec::new();
-    kaudit::scan::scan(&[file.to_path_buf()], &rules, &options, &mut out).unwrap();
-    String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    common::scan(&[file.to_path_buf()], &options).1
 }
 
 fn at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
@@ -442,7 +434,6 @@ fn a_credential_in_a_configmap_never_leaves_in_any_encoding() {
         );
     }
     // Without redaction it would have leaked (the check can fail).
-    let rules = RuleSet::load(&[common::repo().join("rules")], Matching::All).unwrap();
     let options = kaudit::scan::Options {
         encoder: Encoder {
             encoding: Encoding::Falco,
@@ -452,7 +443,6 @@ fn a_credential_in_a_configmap_never_leaves_in_any_encoding() {
         dedup: kaudit::dedup::DedupConfig::off(),
         ..Default::default()
     };
-    let mut out = Vec::new();
-    kaudit::scan::scan(&[file], &rules, &options, &mut out).unwrap();
-    assert!(String::from_utf8(out).unwrap().contains(secret));
+    let (_, unredacted): (_, Vec<Value>) = common::scan(&[file], &options);
+    assert!(serde_json::to_string(&unredacted).unwrap().contains(secret));
 }

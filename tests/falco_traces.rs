@@ -4,23 +4,14 @@
 mod common;
 
 use kaudit::alert::Alert;
-use kaudit::engine::{Matching, RuleSet};
 use std::path::PathBuf;
 
 fn scan(files: &[PathBuf]) -> (kaudit::scan::Summary, Vec<Alert>) {
-    let rules = RuleSet::load(&[common::repo().join("rules")], Matching::All).unwrap();
-    let mut out = Vec::new();
     let options = kaudit::scan::Options {
         cluster: "prod".into(),
         ..Default::default()
     };
-    let summary = kaudit::scan::scan(files, &rules, &options, &mut out).unwrap();
-    let alerts = String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (summary, alerts)
+    common::scan(files, &options)
 }
 
 #[test]

@@ -8,7 +8,6 @@ mod common;
 use kaudit::alert::Alert;
 use kaudit::audit::Format;
 use kaudit::config::PipelineConfig;
-use kaudit::engine::{Matching, RuleSet};
 use kaudit::pipeline::{start, Roles};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -19,20 +18,12 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn scan(file: &Path, format: Format) -> (kaudit::scan::Summary, Vec<Alert>) {
-    let rules = RuleSet::load(&[common::repo().join("rules")], Matching::All).unwrap();
     let options = kaudit::scan::Options {
         format,
         dedup: kaudit::dedup::DedupConfig::off(),
         ..Default::default()
     };
-    let mut out = Vec::new();
-    let summary = kaudit::scan::scan(&[file.to_path_buf()], &rules, &options, &mut out).unwrap();
-    let alerts = String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    (summary, alerts)
+    common::scan(&[file.to_path_buf()], &options)
 }
 
 /// The two detections the fixtures are about (other rules may fire too, and some read what GKE

@@ -21,6 +21,24 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `kaudit scan` of `files` with the default rules and `options`: its summary and its alerts,
+/// each read back from its JSON line as `T` (an `Alert`, or a `serde_json::Value` for the other
+/// encodings).
+pub fn scan<T: serde::de::DeserializeOwned>(
+    files: &[PathBuf],
+    options: &kaudit::scan::Options,
+) -> (kaudit::scan::Summary, Vec<T>) {
+    let rules = kaudit::engine::RuleSet::load(&[repo().join("rules")], kaudit::engine::Matching::All).unwrap();
+    let mut out = Vec::new();
+    let summary = kaudit::scan::scan(files, &rules, options, &mut out).unwrap();
+    let alerts = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (summary, alerts)
+}
+
 /// The JSON lines of an alert file written so far: complete lines only, as a file sink may be
 /// in the middle of writing one.
 pub fn json_lines(file: &std::path::Path) -> Vec<serde_json::Value> {
