@@ -223,7 +223,7 @@ pub fn evaluate(
         stats.events.fetch_add(1, Ordering::Relaxed);
         let view = event.view();
         for firing in rules.evaluate(&view, cluster) {
-            let rule = &rules.rules()[firing.rule];
+            let rule = rules.rule(firing.rule);
             // Continue the shim's trace: same trace id, a span of our own.
             let trace_id = message.header(headers::TRACEPARENT).and_then(|tp| tp.split('-').nth(1));
             let origin = Origin {

@@ -4,6 +4,10 @@ pub mod engine;
 pub mod falco;
 pub mod scan;
 
+/// Stack of the threads that evaluate rules (the runtime's workers and blocking pool): room for
+/// [`engine::MAX_EXPR_DEPTH`] levels of the interpreter's recursion even in a debug build.
+pub const EVALUATION_STACK_BYTES: usize = 16 * 1024 * 1024;
+
 /// This machine's name, as alerts carry it (`hostname`, as in Falco).
 pub fn hostname() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()

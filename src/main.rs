@@ -175,7 +175,10 @@ fn serve(pipeline: PathBuf, roles: Roles) -> anyhow::Result<ExitCode> {
     // The default pipeline file is optional: without it the built-in defaults apply.
     let file = (pipeline.as_os_str() != DEFAULT_PIPELINE || pipeline.is_file()).then_some(pipeline.as_path());
     let config = PipelineConfig::load(file)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(kaudit::EVALUATION_STACK_BYTES)
+        .build()?;
     runtime.block_on(async {
         let running = kaudit::pipeline::start(config, roles).await?;
         running.until_signalled().await

@@ -174,7 +174,7 @@ fn admit_users(deduper: &Deduper, users: usize) -> usize {
         let event = kaudit::audit::Event::from_json(exec(i, &format!("user-{i}"), i as f64)).unwrap();
         let view = event.view();
         let firing = rules.evaluate(&view, "c1").into_iter().next().unwrap();
-        let rule = &rules.rules()[firing.rule];
+        let rule = rules.rule(firing.rule);
         let alert = Alert::new(rule, firing, &view, "c1", "h");
         let mut out = Vec::new();
         if deduper.admit_alert(rule, alert, &mut out) == Verdict::Passed {

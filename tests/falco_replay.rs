@@ -84,7 +84,7 @@ fn run(shared: &Path, case: &Case, ruleset: &str, modern: bool) -> Result<BTreeM
         let Ok(record) = item.unwrap() else { continue };
         let view = record.event.view();
         for firing in set.evaluate(&view, "falco") {
-            *counts.entry(set.rules()[firing.rule].name.clone()).or_default() += 1;
+            *counts.entry(set.rule(firing.rule).name.clone()).or_default() += 1;
         }
     }
     Ok(counts)

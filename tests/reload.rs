@@ -242,7 +242,7 @@ fn dedup_state_survives_a_reload_for_rules_that_remain() {
         let firing = set
             .evaluate(&view, "c1")
             .into_iter()
-            .find(|f| set.rules()[f.rule].name == "Exec")
+            .find(|f| set.rule(f.rule).name == "Exec")
             .unwrap();
         let mut out = Vec::new();
         deduper.admit(set, firing, &view, "c1", Default::default(), &mut out)

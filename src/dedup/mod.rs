@@ -254,7 +254,7 @@ impl Deduper {
         origin: Origin,
         out: &mut Vec<Alert>,
     ) -> Verdict {
-        let rule = &rules.rules()[firing.rule];
+        let rule = rules.rule(firing.rule);
         let now = event_nanos(&view.time().unwrap_or_default());
         let mut state = self.lock();
         let window = match (&rule.window, &firing.observation) {

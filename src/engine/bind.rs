@@ -9,6 +9,7 @@ use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 use cel::{Context, Env, Program};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -105,8 +106,19 @@ impl<'e> Bindings<'e> {
     fn macro_value(&self, index: usize) -> Option<CowVal<'_, '_>> {
         let value = self.macros[index].get_or_init(|| {
             let program = &self.scope.macros[index];
-            let result = catch_panic(|| program.execute(&self.context())).ok()?.ok()?;
-            Box::<dyn Val>::try_from(result).ok()
+            let outer = take_unusable();
+            let result = catch_panic(|| program.execute(&self.context()));
+            let inner = take_unusable();
+            mark_unusable(outer.or(inner));
+            match result {
+                // A match is a match; anything else that read an unusable value is unusable.
+                Ok(Ok(cel::Value::Bool(true))) => Some(Box::new(CelBool::from(true)) as Box<dyn Val>),
+                _ if inner.is_some() => Some(Box::new(Unusable::MacroFailed) as Box<dyn Val>),
+                // A field the event lacks: the macro is absent, as the field is.
+                Ok(Err(cel::ExecutionError::NoSuchKey(_) | cel::ExecutionError::UndeclaredReference(_))) => None,
+                Ok(Ok(value)) => Some(Box::<dyn Val>::try_from(value).unwrap_or_else(|_| Box::new(Unusable::MacroFailed))),
+                Ok(Err(_)) | Err(_) => Some(Box::new(Unusable::MacroFailed) as Box<dyn Val>),
+            }
         });
         value.as_deref().map(CowVal::Borrowed)
     }
@@ -134,22 +146,97 @@ pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     })
 }
 
+/// Deepest nesting of a field's value that becomes CEL values. A value nested deeper (an
+/// attacker can nest a patch body thousands of levels) becomes [`Unusable::TooDeep`]: the rest of the
+/// field still converts, so rules reading its shallow parts evaluate as usual, and a rule that
+/// reaches the deep part gets an evaluation error, never "absent" ([`Unusable`]).
+pub const MAX_VALUE_DEPTH: usize = 64;
+
 /// Converts raw JSON to a CEL value in one pass, borrowing strings that have no escapes.
+/// Values nested deeper than [`MAX_VALUE_DEPTH`] become [`Unusable::TooDeep`].
 pub fn json_to_val(raw: &str) -> Result<Box<dyn Val + '_>, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_str(raw);
-    JsonSeed.deserialize(&mut de)
+    JsonSeed { depth: 0 }.deserialize(&mut de)
 }
 
-struct JsonSeed;
+thread_local! {
+    static UNUSABLE_READ: std::cell::Cell<Option<Unusable>> = const { std::cell::Cell::new(None) };
+}
+
+/// Returns (and clears) what [`Unusable`] value an evaluation on this thread has read.
+pub fn take_unusable() -> Option<Unusable> {
+    UNUSABLE_READ.with(|c| c.take())
+}
+
+/// Marks that an evaluation on this thread read an [`Unusable`] value (the first one counts).
+pub fn mark_unusable(u: Option<Unusable>) {
+    if let Some(u) = u {
+        UNUSABLE_READ.with(|c| {
+            if c.get().is_none() {
+                c.set(Some(u))
+            }
+        });
+    }
+}
+
+static UNUSABLE_TYPE: cel::common::types::Type = cel::common::types::Type::new_unspecified_type("kaudit.unusable");
+
+/// A value a condition cannot use: one nested deeper than [`MAX_VALUE_DEPTH`], or a macro
+/// whose evaluation failed. Every operation on it fails (it has no fields, no elements, no
+/// size, no conversion); only `==` cannot fail in CEL, and it is false. Whatever touches it
+/// marks the evaluation ([`take_unusable`]), so the engine reports the rule's result as an
+/// error instead of trusting a "no match" that may be this value's doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unusable {
+    TooDeep,
+    MacroFailed,
+}
+
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unusable::TooDeep => write!(f, "the condition read a value nested deeper than {MAX_VALUE_DEPTH} levels"),
+            Unusable::MacroFailed => f.write_str("a macro the condition uses could not be evaluated"),
+        }
+    }
+}
+
+impl Val for Unusable {
+    fn get_type(&self) -> &cel::common::types::Type {
+        mark_unusable(Some(*self));
+        &UNUSABLE_TYPE
+    }
+    fn cel_type() -> &'static cel::common::types::Type {
+        &UNUSABLE_TYPE
+    }
+    fn equals(&self, _other: &dyn Val) -> bool {
+        mark_unusable(Some(*self));
+        false
+    }
+    fn clone_as_boxed<'v>(&self) -> Box<dyn Val + 'v> {
+        Box::new(*self)
+    }
+}
+
+struct JsonSeed {
+    depth: usize,
+}
 
 impl<'de> DeserializeSeed<'de> for JsonSeed {
     type Value = Box<dyn Val + 'de>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(JsonVisitor)
+        if self.depth > MAX_VALUE_DEPTH {
+            // Skipped without recursion (serde_json reads a raw value with a loop).
+            let _: &serde_json::value::RawValue = Deserialize::deserialize(d)?;
+            return Ok(Box::new(Unusable::TooDeep));
+        }
+        d.deserialize_any(JsonVisitor { depth: self.depth })
     }
 }
 
-struct JsonVisitor;
+struct JsonVisitor {
+    depth: usize,
+}
 
 impl<'de> Visitor<'de> for JsonVisitor {
     type Value = Box<dyn Val + 'de>;
@@ -190,7 +277,7 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut items: Vec<Box<dyn Val + 'de>> = Vec::with_capacity(seq.size_hint().unwrap_or(4));
-        while let Some(item) = seq.next_element_seed(JsonSeed)? {
+        while let Some(item) = seq.next_element_seed(JsonSeed { depth: self.depth + 1 })? {
             items.push(item);
         }
         Ok(Box::new(CelList::from(items)))
@@ -203,7 +290,7 @@ impl<'de> Visitor<'de> for JsonVisitor {
                 std::borrow::Cow::Borrowed(k) => CelMapKey::from(k),
                 std::borrow::Cow::Owned(k) => CelMapKey::from(k),
             };
-            entries.insert(key, map.next_value_seed(JsonSeed)?);
+            entries.insert(key, map.next_value_seed(JsonSeed { depth: self.depth + 1 })?);
         }
         Ok(Box::new(CelMap::from(entries)))
     }

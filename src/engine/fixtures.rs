@@ -105,7 +105,7 @@ fn stream_alerts(set: &RuleSet, rule: &Rule, events: &[Event]) -> Vec<Alert> {
     for event in events {
         let view = event.view();
         for firing in set.evaluate(&view, "test") {
-            if set.rules()[firing.rule].name == rule.name {
+            if set.rule(firing.rule).name == rule.name {
                 deduper.admit(set, firing, &view, "test", Default::default(), &mut alerts);
             }
         }
@@ -117,7 +117,7 @@ fn fires_on(set: &RuleSet, rule: &Rule, event: &Event) -> usize {
     let view = event.view();
     set.evaluate(&view, "test")
         .iter()
-        .filter(|f| set.rules()[f.rule].name == rule.name)
+        .filter(|f| set.rule(f.rule).name == rule.name)
         .count()
 }
 

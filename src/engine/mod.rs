@@ -29,6 +29,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 pub use rules::Priority;
 
@@ -157,8 +158,45 @@ pub struct Firing {
 pub struct RuleSet {
     scope: Scope,
     rules: Vec<Rule>,
+    /// The engine's own rule, [`DEGRADED`]: its firings say that a rule could not evaluate an
+    /// event. Its index is `rules.len()` (see [`RuleSet::rule`]).
+    degraded: Rule,
     prefilter: Prefilter,
     matching: Matching,
+}
+
+/// The name of the engine's own rule: a rule could not evaluate an event (a wrong type, a
+/// failing function, a value nested too deep, the event's evaluation budget spent), so its
+/// verdict on that event is unknown. Rate-limited per cluster and failing rule like any alert.
+pub const DEGRADED: &str = "Detection degraded";
+
+/// The engine's own rule, as alerts and rate limits see it.
+fn degraded_rule(env: &Env) -> Rule {
+    Rule {
+        name: DEGRADED.into(),
+        desc: "A rule could not evaluate an event: its verdict on that event is unknown.".into(),
+        priority: Priority::Error,
+        tags: vec!["kaudit".into(), "detection_degraded".into()],
+        enabled: true,
+        origin: rules::Origin {
+            file: "(built in)".into(),
+            line: 0,
+            column: 0,
+        },
+        condition: env.compile("false").expect("`false` compiles"),
+        exceptions: Vec::new(),
+        output: output::Template::compile(env, DEGRADED).expect("a literal template compiles"),
+        dedup_key: Vec::new(),
+        dedup: stateful::DedupSetting::Policy(stateful::DedupPolicy {
+            window: std::time::Duration::from_secs(600),
+            burst: std::num::NonZeroU32::MIN,
+        }),
+        window: None,
+        stats: RuleStats::default(),
+        meta: rules::RuleMetaDef::default(),
+        route: prefilter::Route::any(),
+        reads: Default::default(),
+    }
 }
 
 impl std::fmt::Debug for RuleSet {
@@ -248,6 +286,46 @@ impl RuleSet {
             ));
         }
 
+        // How deep each macro is, the macros it names counted in (none if they form a cycle).
+        let mut macro_depths: HashMap<String, usize> = HashMap::new();
+        if errors.is_empty() {
+            fn depth_of(
+                name: &str,
+                names: &[String],
+                macros: &[Program],
+                memo: &mut HashMap<String, usize>,
+            ) -> usize {
+                if let Some(d) = memo.get(name) {
+                    return *d;
+                }
+                let Some(i) = names.iter().position(|n| n == name) else {
+                    return 0;
+                };
+                let mut inner = HashMap::new();
+                for v in macros[i].references().variables() {
+                    if names.iter().any(|n| n == v) {
+                        let d = depth_of(v, names, macros, memo);
+                        inner.insert(v.to_string(), d);
+                    }
+                }
+                let d = expr_depth(macros[i].expression(), &|n| inner.get(n).copied().unwrap_or(0));
+                memo.insert(name.to_string(), d);
+                d
+            }
+            for name in &macro_names {
+                let depth = depth_of(name, &macro_names, &macros, &mut macro_depths);
+                if depth > MAX_EXPR_DEPTH {
+                    errors.push(item_error(
+                        &source.macros[name].origin,
+                        "macro",
+                        name,
+                        &format!("is nested {depth} levels deep (the macros it names included); at most {MAX_EXPR_DEPTH}"),
+                    ));
+                }
+            }
+        }
+        let depth_of = |expr: &Expression| expr_depth(expr, &|n| macro_depths.get(n).copied().unwrap_or(0));
+
         let scope = Scope {
             env: env.clone(),
             symbols,
@@ -271,6 +349,13 @@ impl RuleSet {
             };
             let mut compile_part = |part: &str, src: &str| match env.compile(src) {
                 Ok(p) => {
+                    let depth = depth_of(p.expression());
+                    if depth > MAX_EXPR_DEPTH {
+                        errors.push(what(&format!(
+                            "{part} is nested {depth} levels deep (the macros it names included); at most {MAX_EXPR_DEPTH}"
+                        )));
+                        return None;
+                    }
                     for name in unknown_names(&p, &scope) {
                         errors.push(what(&format!(
                             "{part} names `{name}`, which is no event field, macro or list"
@@ -331,7 +416,13 @@ impl RuleSet {
             };
             let mut exceptions = Vec::new();
             for exc in &def.exceptions {
-                match exception_source(exc, &scope).and_then(|src| env.compile(&src).map_err(|e| e.to_string())) {
+                let compiled = exception_source(exc, &scope)
+                    .and_then(|src| env.compile(&src).map_err(|e| e.to_string()))
+                    .and_then(|p| match depth_of(p.expression()) {
+                        depth if depth > MAX_EXPR_DEPTH => Err(format!("is nested {depth} levels deep; at most {MAX_EXPR_DEPTH}")),
+                        _ => Ok(p),
+                    });
+                match compiled {
                     Ok(p) => exceptions.push((exc.name.clone(), p)),
                     Err(e) => errors.push(what(&format!("exception '{}': {e}", exc.name))),
                 }
@@ -398,6 +489,7 @@ impl RuleSet {
         }
         let prefilter = Prefilter::new(&routes);
         Ok(RuleSet {
+            degraded: degraded_rule(&env),
             scope,
             rules,
             prefilter,
@@ -409,12 +501,25 @@ impl RuleSet {
         &self.rules
     }
 
+    /// The rule of a firing: one of [`RuleSet::rules`], or the engine's own [`DEGRADED`] rule.
+    pub fn rule(&self, index: usize) -> &Rule {
+        self.rules.get(index).unwrap_or(&self.degraded)
+    }
+
     pub fn matching(&self) -> Matching {
         self.matching
     }
 
     /// Evaluates every rule that can match `view`, in rule order, and renders the firings.
     pub fn evaluate(&self, view: &EventView<'_>, cluster: &str) -> Vec<Firing> {
+        self.evaluate_within(view, cluster, None)
+    }
+
+    /// [`RuleSet::evaluate`] with a budget: once the event's evaluation has taken `budget`, the
+    /// rules not yet evaluated are skipped (checked between rules) and a [`DEGRADED`] firing
+    /// names them. A rule that cannot evaluate the event also yields a [`DEGRADED`] firing.
+    pub fn evaluate_within(&self, view: &EventView<'_>, cluster: &str, budget: Option<Duration>) -> Vec<Firing> {
+        let started = Instant::now();
         let mut candidates = Vec::new();
         self.prefilter.candidates(&view.route_keys(), &mut candidates);
         let mut firings = Vec::new();
@@ -423,7 +528,8 @@ impl RuleSet {
         }
         let bindings = Bindings::new(&self.scope, view, cluster);
         let ctx = bindings.context();
-        for index in prefilter::bits(&candidates) {
+        let mut pending = prefilter::bits(&candidates).peekable();
+        while let Some(index) = pending.next() {
             let rule = &self.rules[index];
             rule.stats.evaluated.fetch_add(1, Ordering::Relaxed);
             match eval_bool(&rule.condition, &ctx) {
@@ -435,6 +541,7 @@ impl RuleSet {
                 }
                 Err(Failure::Error(e)) => {
                     rule.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    firings.push(self.degraded_firing(view, cluster, &rule.name, &e));
                     *rule.stats.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
                     continue;
                 }
@@ -463,8 +570,51 @@ impl RuleSet {
             if self.matching == Matching::First {
                 break;
             }
+            if budget.is_some_and(|b| started.elapsed() >= b) && pending.peek().is_some() {
+                let skipped: Vec<&str> = pending.by_ref().map(|i| self.rules[i].name.as_str()).collect();
+                firings.push(self.over_budget(view, cluster, budget.unwrap_or_default(), &skipped));
+            }
         }
         firings
+    }
+
+    /// The [`DEGRADED`] firing for a rule that could not evaluate this event.
+    fn degraded_firing(&self, view: &EventView<'_>, cluster: &str, rule: &str, error: &str) -> Firing {
+        self.degraded.stats.matched.fetch_add(1, Ordering::Relaxed);
+        let error: String = error.chars().take(500).collect();
+        let audit_id = view.audit_id();
+        let mut output_fields = serde_json::Map::new();
+        output_fields.insert("kaudit.rule".into(), rule.into());
+        output_fields.insert("kaudit.error".into(), error.clone().into());
+        output_fields.insert("ka.auditid".into(), audit_id.as_ref().into());
+        output_fields.insert(
+            "ka.verb".into(),
+            view.str("verb").map(|v| v.into_owned()).unwrap_or_default().into(),
+        );
+        Firing {
+            rule: self.rules.len(),
+            output: format!(
+                "Rule '{rule}' could not evaluate an event; its verdict is unknown (cluster={cluster} audit_id={audit_id} error={error})"
+            ),
+            output_fields,
+            dedup_key: crate::alert::digest(&[DEGRADED, cluster, rule]),
+            observation: None,
+        }
+    }
+
+    /// The [`DEGRADED`] firing for an event whose budget ran out before `skipped` were evaluated.
+    fn over_budget(&self, view: &EventView<'_>, cluster: &str, budget: Duration, skipped: &[&str]) -> Firing {
+        let shown: Vec<&str> = skipped.iter().take(20).copied().collect();
+        let more = skipped.len() - shown.len();
+        let error = format!(
+            "the event's evaluation budget of {budget:?} was spent; {} rules not evaluated: {}{}",
+            skipped.len(),
+            shown.join(", "),
+            if more > 0 { format!(" and {more} more") } else { String::new() }
+        );
+        let mut firing = self.degraded_firing(view, cluster, "(evaluation budget)", &error);
+        firing.output_fields.insert("kaudit.skipped_rules".into(), skipped.to_vec().into());
+        firing
     }
 
     /// Renders the output and dedup key of a firing `evaluate` left unrendered (a stateful
@@ -472,7 +622,7 @@ impl RuleSet {
     pub fn render(&self, firing: &mut Firing, view: &EventView<'_>, cluster: &str) {
         if firing.dedup_key.is_empty() {
             let bindings = Bindings::new(&self.scope, view, cluster);
-            render(&self.rules[firing.rule], firing, &bindings.context());
+            render(self.rule(firing.rule), firing, &bindings.context());
         }
     }
 }
@@ -535,7 +685,16 @@ fn sequence_steps(def: &rules::StatefulDef) -> Vec<String> {
 }
 
 fn eval_bool(program: &Program, ctx: &Context) -> Result<bool, Failure> {
-    match catch_panic(|| program.execute(ctx)) {
+    bind::take_unusable();
+    let result = catch_panic(|| program.execute(ctx));
+    // An unusable value was read (too deep, a failed macro): only a match is trusted, as "no
+    // match" or "missing" may be that value's doing.
+    if let Some(unusable) = bind::take_unusable() {
+        if !matches!(result, Ok(Ok(Value::Bool(true)))) {
+            return Err(Failure::Error(unusable.to_string()));
+        }
+    }
+    match result {
         Ok(Ok(Value::Bool(b))) => Ok(b),
         Ok(Ok(other)) => Err(Failure::Error(format!(
             "condition gave {:?}, not a bool",
@@ -596,34 +755,53 @@ fn collect_bound(expr: &Expression, out: &mut HashSet<String>) {
     });
 }
 
+/// Visits every node of an expression, without recursion (a chain of 1,500 `+` is 1,500 deep).
 fn walk(expr: &Expression, f: &mut dyn FnMut(&Expression)) {
-    f(expr);
-    match &expr.expr {
-        Expr::Call(call) => {
-            if let Some(t) = &call.target {
-                walk(t, f);
-            }
-            for a in &call.args {
-                walk(a, f);
-            }
-        }
-        Expr::Comprehension(c) => {
-            for e in [&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result] {
-                walk(e, f);
-            }
-        }
-        Expr::List(l) => l.elements.iter().for_each(|e| walk(e, f)),
-        Expr::Map(m) => {
-            for entry in &m.entries {
-                if let cel::common::ast::EntryExpr::MapEntry(me) = &entry.expr {
-                    walk(&me.key, f);
-                    walk(&me.value, f);
-                }
-            }
-        }
-        Expr::Select(s) => walk(&s.operand, f),
-        _ => {}
+    let mut stack = vec![expr];
+    while let Some(e) = stack.pop() {
+        f(e);
+        stack.extend(children(e));
     }
+}
+
+/// The direct subexpressions of a node.
+fn children(expr: &Expression) -> Vec<&Expression> {
+    match &expr.expr {
+        Expr::Call(call) => call.target.iter().map(|t| &**t).chain(call.args.iter()).collect(),
+        Expr::Comprehension(c) => vec![&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result],
+        Expr::List(l) => l.elements.iter().collect(),
+        Expr::Map(m) => m
+            .entries
+            .iter()
+            .flat_map(|entry| match &entry.expr {
+                cel::common::ast::EntryExpr::MapEntry(me) => vec![&me.key, &me.value],
+                _ => Vec::new(),
+            })
+            .collect(),
+        Expr::Select(s) => vec![&s.operand],
+        _ => Vec::new(),
+    }
+}
+
+/// Deepest expression a condition, macro or output placeholder may be, the macros it names
+/// counted in. The interpreter recurses once per level (about 2 KiB of stack a level in a
+/// release build, tens of KiB in a debug one): a rule past this is a load error, so that no
+/// rule can overflow a detector's stack.
+pub const MAX_EXPR_DEPTH: usize = 100;
+
+/// How deep `expr` is, a macro named in it counting as deep as `macro_depth` says.
+fn expr_depth(expr: &Expression, macro_depth: &dyn Fn(&str) -> usize) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(expr, 1usize)];
+    while let Some((e, depth)) = stack.pop() {
+        let named = match &e.expr {
+            Expr::Ident(name) => macro_depth(name),
+            _ => 0,
+        };
+        deepest = deepest.max(depth + named);
+        stack.extend(children(e).into_iter().map(|c| (c, depth + 1)));
+    }
+    deepest
 }
 
 /// Compiles every literal pattern of `matches` now: a bad regex is a load error, and the
@@ -702,7 +880,9 @@ fn exception_source(exc: &ExceptionDef, scope: &Scope) -> Result<String, String>
     if !exc.comps.is_empty() && exc.comps.len() != exc.fields.len() {
         return Err(format!("has {} fields but {} comps", exc.fields.len(), exc.comps.len()));
     }
-    let mut alternatives = Vec::new();
+    // One list of value tuples and one test over a tuple: as deep for 5,000 tuples as for one
+    // (a chain of `||` would be as deep as the list is long).
+    let mut tuples = Vec::new();
     for tuple in &exc.values {
         if tuple.len() != exc.fields.len() {
             return Err(format!(
@@ -711,37 +891,41 @@ fn exception_source(exc: &ExceptionDef, scope: &Scope) -> Result<String, String>
                 exc.fields.len()
             ));
         }
-        let mut terms = Vec::new();
-        for (i, (field, value)) in exc.fields.iter().zip(tuple).enumerate() {
-            let comp = exc.comps.get(i).map(String::as_str).unwrap_or("==");
-            let value = match value {
+        let values: Vec<String> = tuple
+            .iter()
+            .map(|value| match value {
                 // A string naming a list stands for the list, as in Falco.
                 ExceptionValue::One(Scalar::String(s)) if matches!(scope.symbols.get(s), Some(Symbol::List(_))) => {
                     s.clone()
                 }
                 ExceptionValue::One(v) => cel_literal(v),
                 ExceptionValue::Many(vs) => format!("[{}]", vs.iter().map(cel_literal).collect::<Vec<_>>().join(", ")),
-            };
-            terms.push(match comp {
-                "==" | "=" => format!("({field}) == {value}"),
-                "!=" => format!("({field}) != {value}"),
-                "in" => format!("({field}) in {value}"),
-                "startsWith" | "startswith" => format!("({field}).startsWith({value})"),
-                "endsWith" | "endswith" => format!("({field}).endsWith({value})"),
-                "contains" => format!("({field}).contains({value})"),
-                other => {
-                    return Err(format!(
-                        "comparison `{other}` is not one of ==, !=, in, startsWith, endsWith, contains"
-                    ))
-                }
-            });
-        }
-        alternatives.push(format!("({})", terms.join(" && ")));
+            })
+            .collect();
+        tuples.push(format!("[{}]", values.join(", ")));
     }
-    if alternatives.is_empty() {
+    if tuples.is_empty() {
         return Ok("false".into());
     }
-    Ok(alternatives.join(" || "))
+    let mut terms = Vec::new();
+    for (i, field) in exc.fields.iter().enumerate() {
+        let comp = exc.comps.get(i).map(String::as_str).unwrap_or("==");
+        let value = format!("__t[{i}]");
+        terms.push(match comp {
+            "==" | "=" => format!("({field}) == {value}"),
+            "!=" => format!("({field}) != {value}"),
+            "in" => format!("({field}) in {value}"),
+            "startsWith" | "startswith" => format!("({field}).startsWith({value})"),
+            "endsWith" | "endswith" => format!("({field}).endsWith({value})"),
+            "contains" => format!("({field}).contains({value})"),
+            other => {
+                return Err(format!(
+                    "comparison `{other}` is not one of ==, !=, in, startsWith, endsWith, contains"
+                ))
+            }
+        });
+    }
+    Ok(format!("[{}].exists(__t, {})", tuples.join(", "), terms.join(" && ")))
 }
 
 fn cel_literal(value: &Scalar) -> String {

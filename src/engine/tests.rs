@@ -40,7 +40,7 @@ fn fire(set: &RuleSet, json: &str) -> Vec<String> {
     let e = event(json);
     set.evaluate(&e.view(), "c1")
         .into_iter()
-        .map(|f| set.rules()[f.rule].name.clone())
+        .map(|f| set.rule(f.rule).name.clone())
         .collect()
 }
 
@@ -108,9 +108,14 @@ fn wrong_types_are_no_match_with_errors_counted_and_no_panic() {
         r#"{"auditID":"1","stage":"ResponseComplete","verb":5,"objectRef":{"resource":"pods","subresource":7},"user":{"username":42}}"#,
         r#"{"auditID":"1","stage":"ResponseComplete","verb":"get","objectRef":"pods","user":[],"requestObject":{"spec":{"nodeName":9}}}"#,
     ];
+    let mut degraded = 0;
     for json in crafted {
-        assert_eq!(fire(&s, json), Vec::<String>::new(), "{json}");
+        let fired = fire(&s, json);
+        degraded += fired.iter().filter(|r| *r == DEGRADED).count();
+        assert!(fired.iter().all(|r| r == DEGRADED), "{json}: {fired:?}");
     }
+    // Each evaluation error is an alert of the engine's own rule, not a silent "no match".
+    assert!(degraded >= 4, "degraded firings: {degraded}");
     // A null user is still an exec; the exception on user names does not apply to it.
     let null_user = r#"{"auditID":"1","stage":"ResponseComplete","verb":"get","objectRef":{"resource":"pods","subresource":"exec"},"user":{"username":null}}"#;
     assert_eq!(fire(&s, null_user), ["Exec"]);
@@ -297,4 +302,152 @@ fn stateful_rules_load_and_bad_ones_name_what_is_wrong() {
         let text = errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n");
         assert!(text.contains(says) && text.contains("d.yaml:"), "{bad}: {text}");
     }
+}
+
+/// A JSON value nested `depth` levels: `{"x":{"x":…{"x":1}…}}`.
+fn nested(depth: usize) -> String {
+    format!("{}1{}", r#"{"x":"#.repeat(depth), "}".repeat(depth))
+}
+
+fn default_rules() -> RuleSet {
+    RuleSet::load(&[PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules")], Matching::All).unwrap()
+}
+
+/// A privileged patch to a Deployment whose body also holds a field nested `depth` levels.
+fn privileged_patch(depth: usize) -> String {
+    format!(
+        r#"{{"auditID":"p1","stage":"ResponseComplete","verb":"patch","user":{{"username":"mallory"}},
+        "objectRef":{{"resource":"deployments","namespace":"default","name":"web","apiGroup":"apps"}},
+        "responseStatus":{{"code":200}},
+        "requestObject":{{"spec":{{"template":{{"spec":{{"deep":{deep},
+          "containers":[{{"name":"a","image":"nginx","securityContext":{{"privileged":true}}}}]}}}}}}}}}}"#,
+        deep = nested(depth)
+    )
+}
+
+#[test]
+fn a_deeply_nested_sibling_does_not_hide_a_privileged_patch() {
+    let s = default_rules();
+    for depth in [10, 130, 5_000] {
+        let fired = fire(&s, &privileged_patch(depth));
+        assert!(fired.contains(&"Privileged container".to_string()), "depth {depth}: {fired:?}");
+        // Rules that do not read the deep field raise no error over it.
+        assert!(!fired.contains(&DEGRADED.to_string()), "depth {depth}: {fired:?}");
+    }
+}
+
+#[test]
+fn a_rule_that_reads_a_too_deep_value_is_an_error_not_a_no_match() {
+    // Paths that reach past the depth limit, directly and through a macro.
+    let deep_path = format!("requestObject{}", ".x".repeat(bind::MAX_VALUE_DEPTH + 2));
+    let text = format!(
+        r#"
+- rule: Deep
+  desc: d
+  condition: verb == 'patch' && {deep_path} == 'never'
+  output: o
+  priority: debug
+- macro: deep_macro
+  condition: {deep_path} == 1
+- rule: Through a macro
+  desc: d
+  condition: verb == 'patch' && !deep_macro
+  output: o
+  priority: debug
+- rule: Shallow
+  desc: d
+  condition: verb == 'patch' && has(requestObject.x.x)
+  output: o
+  priority: debug
+"#
+    );
+    let s = on_detector_stack(move || RuleSet::from_text("d.yaml", &text, Matching::All).unwrap());
+    let deep = format!(
+        r#"{{"auditID":"1","stage":"ResponseComplete","verb":"patch","requestObject":{}}}"#,
+        nested(bind::MAX_VALUE_DEPTH + 10)
+    );
+    let e = event(&deep);
+    let firings = s.evaluate(&e.view(), "c1");
+    let outcome: Vec<String> = firings
+        .iter()
+        .map(|f| match s.rule(f.rule).name.as_str() {
+            DEGRADED => format!("degraded: {}", f.output_fields["kaudit.rule"].as_str().unwrap()),
+            name => name.to_string(),
+        })
+        .collect();
+    // Both rules that reach past the limit are errors with a degraded alert naming them; the
+    // rule reading the shallow part matches as usual.
+    assert_eq!(outcome, ["degraded: Deep", "degraded: Through a macro", "Shallow"]);
+    assert!(firings[0].output_fields["kaudit.error"].as_str().unwrap().contains("nested deeper than 64"));
+    let errors: Vec<u64> = s.rules().iter().map(|r| r.stats.errors.load(Ordering::Relaxed)).collect();
+    assert_eq!(errors, [1, 1, 0]);
+}
+
+/// Runs `f` on a thread with a detector's stack (a debug build's parser and interpreter need it).
+fn on_detector_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::Builder::new()
+        .stack_size(crate::EVALUATION_STACK_BYTES)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+#[test]
+fn rules_too_deep_to_evaluate_are_load_errors_naming_them() {
+    on_detector_stack(too_deep_rules)
+}
+
+fn too_deep_rules() {
+    let long = format!("verb == 'create' && {} > 0", vec!["1"; 1_500].join(" + "));
+    let text = format!("- rule: Long sum\n  desc: d\n  condition: \"{long}\"\n  output: o\n  priority: debug\n");
+    let errors = RuleSet::from_text("long.yaml", &text, Matching::All).unwrap_err().0;
+    let message = errors[0].to_string();
+    assert!(message.starts_with("long.yaml:1:"), "{message}");
+    assert!(message.contains("rule 'Long sum'") && message.contains("1502 levels deep"), "{message}");
+
+    // Macros count in: three macros of 40 levels, each at the bottom of the next, make over 100.
+    let chain = |n: usize| vec!["1"; n].join(" + ");
+    let text = format!(
+        "- macro: m1\n  condition: \"{c} > 0\"\n- macro: m2\n  condition: \"(m1 ? 1 : 0) + {c} > 0\"\n- macro: m3\n  condition: \"(m2 ? 1 : 0) + {c} > 0\"\n",
+        c = chain(40)
+    );
+    let errors = RuleSet::from_text("m.yaml", &text, Matching::All).unwrap_err().0;
+    assert!(errors.iter().any(|e| e.to_string().contains("macro 'm3'")), "{errors:?}");
+
+    // A rule at the limit loads and evaluates (on a detector-sized stack, in a debug build).
+    let at_limit = format!("verb == 'create' && {} > 0", chain(MAX_EXPR_DEPTH - 3));
+    let text = format!("- rule: At the limit\n  desc: d\n  condition: \"{at_limit}\"\n  output: o\n  priority: debug\n");
+    let s = RuleSet::from_text("ok.yaml", &text, Matching::All).unwrap();
+    let fired = fire(&s, r#"{"auditID":"1","stage":"ResponseComplete","verb":"create"}"#);
+    assert_eq!(fired, ["At the limit"]);
+}
+
+#[test]
+fn exceptions_with_many_values_stay_shallow() {
+    let values: Vec<String> = (0..5_000).map(|i| format!("[user{i}]")).collect();
+    let text = format!(
+        "- rule: R\n  desc: d\n  condition: verb == 'get'\n  output: o\n  priority: debug\n  exceptions:\n    - name: many\n      fields: [user.username]\n      values: [{}]\n",
+        values.join(", ")
+    );
+    let s = RuleSet::from_text("x.yaml", &text, Matching::All).unwrap();
+    let get = |user: &str| format!(r#"{{"auditID":"1","stage":"ResponseComplete","verb":"get","user":{{"username":"{user}"}}}}"#);
+    assert_eq!(fire(&s, &get("user4999")), Vec::<String>::new());
+    assert_eq!(fire(&s, &get("eve")), ["R"]);
+}
+
+#[test]
+fn an_event_over_its_budget_skips_the_rest_and_says_which() {
+    let s = set(Matching::All);
+    let e = event(PRIV);
+    // A zero budget is spent after the first rule.
+    let firings = s.evaluate_within(&e.view(), "c1", Some(Duration::ZERO));
+    let names: Vec<&str> = firings.iter().map(|f| s.rule(f.rule).name.as_str()).collect();
+    assert_eq!(names, ["Privileged", DEGRADED]);
+    assert_eq!(firings[1].output_fields["kaudit.skipped_rules"], serde_json::json!(["Anything by alice"]));
+    assert!(firings[1].output.contains("budget"), "{}", firings[1].output);
+    // A generous one changes nothing.
+    let all = s.evaluate_within(&e.view(), "c1", Some(Duration::from_secs(60)));
+    assert_eq!(all.len(), 2);
+    assert!(all.iter().all(|f| s.rule(f.rule).name != DEGRADED));
 }

@@ -753,7 +753,7 @@ mod tests {
         let view = event.view();
         set.evaluate(&view, "c")
             .iter()
-            .map(|f| set.rules()[f.rule].name.clone())
+            .map(|f| set.rule(f.rule).name.clone())
             .collect()
     }
 
