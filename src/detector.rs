@@ -37,6 +37,11 @@ pub struct DetectorConfig {
     /// Seconds between looks at the rule files for changes (hot reload; SIGHUP reloads too);
     /// 0: on SIGHUP only.
     pub reload_poll_secs: u64,
+    /// Most milliseconds one event's evaluation may take (a normal event takes tens of
+    /// microseconds; a crafted one with thousands of containers, hundreds of milliseconds).
+    /// Past it, the rules not yet evaluated are skipped and a `Detection degraded` alert names
+    /// them. 0: no budget.
+    pub event_budget_ms: u64,
 }
 
 impl Default for DetectorConfig {
@@ -48,6 +53,7 @@ impl Default for DetectorConfig {
             group: "kaudit-detectors".into(),
             dedup: crate::dedup::DedupConfig::default(),
             reload_poll_secs: 2,
+            event_budget_ms: 100,
         }
     }
 }
@@ -70,6 +76,8 @@ pub struct Detector {
     pub sinks: Vec<Arc<dyn Sink>>,
     pub batch_size: usize,
     pub stats: Arc<DetectorStats>,
+    /// Most time one event's evaluation may take (see [`DetectorConfig::event_budget_ms`]).
+    pub event_budget: Option<Duration>,
 }
 
 /// How long a stopping detector keeps draining: until its subscription is quiet this long.
@@ -127,8 +135,9 @@ impl Detector {
         let rules = self.rules.rules();
         let stats = self.stats.clone();
         let deduper = self.deduper.clone();
+        let budget = self.event_budget;
         let (batch, alerts) = tokio::task::spawn_blocking(move || {
-            let alerts = evaluate(&rules, &batch, &stats, &deduper);
+            let alerts = evaluate(&rules, &batch, &stats, &deduper, budget);
             (batch, alerts)
         })
         .await?;
@@ -207,6 +216,7 @@ pub fn evaluate(
     batch: &[Delivery],
     stats: &DetectorStats,
     deduper: &crate::dedup::Deduper,
+    budget: Option<Duration>,
 ) -> Vec<Alert> {
     let mut alerts = Vec::new();
     for delivery in batch {
@@ -222,7 +232,7 @@ pub fn evaluate(
         };
         stats.events.fetch_add(1, Ordering::Relaxed);
         let view = event.view();
-        for firing in rules.evaluate(&view, cluster) {
+        for firing in rules.evaluate_within(&view, cluster, budget) {
             let rule = rules.rule(firing.rule);
             // Continue the shim's trace: same trace id, a span of our own.
             let trace_id = message.header(headers::TRACEPARENT).and_then(|tp| tp.split('-').nth(1));

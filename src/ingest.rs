@@ -13,6 +13,30 @@ use crate::telemetry::metrics;
 use opentelemetry::KeyValue;
 use std::collections::BTreeMap;
 
+/// Longest cluster name taken (EKS allows 100 characters; GKE and AKS fewer).
+pub const MAX_CLUSTER_NAME: usize = 100;
+
+/// A cluster name is a label in metrics, a NATS subject token and a Kafka key: letters, digits,
+/// `-` and `_` (EKS and AKS names have `_`), starting with a letter or digit, at most
+/// [`MAX_CLUSTER_NAME`] characters. Anything else (`eks-/../prod`, NUL bytes, 60 KB names) is
+/// refused, never cleaned up into another name.
+pub fn check_cluster_name(name: &str) -> Result<(), String> {
+    let shown: String = name.chars().take(64).flat_map(char::escape_default).collect();
+    if name.is_empty() || name.len() > MAX_CLUSTER_NAME {
+        return Err(format!(
+            "cluster name `{shown}` must have 1 to {MAX_CLUSTER_NAME} characters"
+        ));
+    }
+    let ok = name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !ok {
+        return Err(format!(
+            "cluster name `{shown}` may hold only letters, digits, `-` and `_`, starting with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
 /// One decoded item and, where the source has one, a stable id for it (NATS drops a message
 /// whose id it has seen within its duplicate window, so a re-sent item is stored once).
 pub struct Item {
@@ -51,6 +75,16 @@ impl Batch {
         for (index, item) in items.into_iter().enumerate() {
             let checked = item.record.and_then(|record| {
                 let cluster = match record.cluster {
+                    Some(named) if check_cluster_name(&named).is_err() => {
+                        return Err(Malformed {
+                            position: Position::Item(index),
+                            reason: check_cluster_name(&named).err().unwrap_or_default(),
+                            text: String::from_utf8_lossy(
+                                &record.event.bytes()[..record.event.bytes().len().min(64 * 1024)],
+                            )
+                            .into_owned(),
+                        })
+                    }
                     Some(named) if named != source.cluster && !(source.may_name)(&named) => {
                         return Err(Malformed {
                             position: Position::Item(index),
@@ -133,7 +167,10 @@ fn tally(messages: &[Message]) -> BTreeMap<String, u64> {
 
 fn add(counter: &opentelemetry::metrics::Counter<u64>, per_cluster: BTreeMap<String, u64>) {
     for (cluster, n) in per_cluster {
-        counter.add(n, &[KeyValue::new("cluster", cluster)]);
+        counter.add(
+            n,
+            &[KeyValue::new("cluster", crate::telemetry::cluster_label(&cluster))],
+        );
     }
 }
 

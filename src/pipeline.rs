@@ -21,7 +21,10 @@ use tokio::task::JoinHandle;
 
 /// A started pipeline: where it listens, and how to stop it.
 pub struct Running {
+    /// Where the shim listens.
     pub addr: Option<SocketAddr>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served (`[telemetry] listen`).
+    pub telemetry_addr: Option<SocketAddr>,
     pub bus: Arc<dyn Bus>,
     pub detector_stats: Option<Arc<DetectorStats>>,
     /// The detector's rule set (hot-reloaded).
@@ -87,6 +90,7 @@ pub async fn start(config: PipelineConfig, roles: Roles) -> anyhow::Result<Runni
     let (stop_detector, detector_rx) = watch::channel(false);
     let mut running = Running {
         addr: None,
+        telemetry_addr: None,
         bus: bus.clone(),
         detector_stats: None,
         rules: None,
@@ -119,6 +123,8 @@ pub async fn start(config: PipelineConfig, roles: Roles) -> anyhow::Result<Runni
             sinks,
             batch_size: config.detector.batch_size,
             stats: stats.clone(),
+            event_budget: (config.detector.event_budget_ms > 0)
+                .then(|| Duration::from_millis(config.detector.event_budget_ms)),
         };
         let sub = bus.subscribe(&config.bus.events_topic, &config.detector.group).await?;
         running.detector = Some(tokio::spawn(async move { detector.run(sub, detector_rx).await }));
@@ -136,7 +142,26 @@ pub async fn start(config: PipelineConfig, roles: Roles) -> anyhow::Result<Runni
         )));
     }
 
-    // The shim serves telemetry on its own port; other roles serve it where configured.
+    // Telemetry has a listener of its own: the ingest port serves ingest and a bare /healthz.
+    if let Some(listen) = &config.telemetry.listen {
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("telemetry.listen: cannot listen on {listen}: {e}"))?;
+        running.telemetry_addr = Some(listener.local_addr()?);
+        tracing::info!(
+            "telemetry on http://{} (/metrics, /healthz, /readyz)",
+            listener.local_addr()?
+        );
+        let mut rx = ingress_rx.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, crate::telemetry::routes())
+                .with_graceful_shutdown(async move {
+                    let _ = rx.changed().await;
+                })
+                .await;
+        });
+    }
+
     if matches!(roles, Roles::All | Roles::Shim) {
         let shim = Arc::new(Shim::new(
             config.shim.clone(),
@@ -150,10 +175,11 @@ pub async fn start(config: PipelineConfig, roles: Roles) -> anyhow::Result<Runni
         let addr = listener.local_addr()?;
         let scheme = if config.shim.tls.is_some() { "https" } else { "http" };
         tracing::info!(
-            "shim listening on {scheme}://{addr} (POST /k8s_audit[/{{cluster}}], /ingest/{{format}}[/{{cluster}}], /metrics, /healthz, /readyz)"
+            "shim listening on {scheme}://{addr} (POST /k8s_audit[/{{cluster}}], /ingest/{{format}}[/{{cluster}}], GET /healthz)"
         );
         running.addr = Some(addr);
         let auth = shim.auth.clone();
+        let limits = server::Limits::of(&config.shim);
         let tls = config.shim.tls.clone();
         let router = shim.router();
         if config.shim.clusters.is_empty() && !config.shim.allow_unauthenticated {
@@ -162,22 +188,8 @@ pub async fn start(config: PipelineConfig, roles: Roles) -> anyhow::Result<Runni
             );
         }
         running.ingress = Some(tokio::spawn(async move {
-            server::serve(listener, router, tls.as_ref(), auth, ingress_rx).await
+            server::serve(listener, router, tls.as_ref(), auth, limits, ingress_rx).await
         }));
-    } else if let Some(listen) = &config.telemetry.listen {
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-        running.addr = Some(listener.local_addr()?);
-        tracing::info!("telemetry on http://{}", listener.local_addr()?);
-        let mut rx = ingress_rx;
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, crate::telemetry::routes())
-                .with_graceful_shutdown(async move {
-                    let _ = rx.changed().await;
-                })
-                .await;
-        });
     }
     metrics().set_ready(true);
     Ok(running)

@@ -229,6 +229,27 @@ pub fn routes() -> axum::Router {
         .route("/readyz", axum::routing::get(readyz))
 }
 
+/// Most distinct clusters named in metric labels; the others are counted under `_other`, so
+/// that a forwarder naming endless clusters cannot grow the metrics without bound.
+pub const MAX_CLUSTER_LABELS: usize = 1000;
+
+/// The `cluster` label for `name`: itself for the first [`MAX_CLUSTER_LABELS`] clusters seen.
+pub fn cluster_label(name: &str) -> String {
+    static SEEN: OnceLock<Mutex<std::collections::HashSet<String>>> = OnceLock::new();
+    let mut seen = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if seen.contains(name) {
+        return name.to_string();
+    }
+    if seen.len() >= MAX_CLUSTER_LABELS {
+        return "_other".into();
+    }
+    seen.insert(name.to_string());
+    name.to_string()
+}
+
 /// Logs to stderr; `KAUDIT_LOG` (an env-filter) sets the level, `info` by default.
 pub fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KAUDIT_LOG").unwrap_or_else(|_| "info".into());

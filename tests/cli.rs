@@ -97,6 +97,7 @@ fn run_prints_the_alert_for_a_posted_event_list() {
     let mut child = kaudit()
         .arg("run")
         .env("KAUDIT__SHIM__LISTEN", format!("127.0.0.1:{port}"))
+        .env("KAUDIT__TELEMETRY__LISTEN", "127.0.0.1:0")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

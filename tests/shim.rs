@@ -26,6 +26,8 @@ clusters = [
   {{ name = "cluster-a", token_file = "{a}" }},
   {{ name = "cluster-b", token_file = "{b}" }},
 ]
+[telemetry]
+listen = "127.0.0.1:0"
 [bus]
 memory = {{ capacity = {capacity} }}
 [detector]
@@ -279,7 +281,7 @@ async fn metrics_move_as_requests_arrive() {
     let running = start(config(dir.path(), 1000), Roles::All).await.unwrap();
     let metrics = || async {
         client()
-            .get(format!("http://{}/metrics", running.addr.unwrap()))
+            .get(format!("http://{}/metrics", running.telemetry_addr.unwrap()))
             .send()
             .await
             .unwrap()
@@ -319,6 +321,21 @@ async fn metrics_move_as_requests_arrive() {
         .await
         .unwrap();
     assert_eq!(health.status(), 200);
+    // The ingest port tells nothing about clusters or rules: telemetry has its own listener.
+    for path in ["/metrics", "/readyz"] {
+        let on_ingest = client()
+            .get(format!("http://{}{path}", running.addr.unwrap()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(on_ingest.status(), 404, "{path}");
+        let on_telemetry = client()
+            .get(format!("http://{}{path}", running.telemetry_addr.unwrap()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(on_telemetry.status(), 200, "{path}");
+    }
     running.shutdown().await.unwrap();
 }
 
@@ -375,7 +392,7 @@ async fn the_detector_applies_dedup_policies() {
     let mut text = String::new();
     for _ in 0..200 {
         text = client()
-            .get(format!("http://{}/metrics", running.addr.unwrap()))
+            .get(format!("http://{}/metrics", running.telemetry_addr.unwrap()))
             .send()
             .await
             .unwrap()

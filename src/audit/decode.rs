@@ -66,16 +66,73 @@ fn malformed(position: Position, reason: impl Into<String>, text: &[u8]) -> Malf
 
 /// The events one JSON object holds, each error with the object's position.
 fn records_at(format: Format, position: Position, text: &[u8]) -> Vec<Result<Record, Malformed>> {
-    envelope::unwrap(format, text)
-        .into_iter()
-        .map(|r| r.map_err(|reason| malformed(position, reason, text)))
-        .collect()
+    Doc::new(format, &envelope::InflateBudget::new(envelope::MAX_RECORD_INFLATE)).records_at(position, text)
 }
 
-fn records_of<'a>(format: Format, items: impl Iterator<Item = (Position, &'a [u8])>) -> Vec<Result<Record, Malformed>> {
-    items
-        .flat_map(|(position, text)| records_at(format, position, text))
-        .collect()
+/// One document being decoded: how its objects are unwrapped, the decompression budget they
+/// share, and where the document had bytes that are not UTF-8 (replaced before parsing, so
+/// that only the items holding them are refused).
+struct Doc<'a> {
+    format: Format,
+    budget: &'a envelope::InflateBudget,
+    /// The document's text, and the byte ranges in it that replace invalid UTF-8.
+    text: &'a str,
+    invalid: Vec<std::ops::Range<usize>>,
+}
+
+impl<'a> Doc<'a> {
+    fn new(format: Format, budget: &'a envelope::InflateBudget) -> Doc<'a> {
+        Doc {
+            format,
+            budget,
+            text: "",
+            invalid: Vec::new(),
+        }
+    }
+
+    /// Where in the document the item `text` has a byte that was not UTF-8, if it has one.
+    fn invalid_in(&self, text: &[u8]) -> Option<usize> {
+        let start = (text.as_ptr() as usize).checked_sub(self.text.as_ptr() as usize)?;
+        let end = start + text.len();
+        self.invalid
+            .iter()
+            .find(|r| r.start < end && r.end > start)
+            .map(|r| r.start - start)
+    }
+
+    fn records_at(&self, position: Position, text: &[u8]) -> Vec<Result<Record, Malformed>> {
+        if let Some(at) = self.invalid_in(text) {
+            return vec![Err(malformed(
+                position,
+                format!("not UTF-8 (at byte {at} of the item)"),
+                text,
+            ))];
+        }
+        envelope::unwrap_within(self.format, text, self.budget)
+            .into_iter()
+            .map(|r| r.map_err(|reason| malformed(position, reason, text)))
+            .collect()
+    }
+
+    fn records_of(&self, items: impl Iterator<Item = (Position, &'a [u8])>) -> Vec<Result<Record, Malformed>> {
+        items
+            .flat_map(|(position, text)| self.records_at(position, text))
+            .collect()
+    }
+}
+
+/// The text of `bytes`, each invalid UTF-8 sequence replaced by U+FFFD, and where those are.
+fn lossy(bytes: &[u8]) -> (String, Vec<std::ops::Range<usize>>) {
+    let mut text = String::with_capacity(bytes.len());
+    let mut invalid = Vec::new();
+    for chunk in bytes.utf8_chunks() {
+        text.push_str(chunk.valid());
+        if !chunk.invalid().is_empty() {
+            invalid.push(text.len()..text.len() + char::REPLACEMENT_CHARACTER.len_utf8());
+            text.push(char::REPLACEMENT_CHARACTER);
+        }
+    }
+    (text, invalid)
 }
 
 #[derive(Deserialize)]
@@ -86,15 +143,39 @@ struct List<'a> {
 
 /// Decodes a whole document held in memory: an `EventList`, a single Event, a JSON array, JSON
 /// lines or concatenated objects, each object unwrapped as `format` says. `Err` only when the
-/// document is not JSON at all (nothing in it can be read).
+/// document is not JSON at all (nothing in it can be read). An item holding bytes that are not
+/// UTF-8 is malformed; the others are read.
 pub fn decode_document(bytes: &[u8], format: Format) -> Result<Vec<Result<Record, Malformed>>, String> {
-    let text = std::str::from_utf8(bytes).map_err(|e| format!("body is not UTF-8: {e}"))?;
+    decode_document_within(
+        bytes,
+        format,
+        &envelope::InflateBudget::new(envelope::MAX_RECORD_INFLATE),
+    )
+}
+
+/// [`decode_document`] with every envelope's compressed data inflated within one `budget`.
+pub fn decode_document_within(
+    bytes: &[u8],
+    format: Format,
+    budget: &envelope::InflateBudget,
+) -> Result<Vec<Result<Record, Malformed>>, String> {
+    let repaired;
+    let mut doc = Doc::new(format, budget);
+    doc.text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(_) => {
+            let (text, invalid) = lossy(bytes);
+            repaired = text;
+            doc.invalid = invalid;
+            &repaired
+        }
+    };
+    let text = doc.text;
     let trimmed = text.trim_start();
     match trimmed.as_bytes().first() {
         Some(b'[') => {
             let items: Vec<&RawValue> = serde_json::from_str(trimmed).map_err(|e| format!("not a JSON array: {e}"))?;
-            Ok(records_of(
-                format,
+            Ok(doc.records_of(
                 items
                     .iter()
                     .enumerate()
@@ -102,10 +183,10 @@ pub fn decode_document(bytes: &[u8], format: Format) -> Result<Vec<Result<Record
             ))
         }
         Some(b'{') => match serde_json::from_str::<&RawValue>(trimmed) {
-            Ok(one) => Ok(decode_object(format, one)),
+            Ok(one) => Ok(decode_object(&doc, one)),
             // More than one value, the first a whole line: the log backend's JSON lines.
-            Err(_) if first_line_is_json(trimmed) => Ok(decode_lines(format, text)),
-            Err(e) => decode_concatenated(format, trimmed).ok_or_else(|| format!("not JSON: {e}")),
+            Err(_) if first_line_is_json(trimmed) => Ok(decode_lines(&doc, text)),
+            Err(e) => decode_concatenated(&doc, trimmed).ok_or_else(|| format!("not JSON: {e}")),
         },
         Some(_) => Err("not JSON: expected an EventList, an Event or an array of Events".into()),
         None => Ok(Vec::new()),
@@ -114,13 +195,13 @@ pub fn decode_document(bytes: &[u8], format: Format) -> Result<Vec<Result<Record
 
 /// Objects written one after another without separators (Firehose's S3 objects). `None` if the
 /// first of them is not whole JSON.
-fn decode_concatenated(format: Format, text: &str) -> Option<Vec<Result<Record, Malformed>>> {
+fn decode_concatenated<'a>(doc: &Doc<'a>, text: &'a str) -> Option<Vec<Result<Record, Malformed>>> {
     let mut stream = serde_json::Deserializer::from_str(text).into_iter::<&RawValue>();
     let first = stream.next()?.ok()?;
-    let mut out = records_at(format, Position::Item(0), first.get().as_bytes());
+    let mut out = doc.records_at(Position::Item(0), first.get().as_bytes());
     for (i, raw) in stream.enumerate() {
         match raw {
-            Ok(raw) => out.extend(records_at(format, Position::Item(i + 1), raw.get().as_bytes())),
+            Ok(raw) => out.extend(doc.records_at(Position::Item(i + 1), raw.get().as_bytes())),
             Err(e) => {
                 out.push(Err(malformed(Position::Item(i + 1), format!("not JSON: {e}"), b"")));
                 break;
@@ -136,22 +217,20 @@ fn first_line_is_json(text: &str) -> bool {
 }
 
 /// One JSON object: an `EventList` (it has `items`) or one record.
-fn decode_object(format: Format, one: &RawValue) -> Vec<Result<Record, Malformed>> {
+fn decode_object<'a>(doc: &Doc<'a>, one: &'a RawValue) -> Vec<Result<Record, Malformed>> {
     if let Ok(list) = serde_json::from_str::<List>(one.get()) {
-        return records_of(
-            format,
+        return doc.records_of(
             list.items
                 .iter()
                 .enumerate()
                 .map(|(i, raw)| (Position::Item(i), raw.get().as_bytes())),
         );
     }
-    records_at(format, Position::Item(0), one.get().as_bytes())
+    doc.records_at(Position::Item(0), one.get().as_bytes())
 }
 
-fn decode_lines(format: Format, text: &str) -> Vec<Result<Record, Malformed>> {
-    records_of(
-        format,
+fn decode_lines<'a>(doc: &Doc<'a>, text: &'a str) -> Vec<Result<Record, Malformed>> {
+    doc.records_of(
         text.lines()
             .enumerate()
             .filter(|(_, line)| !line.trim().is_empty())

@@ -87,6 +87,56 @@ impl Record {
 /// `json` is the object's bytes as read: a native Event is checked (UTF-8 included) and kept as
 /// it is, once.
 pub fn unwrap(format: Format, json: impl AsRef<[u8]>) -> Vec<Result<Record, String>> {
+    unwrap_within(format, json, &InflateBudget::new(MAX_RECORD_INFLATE))
+}
+
+/// What one record may inflate to when nothing larger bounds it (`kaudit scan`, `kaudit tail`).
+pub const MAX_RECORD_INFLATE: u64 = 64 * 1024 * 1024;
+
+/// Bytes that the compressed data inside envelopes (`awslogs.data`) may still inflate to: one
+/// budget for a whole request, so that many small records cannot inflate to gigabytes.
+#[derive(Debug)]
+pub struct InflateBudget {
+    left: std::cell::Cell<u64>,
+    exhausted: std::cell::Cell<bool>,
+}
+
+impl InflateBudget {
+    pub fn new(bytes: u64) -> InflateBudget {
+        InflateBudget {
+            left: std::cell::Cell::new(bytes),
+            exhausted: std::cell::Cell::new(false),
+        }
+    }
+
+    /// Whether some data could not be inflated within the budget.
+    pub fn exhausted(&self) -> bool {
+        self.exhausted.get()
+    }
+
+    /// Inflates gzip `data` within what is left of the budget.
+    fn inflate(&self, data: &[u8], what: &str) -> Result<Vec<u8>, String> {
+        use std::io::Read as _;
+        let left = self.left.get();
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(data)
+            .take(left + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("{what} is not gzip: {e}"))?;
+        if out.len() as u64 > left {
+            self.left.set(0);
+            self.exhausted.set(true);
+            return Err(format!(
+                "{what} inflates past what is left of the request's decompression budget"
+            ));
+        }
+        self.left.set(left - out.len() as u64);
+        Ok(out)
+    }
+}
+
+/// [`unwrap`] with compressed data inflated within `budget`.
+pub fn unwrap_within(format: Format, json: impl AsRef<[u8]>, budget: &InflateBudget) -> Vec<Result<Record, String>> {
     let json = json.as_ref();
     match format {
         Format::Native => vec![Event::from_json(bytes::Bytes::copy_from_slice(json)).map(Record::native)],
@@ -94,14 +144,14 @@ pub fn unwrap(format: Format, json: impl AsRef<[u8]>) -> Vec<Result<Record, Stri
             Ok(event) => vec![Ok(Record::native(event))],
             Err(native_error) => match serde_json::from_slice::<Map<String, Value>>(json) {
                 Ok(object) => match detect(&object) {
-                    Some(format) => unwrap_object(format, object),
+                    Some(format) => unwrap_object(format, object, budget),
                     None => vec![Err(format!("{native_error}; nor is it an EKS, GKE or AKS record"))],
                 },
                 Err(_) => vec![Err(native_error)],
             },
         },
         _ => match serde_json::from_slice::<Map<String, Value>>(json) {
-            Ok(object) => unwrap_object(format, object),
+            Ok(object) => unwrap_object(format, object, budget),
             Err(e) => vec![Err(format!("not a JSON object: {e}"))],
         },
     }
@@ -127,9 +177,9 @@ fn detect(object: &Map<String, Value>) -> Option<Format> {
     }
 }
 
-fn unwrap_object(format: Format, object: Map<String, Value>) -> Vec<Result<Record, String>> {
+fn unwrap_object(format: Format, object: Map<String, Value>, budget: &InflateBudget) -> Vec<Result<Record, String>> {
     match format {
-        Format::Eks => eks(object),
+        Format::Eks => eks(object, budget),
         Format::Gke => gke_message(object),
         Format::Aks => aks(object),
         Format::Native | Format::Auto => {
@@ -161,11 +211,11 @@ fn eks_cluster(log_group: &str) -> Option<String> {
     (!name.is_empty()).then(|| name.to_string())
 }
 
-fn eks(object: Map<String, Value>) -> Vec<Result<Record, String>> {
+fn eks(object: Map<String, Value>, budget: &InflateBudget) -> Vec<Result<Record, String>> {
     // A Lambda subscribed to the log group gets `{"awslogs": {"data": base64(gzip(payload))}}`.
     if let Some(data) = object.get("awslogs").and_then(|a| a.get("data")) {
-        return match awslogs_payload(data) {
-            Ok(payload) => eks(payload),
+        return match awslogs_payload(data, budget) {
+            Ok(payload) => eks(payload, budget),
             Err(e) => vec![Err(e)],
         };
     }
@@ -202,18 +252,13 @@ fn eks(object: Map<String, Value>) -> Vec<Result<Record, String>> {
     }
 }
 
-fn awslogs_payload(data: &Value) -> Result<Map<String, Value>, String> {
+fn awslogs_payload(data: &Value, budget: &InflateBudget) -> Result<Map<String, Value>, String> {
     use base64::Engine as _;
-    use std::io::Read as _;
     let data = data.as_str().ok_or("awslogs.data is not a string")?;
     let gz = base64::engine::general_purpose::STANDARD
         .decode(data.trim())
         .map_err(|e| format!("awslogs.data is not base64: {e}"))?;
-    let mut json = Vec::new();
-    flate2::read::MultiGzDecoder::new(&gz[..])
-        .take(64 * 1024 * 1024)
-        .read_to_end(&mut json)
-        .map_err(|e| format!("awslogs.data is not gzip: {e}"))?;
+    let json = budget.inflate(&gz, "awslogs.data")?;
     serde_json::from_slice(&json).map_err(|e| format!("awslogs.data is not a subscription payload: {e}"))
 }
 

@@ -83,6 +83,10 @@ impl Bus for MemoryBus {
         Ok(())
     }
 
+    fn max_batch(&self) -> Option<usize> {
+        Some(self.config.capacity)
+    }
+
     async fn subscribe(&self, topic: &str, _group: &str) -> anyhow::Result<Box<dyn Subscription>> {
         Ok(Box::new(MemorySubscription {
             topic: self.topic(topic),

@@ -81,6 +81,12 @@ pub trait Bus: Send + Sync {
     async fn ensure_topics(&self, _topics: &[&str]) -> anyhow::Result<()> {
         Ok(())
     }
+
+    /// The most messages one publish can ever take (a bounded in-process queue); `None` when
+    /// only the broker's own limits apply.
+    fn max_batch(&self) -> Option<usize> {
+        None
+    }
 }
 
 #[async_trait]

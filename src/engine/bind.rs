@@ -116,7 +116,9 @@ impl<'e> Bindings<'e> {
                 _ if inner.is_some() => Some(Box::new(Unusable::MacroFailed) as Box<dyn Val>),
                 // A field the event lacks: the macro is absent, as the field is.
                 Ok(Err(cel::ExecutionError::NoSuchKey(_) | cel::ExecutionError::UndeclaredReference(_))) => None,
-                Ok(Ok(value)) => Some(Box::<dyn Val>::try_from(value).unwrap_or_else(|_| Box::new(Unusable::MacroFailed))),
+                Ok(Ok(value)) => {
+                    Some(Box::<dyn Val>::try_from(value).unwrap_or_else(|_| Box::new(Unusable::MacroFailed)))
+                }
                 Ok(Err(_)) | Err(_) => Some(Box::new(Unusable::MacroFailed) as Box<dyn Val>),
             }
         });
@@ -195,7 +197,10 @@ pub enum Unusable {
 impl std::fmt::Display for Unusable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Unusable::TooDeep => write!(f, "the condition read a value nested deeper than {MAX_VALUE_DEPTH} levels"),
+            Unusable::TooDeep => write!(
+                f,
+                "the condition read a value nested deeper than {MAX_VALUE_DEPTH} levels"
+            ),
             Unusable::MacroFailed => f.write_str("a macro the condition uses could not be evaluated"),
         }
     }

@@ -289,12 +289,7 @@ impl RuleSet {
         // How deep each macro is, the macros it names counted in (none if they form a cycle).
         let mut macro_depths: HashMap<String, usize> = HashMap::new();
         if errors.is_empty() {
-            fn depth_of(
-                name: &str,
-                names: &[String],
-                macros: &[Program],
-                memo: &mut HashMap<String, usize>,
-            ) -> usize {
+            fn depth_of(name: &str, names: &[String], macros: &[Program], memo: &mut HashMap<String, usize>) -> usize {
                 if let Some(d) = memo.get(name) {
                     return *d;
                 }
@@ -319,7 +314,9 @@ impl RuleSet {
                         &source.macros[name].origin,
                         "macro",
                         name,
-                        &format!("is nested {depth} levels deep (the macros it names included); at most {MAX_EXPR_DEPTH}"),
+                        &format!(
+                            "is nested {depth} levels deep (the macros it names included); at most {MAX_EXPR_DEPTH}"
+                        ),
                     ));
                 }
             }
@@ -419,7 +416,9 @@ impl RuleSet {
                 let compiled = exception_source(exc, &scope)
                     .and_then(|src| env.compile(&src).map_err(|e| e.to_string()))
                     .and_then(|p| match depth_of(p.expression()) {
-                        depth if depth > MAX_EXPR_DEPTH => Err(format!("is nested {depth} levels deep; at most {MAX_EXPR_DEPTH}")),
+                        depth if depth > MAX_EXPR_DEPTH => {
+                            Err(format!("is nested {depth} levels deep; at most {MAX_EXPR_DEPTH}"))
+                        }
                         _ => Ok(p),
                     });
                 match compiled {
@@ -610,10 +609,16 @@ impl RuleSet {
             "the event's evaluation budget of {budget:?} was spent; {} rules not evaluated: {}{}",
             skipped.len(),
             shown.join(", "),
-            if more > 0 { format!(" and {more} more") } else { String::new() }
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
         );
         let mut firing = self.degraded_firing(view, cluster, "(evaluation budget)", &error);
-        firing.output_fields.insert("kaudit.skipped_rules".into(), skipped.to_vec().into());
+        firing
+            .output_fields
+            .insert("kaudit.skipped_rules".into(), skipped.to_vec().into());
         firing
     }
 

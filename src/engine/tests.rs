@@ -310,7 +310,11 @@ fn nested(depth: usize) -> String {
 }
 
 fn default_rules() -> RuleSet {
-    RuleSet::load(&[PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules")], Matching::All).unwrap()
+    RuleSet::load(
+        &[PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules")],
+        Matching::All,
+    )
+    .unwrap()
 }
 
 /// A privileged patch to a Deployment whose body also holds a field nested `depth` levels.
@@ -330,7 +334,10 @@ fn a_deeply_nested_sibling_does_not_hide_a_privileged_patch() {
     let s = default_rules();
     for depth in [10, 130, 5_000] {
         let fired = fire(&s, &privileged_patch(depth));
-        assert!(fired.contains(&"Privileged container".to_string()), "depth {depth}: {fired:?}");
+        assert!(
+            fired.contains(&"Privileged container".to_string()),
+            "depth {depth}: {fired:?}"
+        );
         // Rules that do not read the deep field raise no error over it.
         assert!(!fired.contains(&DEGRADED.to_string()), "depth {depth}: {fired:?}");
     }
@@ -378,8 +385,15 @@ fn a_rule_that_reads_a_too_deep_value_is_an_error_not_a_no_match() {
     // Both rules that reach past the limit are errors with a degraded alert naming them; the
     // rule reading the shallow part matches as usual.
     assert_eq!(outcome, ["degraded: Deep", "degraded: Through a macro", "Shallow"]);
-    assert!(firings[0].output_fields["kaudit.error"].as_str().unwrap().contains("nested deeper than 64"));
-    let errors: Vec<u64> = s.rules().iter().map(|r| r.stats.errors.load(Ordering::Relaxed)).collect();
+    assert!(firings[0].output_fields["kaudit.error"]
+        .as_str()
+        .unwrap()
+        .contains("nested deeper than 64"));
+    let errors: Vec<u64> = s
+        .rules()
+        .iter()
+        .map(|r| r.stats.errors.load(Ordering::Relaxed))
+        .collect();
     assert_eq!(errors, [1, 1, 0]);
 }
 
@@ -404,7 +418,10 @@ fn too_deep_rules() {
     let errors = RuleSet::from_text("long.yaml", &text, Matching::All).unwrap_err().0;
     let message = errors[0].to_string();
     assert!(message.starts_with("long.yaml:1:"), "{message}");
-    assert!(message.contains("rule 'Long sum'") && message.contains("1502 levels deep"), "{message}");
+    assert!(
+        message.contains("rule 'Long sum'") && message.contains("1502 levels deep"),
+        "{message}"
+    );
 
     // Macros count in: three macros of 40 levels, each at the bottom of the next, make over 100.
     let chain = |n: usize| vec!["1"; n].join(" + ");
@@ -413,11 +430,15 @@ fn too_deep_rules() {
         c = chain(40)
     );
     let errors = RuleSet::from_text("m.yaml", &text, Matching::All).unwrap_err().0;
-    assert!(errors.iter().any(|e| e.to_string().contains("macro 'm3'")), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.to_string().contains("macro 'm3'")),
+        "{errors:?}"
+    );
 
     // A rule at the limit loads and evaluates (on a detector-sized stack, in a debug build).
     let at_limit = format!("verb == 'create' && {} > 0", chain(MAX_EXPR_DEPTH - 3));
-    let text = format!("- rule: At the limit\n  desc: d\n  condition: \"{at_limit}\"\n  output: o\n  priority: debug\n");
+    let text =
+        format!("- rule: At the limit\n  desc: d\n  condition: \"{at_limit}\"\n  output: o\n  priority: debug\n");
     let s = RuleSet::from_text("ok.yaml", &text, Matching::All).unwrap();
     let fired = fire(&s, r#"{"auditID":"1","stage":"ResponseComplete","verb":"create"}"#);
     assert_eq!(fired, ["At the limit"]);
@@ -431,7 +452,9 @@ fn exceptions_with_many_values_stay_shallow() {
         values.join(", ")
     );
     let s = RuleSet::from_text("x.yaml", &text, Matching::All).unwrap();
-    let get = |user: &str| format!(r#"{{"auditID":"1","stage":"ResponseComplete","verb":"get","user":{{"username":"{user}"}}}}"#);
+    let get = |user: &str| {
+        format!(r#"{{"auditID":"1","stage":"ResponseComplete","verb":"get","user":{{"username":"{user}"}}}}"#)
+    };
     assert_eq!(fire(&s, &get("user4999")), Vec::<String>::new());
     assert_eq!(fire(&s, &get("eve")), ["R"]);
 }
@@ -444,7 +467,10 @@ fn an_event_over_its_budget_skips_the_rest_and_says_which() {
     let firings = s.evaluate_within(&e.view(), "c1", Some(Duration::ZERO));
     let names: Vec<&str> = firings.iter().map(|f| s.rule(f.rule).name.as_str()).collect();
     assert_eq!(names, ["Privileged", DEGRADED]);
-    assert_eq!(firings[1].output_fields["kaudit.skipped_rules"], serde_json::json!(["Anything by alice"]));
+    assert_eq!(
+        firings[1].output_fields["kaudit.skipped_rules"],
+        serde_json::json!(["Anything by alice"])
+    );
     assert!(firings[1].output.contains("budget"), "{}", firings[1].output);
     // A generous one changes nothing.
     let all = s.evaluate_within(&e.view(), "c1", Some(Duration::from_secs(60)));

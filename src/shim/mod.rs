@@ -8,18 +8,25 @@
 //! A malformed item goes to the dead-letter topic and the rest is accepted: a 4xx would make the
 //! apiserver retry the whole batch and then drop it. A body that is no JSON at all gets 400.
 //! When the bus is full the answer is 429, when the broker is down 503, both with
-//! `Retry-After`, which the apiserver honours; memory stays bounded by the number of requests
-//! in flight times the body limit.
+//! `Retry-After`, which the apiserver honours.
+//!
+//! Nothing of a request's body is read before its credential (header or TLS certificate) is
+//! checked and it holds one of the `max_inflight_requests` slots; every body byte held, raw or
+//! inflated, is counted against `max_buffered_bytes` (503 + Retry-After past it), and
+//! decompression and decoding run on the blocking pool, not on the async workers. A batch larger
+//! than the bus could ever take is refused with 413 at once. Telemetry is not served here
+//! (only a bare `/healthz`): `/metrics` tells who sends what and which rules fired, so it has a
+//! listener of its own ([`crate::telemetry`]).
 
 pub mod auth;
 pub mod server;
 
-use crate::audit::{decode_document, Format};
+use crate::audit::Format;
 use crate::bus::{Bus, PublishError};
 use crate::ingest::{self, Batch};
 use crate::telemetry::metrics;
 use auth::{Authenticator, PeerCluster, Refusal};
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -52,6 +59,13 @@ pub struct ShimConfig {
     pub max_event_bytes: usize,
     /// Seconds the apiserver is told to wait on 429/503.
     pub retry_after_secs: u64,
+    /// Body bytes held by all requests together, raw and inflated; past it, 503 + Retry-After.
+    pub max_buffered_bytes: usize,
+    /// Open connections; more are closed as soon as they are accepted (and logged).
+    pub max_connections: usize,
+    /// A connection with no request in flight for this long is closed (HTTP/1.1 keep-alive and
+    /// HTTP/2 alike: an HTTP/2 client is sent GOAWAY).
+    pub idle_timeout_secs: u64,
     /// Accept requests without a credential (loopback demos only; logged at start).
     pub allow_unauthenticated: bool,
     pub clusters: Vec<ClusterConfig>,
@@ -68,6 +82,9 @@ impl Default for ShimConfig {
             max_inflight_requests: 64,
             max_event_bytes: 900 * 1024,
             retry_after_secs: 1,
+            max_buffered_bytes: 512 * 1024 * 1024,
+            max_connections: 1024,
+            idle_timeout_secs: 60,
             allow_unauthenticated: false,
             clusters: Vec::new(),
             tls: None,
@@ -111,6 +128,8 @@ pub struct Shim {
     pub dead_letter_topic: String,
     pub config: ShimConfig,
     inflight: Semaphore,
+    /// Body bytes held, in KiB permits.
+    buffered: Arc<Semaphore>,
 }
 
 impl Shim {
@@ -120,6 +139,9 @@ impl Shim {
         events_topic: &str,
         dead_letter_topic: &str,
     ) -> anyhow::Result<Shim> {
+        for cluster in &config.clusters {
+            ingest::check_cluster_name(&cluster.name).map_err(|e| anyhow::anyhow!("shim.clusters: {e}"))?;
+        }
         let auth = Arc::new(Authenticator::new(&config.clusters, config.allow_unauthenticated)?);
         if config.allow_unauthenticated {
             tracing::warn!(
@@ -132,26 +154,27 @@ impl Shim {
             events_topic: events_topic.to_string(),
             dead_letter_topic: dead_letter_topic.to_string(),
             inflight: Semaphore::new(config.max_inflight_requests),
+            buffered: Arc::new(Semaphore::new(config.max_buffered_bytes.div_ceil(1024))),
             config,
         })
     }
 
-    /// The HTTP routes: the webhook endpoints and telemetry.
+    /// The HTTP routes: the webhook endpoints and a bare liveness check.
     pub fn router(self: Arc<Self>) -> Router {
-        let body_limit = self.config.max_body_bytes;
         let timeout = Duration::from_secs(self.config.request_timeout_secs);
         Router::new()
             .route("/k8s_audit", post(ingest))
             .route("/k8s_audit/{cluster}", post(ingest_for_cluster))
             .route("/ingest/{format}", post(ingest_format))
             .route("/ingest/{format}/{cluster}", post(ingest_format))
-            .layer(DefaultBodyLimit::max(body_limit))
+            // Bodies are read by the handlers, after the credential check (see `read_body`).
+            .layer(DefaultBodyLimit::disable())
             .layer(tower_http::timeout::TimeoutLayer::with_status_code(
                 StatusCode::REQUEST_TIMEOUT,
                 timeout,
             ))
             .with_state(self)
-            .merge(crate::telemetry::routes())
+            .route("/healthz", axum::routing::get(|| async { "ok" }))
     }
 }
 
@@ -159,7 +182,7 @@ async fn ingest(
     State(shim): State<Arc<Shim>>,
     peer: Option<Extension<PeerCluster>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     handle(
         &shim,
@@ -177,7 +200,7 @@ async fn ingest_for_cluster(
     Path(cluster): Path<String>,
     peer: Option<Extension<PeerCluster>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     handle(
         &shim,
@@ -211,7 +234,7 @@ async fn ingest_format(
     RawQuery(query): RawQuery,
     peer: Option<Extension<PeerCluster>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let headers = query_token(headers, query.as_deref());
     let cluster = params.get("cluster").cloned();
@@ -251,7 +274,7 @@ async fn handle(
     path_cluster: Option<String>,
     format: Format,
     headers: &HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let received = Instant::now();
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -275,6 +298,9 @@ async fn handle(
             )
         }
     };
+    if let Err(e) = ingest::check_cluster_name(&cluster) {
+        return reject("bad_cluster", StatusCode::BAD_REQUEST, e);
+    }
     let Ok(_permit) = shim.inflight.try_acquire() else {
         return retry_later(
             shim,
@@ -283,21 +309,58 @@ async fn handle(
             "too many requests in flight".into(),
         );
     };
-    let body = match decompress(headers, body, shim.config.max_decompressed_bytes) {
-        Ok(b) => b,
-        Err(Decompress::TooLarge) => {
+    let (body, held) = match read_body(shim, headers, body).await {
+        Ok(read) => read,
+        Err(refused) => return refused,
+    };
+    // Inflating and parsing are CPU work: off the async workers.
+    let budget = shim.buffered.clone();
+    let limit = shim.config.max_decompressed_bytes;
+    let gzip = is_gzip(headers, &body);
+    let decoded = tokio::task::spawn_blocking(move || {
+        let mut held = held;
+        let body = if gzip {
+            inflate(&body, limit, &budget, &mut held)?
+        } else {
+            body
+        };
+        // What envelopes inside may inflate to: what is left of the request's limit.
+        let envelopes = crate::audit::envelope::InflateBudget::new(limit.saturating_sub(body.len()) as u64);
+        let items =
+            crate::audit::decode::decode_document_within(&body, format, &envelopes).map_err(Decoding::NotJson)?;
+        if envelopes.exhausted() {
+            return Err(Decoding::TooLarge);
+        }
+        Ok((items, held))
+    })
+    .await;
+    let (items, _held) = match decoded {
+        Ok(Ok(decoded)) => decoded,
+        Ok(Err(Decoding::TooLarge)) => {
             return reject(
                 "too_large",
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("decompressed body exceeds {} bytes", shim.config.max_decompressed_bytes),
+                format!("the body inflates past {} bytes", shim.config.max_decompressed_bytes),
             )
         }
-        Err(Decompress::Corrupt(e)) => return reject("bad_gzip", StatusCode::BAD_REQUEST, format!("gzip body: {e}")),
+        Ok(Err(Decoding::Buffered)) => return buffers_full(shim),
+        Ok(Err(Decoding::Corrupt(e))) => return reject("bad_gzip", StatusCode::BAD_REQUEST, format!("gzip body: {e}")),
+        Ok(Err(Decoding::NotJson(e))) => return reject("not_json", StatusCode::BAD_REQUEST, e),
+        Err(e) => {
+            tracing::error!("decoding a request failed: {e}");
+            return reject("internal", StatusCode::INTERNAL_SERVER_ERROR, "decoding failed".into());
+        }
     };
-    let items = match decode_document(&body, format) {
-        Ok(items) => items,
-        Err(e) => return reject("not_json", StatusCode::BAD_REQUEST, e),
-    };
+    if let Some(max) = shim.bus.max_batch().filter(|max| items.len() > *max) {
+        return reject(
+            "batch_too_large",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "a batch of {} events can never fit the bus ({max} at most): lower the apiserver's --audit-webhook-batch-max-size",
+                items.len()
+            ),
+        );
+    }
     let may_name = |named: &str| shim.auth.may_name(&cluster, named);
     let source = ingest::Source {
         cluster: &cluster,
@@ -339,25 +402,99 @@ async fn handle(
     }
 }
 
-enum Decompress {
-    TooLarge,
-    Corrupt(std::io::Error),
+fn buffers_full(shim: &Shim) -> Response {
+    retry_later(
+        shim,
+        "buffers_full",
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the shim holds as many body bytes as it may (max_buffered_bytes); retry later".into(),
+    )
 }
 
-/// gzip bodies (by header or magic bytes) are inflated, at most `limit` bytes of them.
-fn decompress(headers: &HeaderMap, body: Bytes, limit: usize) -> Result<Bytes, Decompress> {
+/// Body bytes a request holds, in KiB permits of [`Shim::buffered`]; given back when dropped.
+type Held = Vec<tokio::sync::OwnedSemaphorePermit>;
+
+/// Takes `bytes` more from the buffered-bytes budget, or `None` when it is spent.
+fn hold(budget: &Arc<Semaphore>, bytes: usize, held: &mut Held) -> Option<()> {
+    let kib = u32::try_from(bytes.div_ceil(1024)).ok()?;
+    if kib > 0 {
+        held.push(budget.clone().try_acquire_many_owned(kib).ok()?);
+    }
+    Some(())
+}
+
+/// Reads the body within `max_body_bytes` and the shared `max_buffered_bytes`.
+async fn read_body(shim: &Shim, headers: &HeaderMap, body: Body) -> Result<(Bytes, Held), Response> {
+    use http_body_util::BodyExt;
+    let limit = shim.config.max_body_bytes;
+    let too_large = || {
+        reject(
+            "too_large",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body exceeds {limit} bytes"),
+        )
+    };
     let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut held = Held::new();
+    if let Some(length) = declared {
+        if length > limit {
+            return Err(too_large());
+        }
+        hold(&shim.buffered, length, &mut held).ok_or_else(|| buffers_full(shim))?;
+    }
+    let mut out = bytes::BytesMut::with_capacity(declared.unwrap_or(0));
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| reject("bad_body", StatusCode::BAD_REQUEST, format!("reading the body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        if out.len() + data.len() > limit {
+            return Err(too_large());
+        }
+        // A body longer than it declared, or of undeclared length, holds as it grows.
+        let over = (out.len() + data.len()).saturating_sub(declared.unwrap_or(0).max(out.len()));
+        if over > 0 {
+            hold(&shim.buffered, over, &mut held).ok_or_else(|| buffers_full(shim))?;
+        }
+        out.extend_from_slice(&data);
+    }
+    Ok((out.freeze(), held))
+}
+
+/// Why a body could not be decoded.
+enum Decoding {
+    TooLarge,
+    Buffered,
+    Corrupt(std::io::Error),
+    NotJson(String),
+}
+
+/// gzip by header or magic bytes.
+fn is_gzip(headers: &HeaderMap, body: &[u8]) -> bool {
+    headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
-    if !declared && !body.starts_with(&[0x1f, 0x8b]) {
-        return Ok(body);
-    }
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"))
+        || body.starts_with(&[0x1f, 0x8b])
+}
+
+/// Inflates a gzip body, at most `limit` bytes, holding what it inflates against `budget`.
+fn inflate(body: &[u8], limit: usize, budget: &Arc<Semaphore>, held: &mut Held) -> Result<Bytes, Decoding> {
     let mut out = Vec::new();
-    let mut reader = flate2::read::MultiGzDecoder::new(&body[..]).take(limit as u64 + 1);
-    reader.read_to_end(&mut out).map_err(Decompress::Corrupt)?;
-    if out.len() > limit {
-        return Err(Decompress::TooLarge);
+    let mut reader = flate2::read::MultiGzDecoder::new(body).take(limit as u64 + 1);
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        let n = reader.read(&mut chunk).map_err(Decoding::Corrupt)?;
+        if n == 0 {
+            break;
+        }
+        if out.len() + n > limit {
+            return Err(Decoding::TooLarge);
+        }
+        hold(budget, n, held).ok_or(Decoding::Buffered)?;
+        out.extend_from_slice(&chunk[..n]);
     }
     Ok(out.into())
 }

@@ -3,27 +3,76 @@
 //! client speaks h2 over TLS). With a client CA configured, a verified client certificate's
 //! subject CN names the cluster (mTLS). Stops accepting on shutdown and lets connections finish
 //! their requests.
+//!
+//! Connections are bounded: at most `max_connections` are open (one more is closed as soon as it
+//! is accepted, with a log line), and one with no request in flight for `idle_timeout_secs` is
+//! closed (HTTP/2 clients get GOAWAY), so idle clients cannot hold file descriptors for ever.
 
 use super::auth::{Authenticator, PeerCluster};
 use super::TlsConfig;
+use crate::telemetry::metrics;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio_rustls::rustls;
 
 /// How long shutdown waits for open connections to finish their requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Limits on connections (see [`super::ShimConfig`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+}
+
+impl Limits {
+    pub fn of(config: &super::ShimConfig) -> Limits {
+        Limits {
+            max_connections: config.max_connections.max(1),
+            idle_timeout: Duration::from_secs(config.idle_timeout_secs.max(1)),
+        }
+    }
+}
+
+/// Requests in flight on one connection, and when it was last busy.
+#[derive(Default)]
+struct Activity {
+    inflight: AtomicUsize,
+    /// Milliseconds since `born` when the last request began or ended.
+    last: AtomicU64,
+    born: OnceLock<Instant>,
+}
+
+impl Activity {
+    fn touch(&self) {
+        let born = self.born.get_or_init(Instant::now);
+        self.last.store(born.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+    fn idle_for(&self) -> Option<Duration> {
+        if self.inflight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let born = self.born.get_or_init(Instant::now);
+        Some(
+            born.elapsed()
+                .saturating_sub(Duration::from_millis(self.last.load(Ordering::Relaxed))),
+        )
+    }
+}
 
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     tls: Option<&TlsConfig>,
     auth: Arc<Authenticator>,
+    limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let acceptor = tls.map(tls_acceptor).transpose()?;
@@ -38,7 +87,9 @@ pub async fn serve(
         .keep_alive_interval(Duration::from_secs(30))
         .max_concurrent_streams(256);
     let builder = Arc::new(builder);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut refused = 0u64;
+    let mut last_refusal_log: Option<Instant> = None;
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -51,24 +102,34 @@ pub async fn serve(
             },
             _ = stop.changed() => break,
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            refused += 1;
+            metrics()
+                .requests_rejected
+                .add(1, &[opentelemetry::KeyValue::new("reason", "too_many_connections")]);
+            if last_refusal_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                tracing::warn!(
+                    max_connections = limits.max_connections,
+                    refused,
+                    "connection limit reached: closing new connections until some end (shim.max_connections)"
+                );
+                last_refusal_log = Some(Instant::now());
+            }
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let builder = builder.clone();
-        let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
         let auth = auth.clone();
+        let stop = stop.clone();
         tokio::spawn(async move {
-            let result = match acceptor {
-                None => {
-                    let service = TowerToHyperService::new(router);
-                    watcher
-                        .watch(
-                            builder
-                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                                .into_owned(),
-                        )
-                        .await
-                }
+            let _slot = slot;
+            let activity = Arc::new(Activity::default());
+            activity.touch();
+            let router = match acceptor {
+                None => router,
                 Some(acceptor) => {
                     let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => tls,
@@ -88,26 +149,112 @@ pub async fn serve(
                             }
                             cluster
                         });
-                    let service = TowerToHyperService::new(router.layer(axum::Extension(PeerCluster(peer))));
-                    watcher
-                        .watch(
-                            builder
-                                .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                                .into_owned(),
-                        )
-                        .await
+                    let router = router.layer(axum::Extension(PeerCluster(peer)));
+                    let service = counted(router, activity.clone());
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                    return drive(conn, &activity, limits.idle_timeout, stop, remote).await;
                 }
             };
-            if let Err(e) = result {
-                tracing::debug!(%remote, "connection ended: {e}");
-            }
+            let service = counted(router, activity.clone());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            drive(conn, &activity, limits.idle_timeout, stop, remote).await
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    // Every open connection holds a slot: all slots back means all connections ended.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    if tokio::time::timeout(DRAIN_TIMEOUT, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; closing them");
     }
     Ok(())
+}
+
+/// The router as a hyper service that keeps `activity` up to date.
+fn counted(
+    router: Router,
+    activity: Arc<Activity>,
+) -> TowerToHyperService<
+    impl tower::Service<
+            axum::http::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+            Future = impl Send,
+        > + Clone,
+> {
+    use tower::ServiceExt;
+    TowerToHyperService::new(tower::service_fn(
+        move |request: axum::http::Request<hyper::body::Incoming>| {
+            let router = router.clone();
+            let activity = activity.clone();
+            async move {
+                activity.inflight.fetch_add(1, Ordering::Relaxed);
+                activity.touch();
+                let response = router.oneshot(request.map(axum::body::Body::new)).await;
+                activity.inflight.fetch_sub(1, Ordering::Relaxed);
+                activity.touch();
+                response
+            }
+        },
+    ))
+}
+
+/// Serves one connection until it ends: closed gracefully when idle too long or on shutdown.
+async fn drive<C>(
+    conn: C,
+    activity: &Activity,
+    idle_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+    remote: std::net::SocketAddr,
+) where
+    C: std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + GracefulConn,
+{
+    let mut conn = std::pin::pin!(conn);
+    let mut check = tokio::time::interval(idle_timeout.min(Duration::from_secs(1)).max(Duration::from_millis(100)));
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%remote, "connection ended: {e}");
+                }
+                return;
+            }
+            _ = check.tick(), if !closing => {
+                if activity.idle_for().is_some_and(|idle| idle >= idle_timeout) {
+                    tracing::debug!(%remote, "closing a connection idle for {idle_timeout:?}");
+                    conn.as_mut().graceful();
+                    closing = true;
+                }
+            }
+            _ = stop.changed(), if !closing => {
+                conn.as_mut().graceful();
+                closing = true;
+            }
+        }
+    }
+}
+
+/// A connection that can be asked to finish its requests and close.
+trait GracefulConn {
+    fn graceful(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S> GracefulConn for hyper_util::server::conn::auto::UpgradeableConnection<'_, I, S, TokioExecutor>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Future: Send + 'static,
+    S::ResBody: hyper::body::Body + Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    fn graceful(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown()
+    }
 }
 
 fn common_name(der: &[u8]) -> Option<String> {
