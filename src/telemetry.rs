@@ -229,6 +229,63 @@ pub fn routes() -> axum::Router {
         .route("/readyz", axum::routing::get(readyz))
 }
 
+/// Lets through at most `burst` log lines per `period` (bad input must not flood the logs) and
+/// says how many it held back when it lets one through again.
+pub struct LogLimiter {
+    period: std::time::Duration,
+    burst: u32,
+    started: std::time::Instant,
+    used: u32,
+    held: u64,
+}
+
+impl LogLimiter {
+    pub fn new(period: std::time::Duration, burst: u32) -> LogLimiter {
+        LogLimiter {
+            period,
+            burst,
+            started: std::time::Instant::now(),
+            used: 0,
+            held: 0,
+        }
+    }
+
+    /// Whether a line may be logged now.
+    pub fn allow(&mut self) -> bool {
+        if self.started.elapsed() >= self.period {
+            if self.held > 0 {
+                tracing::warn!(
+                    "{} similar log lines were held back in the last {:?}",
+                    self.held,
+                    self.period
+                );
+            }
+            self.started = std::time::Instant::now();
+            self.used = 0;
+            self.held = 0;
+        }
+        if self.used < self.burst {
+            self.used += 1;
+            true
+        } else {
+            self.held += 1;
+            false
+        }
+    }
+}
+
+/// `text` cut to `max` bytes (at a character boundary), with how much was cut.
+pub fn truncated(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if text.len() <= max {
+        return text.into();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} more bytes)", &text[..end], text.len() - end).into()
+}
+
 /// Most distinct clusters named in metric labels; the others are counted under `_other`, so
 /// that a forwarder naming endless clusters cannot grow the metrics without bound.
 pub const MAX_CLUSTER_LABELS: usize = 1000;

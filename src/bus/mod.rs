@@ -143,7 +143,10 @@ pub async fn connect(config: &BusConfig) -> anyhow::Result<Arc<dyn Bus>> {
         config.dead_letter_topic.as_str(),
     ];
     match config.kind {
-        BusKind::Memory => Ok(Arc::new(memory::MemoryBus::new(config.memory.clone()))),
+        BusKind::Memory => Ok(Arc::new(memory::MemoryBus::new(
+            config.memory.clone(),
+            &config.dead_letter_topic,
+        ))),
         BusKind::Kafka => Ok(Arc::new(kafka::KafkaBus::connect(config.kafka.clone(), &topics).await?)),
         BusKind::Nats => Ok(Arc::new(
             nats::NatsBus::connect(config.nats.clone(), &topics, &[config.events_topic.as_str()]).await?,
