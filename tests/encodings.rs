@@ -446,3 +446,153 @@ fn a_credential_in_a_configmap_never_leaves_in_any_encoding() {
     let (_, unredacted): (_, Vec<Value>) = common::scan(&[file], &options);
     assert!(serde_json::to_string(&unredacted).unwrap().contains(secret));
 }
+
+/// Where and how a secret is planted: a template with `{S}` for the secret.
+const PLANTED: &[&str] = &[
+    "aws_secret_access_key = {S}",
+    "DB_PASSWORD={S}\nSECRET_KEY={S}\n",
+    "export GITHUB_TOKEN=ghp_{S}{S}",
+    "SLACK_TOKEN=xoxb-{S}",
+    "{\"password\": \"{S}\"}",
+    "{\"db\": {\"auth\": {\"token\": \"{S}\"}}}",
+    "db:\n  password: 'p,{S}'\n",
+    "password: 'p,{S}'",
+    "url: postgres://app:{S}@db:5432/shop",
+    "-----BEGIN PGP PRIVATE KEY BLOCK-----\n\n{S}\n-----END PGP PRIVATE KEY BLOCK-----",
+    "-----BEGIN CERTIFICATE-----\n{S}\n-----END CERTIFICATE-----",
+    "--password {S}",
+    "--token={S}",
+    "--db-password {S}",
+    "mysql -uroot -p{S} shop",
+    "Authorization: Bearer {S}",
+    "https://hooks.slack.com/services/T0000/B0000/{S}",
+    "api-key={S}",
+    "X_API_KEY: {S}",
+    "session={S}",
+    "cookie: {S}",
+    "client_secret = {S}",
+    "sk_live_{S}",
+    "glpat-{S}",
+    "AIza{S}{S}",
+    "privateKey: {S}",
+];
+
+/// A random secret of letters and digits.
+fn secret(rng: &mut impl rand::Rng) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    (0..20)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// Events of a person in system:masters (every write alerts) holding `text` in one place each:
+/// a ConfigMap's data (under a plain key, and under keys named `secret` and `pass`), its
+/// binaryData, an annotation, a container's args (as one string and as argv), an env value, a
+/// JSON patch on a Secret, and an exec URI (percent-encoded).
+fn planted_events(text: &str, raw: &str, i: usize) -> Vec<Value> {
+    use serde_json::json;
+    let base = |n: usize, verb: &str, resource: &str, uri: String, body: Value| {
+        json!({
+            "kind": "Event", "level": "RequestResponse", "auditID": format!("p-{i}-{n}"), "stage": "ResponseComplete",
+            "verb": verb, "user": {"username": "alice", "groups": ["system:masters", "system:authenticated"]},
+            "sourceIPs": ["10.0.0.7"], "requestURI": uri,
+            "objectRef": {"resource": resource, "namespace": "shop", "name": "x", "apiVersion": "v1"},
+            "responseStatus": {"code": 201}, "stageTimestamp": "2026-11-20T10:00:00.000000Z",
+            "requestObject": body
+        })
+    };
+    let encoded: String = text
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    vec![
+        base(
+            0,
+            "create",
+            "configmaps",
+            "/api/v1/namespaces/shop/configmaps".into(),
+            json!({"kind": "ConfigMap", "data": {"app.conf": text, "secret": raw, "pass": raw}, "binaryData": {"blob": raw}}),
+        ),
+        base(
+            1,
+            "create",
+            "pods",
+            "/api/v1/namespaces/shop/pods".into(),
+            json!({"kind": "Pod", "metadata": {"annotations": {"example.com/note": text}},
+                   "spec": {"containers": [{"name": "c", "image": "app", "args": [text, "--password", raw, "--db-token", raw],
+                   "command": ["sh", "-c", text], "env": [{"name": "NOTE", "value": text}]}]}}),
+        ),
+        base(
+            2,
+            "patch",
+            "secrets",
+            "/api/v1/namespaces/shop/secrets/x".into(),
+            json!([{"op": "replace", "path": "/data/password", "value": raw}, {"op": "add", "path": "/stringData", "value": {"k": raw}}]),
+        ),
+        base(
+            3,
+            "create",
+            "pods",
+            format!("/api/v1/namespaces/shop/pods/x/exec?command=sh&command=-c&command={encoded}"),
+            json!({"kind": "PodExecOptions", "command": ["sh", "-c", text]}),
+        ),
+    ]
+}
+
+#[test]
+fn planted_secrets_never_leave_in_any_encoding() {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(18);
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = Vec::new();
+    let mut secrets = Vec::new();
+    for (i, template) in PLANTED.iter().enumerate() {
+        for round in 0..3 {
+            let s = secret(&mut rng);
+            let text = template.replace("{S}", &s);
+            for event in planted_events(&text, &s, i * 10 + round) {
+                lines.push(event.to_string());
+            }
+            secrets.push((template, s));
+        }
+    }
+    let file = write_events(dir.path(), &lines);
+    for encoding in [Encoding::Falco, Encoding::Ocsf, Encoding::Ecs] {
+        let alerts = scan(&file, encoding, true, false);
+        // Every event raised an alert carrying it.
+        assert!(
+            alerts.len() >= lines.len(),
+            "{encoding:?}: {} alerts for {} events",
+            alerts.len(),
+            lines.len()
+        );
+        let text = serde_json::to_string(&alerts).unwrap();
+        for (template, s) in &secrets {
+            for piece in (0..=s.len() - 8).map(|i| &s[i..i + 8]) {
+                if let Some(at) = text.find(piece) {
+                    let around = &text[at.saturating_sub(300)..(at + 100).min(text.len())];
+                    panic!("{encoding:?}: a piece of the secret planted as {template:?} leaks: {piece} in …{around}…");
+                }
+            }
+        }
+    }
+    // The check can fail: without redaction every secret is there.
+    let options = kaudit::scan::Options {
+        encoder: Encoder {
+            encoding: Encoding::Falco,
+            include_event: true,
+            redactor: None,
+        },
+        dedup: kaudit::dedup::DedupConfig::off(),
+        ..Default::default()
+    };
+    let (_, unredacted): (_, Vec<Value>) = common::scan(&[file], &options);
+    let text = serde_json::to_string(&unredacted).unwrap();
+    assert!(secrets.iter().all(|(_, s)| text.contains(s.as_str())));
+}

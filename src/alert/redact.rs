@@ -4,16 +4,20 @@
 //! covers `output`, `output_fields` and any embedded event alike:
 //!
 //! - **By structure**, in the event: the values of a Secret's `data` and `stringData` (a Secret
-//!   object, or any object of a `secrets` request or response, lists included); every container
-//!   `env` value; the token of a TokenRequest (`serviceaccounts/token`); object annotations that
-//!   carry whole objects (`kubectl.kubernetes.io/last-applied-configuration`) or look like
-//!   credentials; any string under a key that names a credential (`password`, `api_key`,
-//!   `aws_secret_access_key`, `token`, …). The values removed this way are then also scrubbed
-//!   from `output` and `output_fields` wherever a rule quoted them.
-//! - **By pattern**, everywhere: AWS secret keys written as `aws_secret_access_key = …`,
-//!   `password: …`, bearer tokens, JWTs, PEM private keys, and the operator's own regexes
-//!   (`[redaction] patterns`). A pattern with a group named `value` replaces that group only
-//!   (the key stays readable), otherwise the whole match.
+//!   object, any object of a `secrets` request or response, lists included, and the `value` of
+//!   every JSON-patch operation on them); a ConfigMap's `binaryData`; every container `env`
+//!   value; the token of a TokenRequest (`serviceaccounts/token`); object annotations that carry
+//!   whole objects (`kubectl.kubernetes.io/last-applied-configuration`) or look like
+//!   credentials; any string under a credential-like key ([`credential_key`]), in objects and in
+//!   JSON-patch paths. The values removed this way are then also scrubbed from `output` and
+//!   `output_fields` wherever a rule quoted them.
+//! - **By syntax**, in every string: one mechanism for key–value text (`k = v`, `k: v`, `k=v`,
+//!   `export K=v`, JSON or YAML inside a string, query strings, `--flag v`, `--flag=v`, `-pV`)
+//!   whose key is credential-like; URL userinfo (`postgres://app:PW@db`); every PEM and PGP
+//!   block; bearer tokens, JWTs and well-known token formats (GitHub, GitLab, Slack and its
+//!   webhooks, Stripe, Google, AWS, Azure SAS); the operator's own regexes (`[redaction]
+//!   patterns`, a group named `value` narrowing the replacement). A percent-encoded string (an
+//!   exec URI) is decoded first when its decoded form holds a secret.
 
 use regex::Regex;
 use serde::Deserialize;
@@ -39,17 +43,112 @@ impl Default for RedactionConfig {
     }
 }
 
-/// Built-in patterns of secrets in free text.
+/// Built-in patterns of secrets in free text (a group named `value` is what is replaced).
 const PATTERNS: &[&str] = &[
-    r"(?i)(?:aws_secret_access_key|aws_session_token|secret_access_key|aws_secret_key)\s*[:=]\s*['\x22]?(?P<value>[A-Za-z0-9/+=]{8,})",
-    r"(?i)\b(?:password|passwd|passphrase|pwd|client_secret|api[_-]?key|auth[_-]?token|access[_-]?token)\s*[:=]\s*['\x22]?(?P<value>[^\s'\x22,;}]{3,})",
-    r"(?i)\bbearer\s+(?P<value>[A-Za-z0-9._~+/=-]{8,})",
+    // URL userinfo: scheme://user:PASSWORD@host
+    r"[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]*:(?P<value>[^/\s@]+)@",
+    r"(?i)\bbearer\s+(?P<value>[A-Za-z0-9._~+/=\-]{8,})",
+    r"(?i)\bbasic\s+(?P<value>[A-Za-z0-9+/=]{8,})",
     r"(?P<value>eyJ[A-Za-z0-9_-]{6,}\.eyJ[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{6,})",
-    r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)",
+    // Every PEM block (keys, certificates) and PGP armor, to its end or the end of the text.
+    r"-----BEGIN [A-Z0-9 ]+-----[\s\S]*?(?:-----END [A-Z0-9 ]+-----|$)",
+    // Well-known token formats.
+    r"\b(?P<value>gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})",
+    r"\b(?P<value>glpat-[A-Za-z0-9_\-]{20,})",
+    r"\b(?P<value>xox[abposrec]-[A-Za-z0-9\-]{10,})",
+    r"hooks\.slack\.com/(?:services|workflows)/(?P<value>[A-Za-z0-9/_\-]+)",
+    r"\b(?P<value>(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,})",
+    r"\b(?P<value>AIza[0-9A-Za-z_\-]{30,})",
+    r"\b(?P<value>(?:AKIA|ASIA)[A-Z0-9]{16})\b",
+    r"(?i)[?&;]sig=(?P<value>[A-Za-z0-9%+/=]{16,})",
 ];
 
-/// Keys whose string values are credentials wherever they appear in an object.
-const SENSITIVE_KEY: &str = r"(?i)(password|passwd|passphrase|secret[_-]?(access[_-]?)?key|access[_-]?key[_-]?id|api[_-]?key|token|credential|private[_-]?key|client[_-]?secret|authorization)";
+/// `key <sep> value` in text: `k = v`, `k: v`, `"k": "v"`, `export K=v`, `k=v&…`. The value
+/// is replaced when [`credential_key`] says the key names a credential.
+const KEY_VALUE: &str = r#"(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)["']?[ \t]*[:=][ \t]*(?:(?i:bearer|basic|digest|token)[ \t]+)?(?P<value>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s,;&"'}\]\)]+)"#;
+
+/// `--flag value` and `--flag=value` (also `&command=` between them: an exec URI's argv), and
+/// `-pVALUE` (MySQL's client).
+const FLAG_VALUE: &str = r#"(?:^|[\s"'=])--?(?P<key>[A-Za-z][A-Za-z0-9_.\-]*)(?:=|[ \t]+|&command=)(?P<value>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s"'&\-][^\s"'&]*)"#;
+const SHORT_PASSWORD: &str = r#"(?:^|[\s=])-p(?P<value>[^\s&\-][^\s&]*)"#;
+
+/// Words that name a credential when they end a key (`DB_PASSWORD`, `githubToken`, `x-api-key`).
+const CREDENTIAL_WORDS: &[&str] = &[
+    "password",
+    "passwd",
+    "pass",
+    "pwd",
+    "passphrase",
+    "secret",
+    "token",
+    "apikey",
+    "credential",
+    "credentials",
+    "creds",
+    "auth",
+    "authorization",
+    "session",
+    "sessionid",
+    "cookie",
+    "privatekey",
+    "accesskey",
+    "secretkey",
+];
+
+/// Words before `key` that make it a credential (`api_key`, `private-key`, `aws_secret_access_key`).
+const KEY_KINDS: &[&str] = &[
+    "api",
+    "access",
+    "private",
+    "secret",
+    "signing",
+    "encryption",
+    "master",
+    "ssh",
+    "auth",
+    "session",
+    "client",
+];
+
+/// Whether a key names a credential: split into words (at `_`, `-`, `.`, `/`, spaces and
+/// camelCase), any case, its last word (after a trailing `value`, `data` or `b64`) is one of
+/// [`CREDENTIAL_WORDS`], or `key` after one of [`KEY_KINDS`]. `secretName`, `tokenFile` and
+/// `sessionAffinity` are not credentials; `SECRET_KEY`, `slack.token` and `--db-password` are.
+pub fn credential_key(key: &str) -> bool {
+    let mut words: Vec<String> = Vec::new();
+    let mut word = String::new();
+    let mut previous_lower = false;
+    for c in key.chars() {
+        if !c.is_alphanumeric() {
+            if !word.is_empty() {
+                words.push(std::mem::take(&mut word));
+            }
+            previous_lower = false;
+            continue;
+        }
+        if c.is_uppercase() && previous_lower && !word.is_empty() {
+            words.push(std::mem::take(&mut word));
+        }
+        previous_lower = c.is_lowercase() || c.is_ascii_digit();
+        word.extend(c.to_lowercase());
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    while words.len() > 1
+        && matches!(
+            words.last().map(String::as_str),
+            Some("value" | "data" | "b64" | "base64")
+        )
+    {
+        words.pop();
+    }
+    match words.as_slice() {
+        [.., last] if CREDENTIAL_WORDS.contains(&last.as_str()) => true,
+        [.., kind, last] if matches!(last.as_str(), "key" | "keys") => KEY_KINDS.contains(&kind.as_str()),
+        _ => false,
+    }
+}
 
 /// Annotations that repeat a whole object (secrets included).
 const WHOLE_OBJECT_ANNOTATIONS: &[&str] = &["kubectl.kubernetes.io/last-applied-configuration"];
@@ -60,7 +159,7 @@ pub struct Redactor {
     patterns: Vec<Regex>,
     /// The same patterns as one automaton: most strings match none, found in one pass.
     any: regex::RegexSet,
-    sensitive_key: Regex,
+    key_values: [Regex; 3],
 }
 
 impl Redactor {
@@ -76,7 +175,11 @@ impl Redactor {
             marker: config.marker.clone(),
             any: regex::RegexSet::new(patterns.iter().map(Regex::as_str))?,
             patterns,
-            sensitive_key: Regex::new(SENSITIVE_KEY)?,
+            key_values: [
+                Regex::new(KEY_VALUE)?,
+                Regex::new(FLAG_VALUE)?,
+                Regex::new(SHORT_PASSWORD)?,
+            ],
         })
     }
 
@@ -106,6 +209,18 @@ impl Redactor {
             let Some(object) = event.get_mut(body) else { continue };
             if resource == "secrets" {
                 self.secret_data(object, &mut removed);
+                // A JSON patch: every value it writes under data/stringData.
+                if let Some(ops) = object.as_array_mut() {
+                    for op in ops {
+                        let path = op.get("path").and_then(Value::as_str).unwrap_or_default();
+                        let under = |field: &str| path == field || path.starts_with(&format!("{field}/"));
+                        if under("/data") || under("/stringData") || path.is_empty() || path == "/" {
+                            if let Some(value) = op.get_mut("value") {
+                                self.replace_all(value, &mut removed);
+                            }
+                        }
+                    }
+                }
                 if let Some(items) = object.get_mut("items").and_then(Value::as_array_mut) {
                     for item in items {
                         self.secret_data(item, &mut removed);
@@ -123,7 +238,7 @@ impl Redactor {
         // authorization decision and reason.
         if let Some(annotations) = event.get_mut("annotations").and_then(Value::as_object_mut) {
             for (key, value) in annotations.iter_mut() {
-                if !key.starts_with("authorization.k8s.io/") && self.sensitive_key.is_match(key) {
+                if !key.starts_with("authorization.k8s.io/") && credential_key(key) {
                     self.replace(value, &mut removed);
                 }
             }
@@ -135,12 +250,22 @@ impl Redactor {
     }
 
     fn secret_data(&self, object: &mut Value, removed: &mut Vec<String>) {
-        for field in ["data", "stringData"] {
+        for field in ["data", "stringData", "binaryData"] {
             if let Some(data) = object.get_mut(field).and_then(Value::as_object_mut) {
                 for value in data.values_mut() {
                     self.replace(value, removed);
                 }
             }
+        }
+    }
+
+    /// Replaces every string in a value (a patch's object, a list) with the marker.
+    fn replace_all(&self, value: &mut Value, removed: &mut Vec<String>) {
+        match value {
+            Value::String(_) => self.replace(value, removed),
+            Value::Array(items) => items.iter_mut().for_each(|v| self.replace_all(v, removed)),
+            Value::Object(map) => map.values_mut().for_each(|v| self.replace_all(v, removed)),
+            _ => {}
         }
     }
 
@@ -164,6 +289,23 @@ impl Redactor {
     fn walk(&self, value: &mut Value, removed: &mut Vec<String>) {
         match value {
             Value::Object(map) => {
+                if let Some(data) = map.get_mut("binaryData").and_then(Value::as_object_mut) {
+                    for v in data.values_mut() {
+                        self.replace(v, removed);
+                    }
+                }
+                // A JSON-patch operation writing under a credential-like key.
+                if map.contains_key("op") {
+                    let path = map.get("path").and_then(Value::as_str).unwrap_or_default().to_string();
+                    if path
+                        .split('/')
+                        .any(|segment| credential_key(segment) || segment == "binaryData")
+                    {
+                        if let Some(value) = map.get_mut("value") {
+                            self.replace_all(value, removed);
+                        }
+                    }
+                }
                 if map.get("kind").and_then(Value::as_str) == Some("Secret") {
                     for field in ["data", "stringData"] {
                         if let Some(data) = map.get_mut(field).and_then(Value::as_object_mut) {
@@ -191,13 +333,13 @@ impl Redactor {
                     .and_then(Value::as_object_mut)
                 {
                     for (key, v) in annotations.iter_mut() {
-                        if WHOLE_OBJECT_ANNOTATIONS.contains(&key.as_str()) || self.sensitive_key.is_match(key) {
+                        if WHOLE_OBJECT_ANNOTATIONS.contains(&key.as_str()) || credential_key(key) {
                             self.replace(v, removed);
                         }
                     }
                 }
                 for (key, v) in map.iter_mut() {
-                    if v.is_string() && self.sensitive_key.is_match(key) {
+                    if v.is_string() && credential_key(key) {
                         self.replace(v, removed);
                     } else {
                         self.walk(v, removed);
@@ -205,6 +347,13 @@ impl Redactor {
                 }
             }
             Value::Array(items) => {
+                // argv: `["--password", "VALUE"]`, the value in the element after its flag.
+                for i in 1..items.len() {
+                    let flag = items[i - 1].as_str().unwrap_or_default();
+                    if flag.starts_with('-') && !flag.contains('=') && credential_key(flag) && items[i].is_string() {
+                        self.replace(&mut items[i], removed);
+                    }
+                }
                 for item in items {
                     self.walk(item, removed);
                 }
@@ -213,12 +362,36 @@ impl Redactor {
         }
     }
 
-    /// Text with the removed values and every pattern's matches replaced.
+    /// Text with the removed values, credential key–values and every pattern's matches
+    /// replaced. Percent-encoded text whose decoded form holds a secret comes out decoded and
+    /// redacted.
     pub fn text<'a>(&self, text: &'a str, removed: &[String]) -> Cow<'a, str> {
+        let out = self.plain_text(text, removed);
+        if !text.contains('%') {
+            return out;
+        }
+        let decoded = percent_decode(&out);
+        if decoded == out {
+            return out;
+        }
+        match self.plain_text(&decoded, removed) {
+            Cow::Owned(redacted) => Cow::Owned(redacted),
+            Cow::Borrowed(_) => out,
+        }
+    }
+
+    fn plain_text<'a>(&self, text: &'a str, removed: &[String]) -> Cow<'a, str> {
         let mut out = Cow::Borrowed(text);
         for secret in removed {
             if out.contains(secret.as_str()) {
                 out = Cow::Owned(out.replace(secret.as_str(), &self.marker));
+            }
+        }
+        if out.contains([':', '=', '-']) {
+            for re in &self.key_values {
+                if let Some(redacted) = self.key_values_in(re, &out) {
+                    out = Cow::Owned(redacted);
+                }
             }
         }
         let matching = self.any.matches(&out);
@@ -244,6 +417,45 @@ impl Redactor {
         out
     }
 
+    /// `text` with the value of every credential-like key replaced, or `None` if it has none. A
+    /// match whose key is no credential is looked at again from its value on (`command=password
+    /// = x` holds `password = x`).
+    fn key_values_in(&self, re: &Regex, text: &str) -> Option<String> {
+        let mut out = String::new();
+        let mut copied = 0;
+        let mut at = 0;
+        while let Some(caps) = re.captures_at(text, at) {
+            let whole = caps.get(0).expect("group 0");
+            let Some(value) = caps.name("value") else { break };
+            let credential = caps.name("key").is_none_or(|k| credential_key(k.as_str()));
+            if !credential || value.as_str() == self.marker {
+                at = if credential { whole.end() } else { value.start() };
+                // Step at least one character.
+                if at <= whole.start() {
+                    at = whole.start() + text[whole.start()..].chars().next().map_or(1, char::len_utf8);
+                }
+                continue;
+            }
+            let v = value.as_str();
+            let quoted = v.len() >= 2 && (v.starts_with('"') || v.starts_with('\''));
+            out.push_str(&text[copied..value.start()]);
+            if quoted {
+                out.push_str(&v[..1]);
+                out.push_str(&self.marker);
+                out.push_str(&v[..1]);
+            } else {
+                out.push_str(&self.marker);
+            }
+            copied = value.end();
+            at = value.end();
+        }
+        if copied == 0 {
+            return None;
+        }
+        out.push_str(&text[copied..]);
+        Some(out)
+    }
+
     /// Every string in a JSON value through [`Redactor::text`].
     pub fn scrub_value(&self, value: &mut Value, removed: &[String]) {
         match value {
@@ -257,6 +469,26 @@ impl Redactor {
             _ => {}
         }
     }
+}
+
+/// `%XX` sequences decoded (and `+` left alone); invalid UTF-8 replaced.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
