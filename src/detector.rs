@@ -42,6 +42,10 @@ pub struct DetectorConfig {
     /// Past it, the rules not yet evaluated are skipped and a `Detection degraded` alert names
     /// them. 0: no budget.
     pub event_budget_ms: u64,
+    /// Most seconds a stopping detector spends draining and flushing (a broker that is gone
+    /// would otherwise hold it for ever, and Kubernetes kills it after its grace period). What
+    /// it could not commit is delivered again, to it or another detector.
+    pub shutdown_timeout_secs: u64,
 }
 
 impl Default for DetectorConfig {
@@ -54,6 +58,7 @@ impl Default for DetectorConfig {
             dedup: crate::dedup::DedupConfig::default(),
             reload_poll_secs: 2,
             event_budget_ms: 100,
+            shutdown_timeout_secs: 10,
         }
     }
 }
@@ -117,6 +122,10 @@ impl Detector {
             let batch = match batch {
                 Ok(Some(batch)) => batch,
                 Ok(None) => return Ok(()),
+                Err(e) if *stop.borrow() => {
+                    tracing::warn!("consuming failed while stopping; what is uncommitted is delivered again: {e:#}");
+                    return Ok(());
+                }
                 Err(e) => {
                     tracing::warn!("consuming failed, retrying in {backoff:?}: {e:#}");
                     tokio::time::sleep(backoff).await;
@@ -226,7 +235,7 @@ pub fn evaluate(
             Ok(e) => e,
             Err(reason) => {
                 stats.malformed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(cluster, "skipping a message that is not an audit event: {reason}");
+                crate::telemetry::log_bad_input(cluster, "skipping a message that is not an audit event", &reason);
                 continue;
             }
         };

@@ -114,7 +114,7 @@ impl Batch {
                 }),
                 Err(bad) => {
                     let cluster = source.cluster.to_string();
-                    tracing::warn!(cluster, "dead-lettering {bad}");
+                    crate::telemetry::log_bad_input(&cluster, "dead-lettering", &bad.to_string());
                     let record = serde_json::json!({
                         "cluster": cluster, "received": received_at, "position": bad.position.to_string(),
                         "reason": bad.reason, "item": bad.text,

@@ -33,6 +33,8 @@ pub struct Running {
     stop_detector: watch::Sender<bool>,
     ingress: Option<JoinHandle<anyhow::Result<()>>>,
     detector: Option<JoinHandle<anyhow::Result<()>>>,
+    /// How long the detector may take to stop.
+    shutdown_timeout: Duration,
 }
 
 impl Running {
@@ -44,8 +46,18 @@ impl Running {
             ingress.await??;
         }
         let _ = self.stop_detector.send(true);
-        if let Some(detector) = self.detector.take() {
-            detector.await??;
+        if let Some(mut detector) = self.detector.take() {
+            match tokio::time::timeout(self.shutdown_timeout, &mut detector).await {
+                Ok(result) => result??,
+                Err(_) => {
+                    detector.abort();
+                    tracing::warn!(
+                        "the detector did not stop within {:?} (detector.shutdown_timeout_secs): its uncommitted \
+                         batch and unflushed alerts are left to the bus, which delivers them again",
+                        self.shutdown_timeout
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -98,6 +110,7 @@ pub async fn start(config: PipelineConfig, roles: Roles) -> anyhow::Result<Runni
         stop_detector,
         ingress: None,
         detector: None,
+        shutdown_timeout: Duration::from_secs(config.detector.shutdown_timeout_secs),
     };
     let detector = match &roles {
         Roles::All | Roles::Detector => true,

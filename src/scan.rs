@@ -111,6 +111,7 @@ pub fn scan(files: &[PathBuf], rules: &RuleSet, options: &Options, out: &mut dyn
                 Err(bad) => {
                     summary.malformed += 1;
                     if summary.malformed_examples.len() < MALFORMED_EXAMPLES {
+                        let bad = crate::telemetry::truncated(&bad.to_string(), 256).into_owned();
                         summary.malformed_examples.push(format!("{name}: {bad}"));
                     }
                 }

@@ -274,6 +274,21 @@ impl LogLimiter {
     }
 }
 
+/// Logs a line about bad input (a malformed item, a message that is no event) at most 10 times
+/// per 10 seconds for the whole process, its detail cut to 256 bytes: input an attacker writes
+/// must not become gigabytes of logs.
+pub fn log_bad_input(cluster: &str, what: &str, detail: &str) {
+    static LIMIT: OnceLock<Mutex<LogLimiter>> = OnceLock::new();
+    let allowed = LIMIT
+        .get_or_init(|| Mutex::new(LogLimiter::new(std::time::Duration::from_secs(10), 10)))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .allow();
+    if allowed {
+        tracing::warn!(cluster = %truncated(cluster, 100), "{what}: {}", truncated(detail, 256));
+    }
+}
+
 /// `text` cut to `max` bytes (at a character boundary), with how much was cut.
 pub fn truncated(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
     if text.len() <= max {
@@ -316,4 +331,34 @@ pub fn init_logs() {
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_limiter_lets_a_burst_through_then_holds_back() {
+        let mut limiter = LogLimiter::new(std::time::Duration::from_secs(60), 3);
+        assert_eq!((0..10).filter(|_| limiter.allow()).count(), 3);
+        assert_eq!(limiter.held, 7);
+    }
+
+    #[test]
+    fn truncation_cuts_at_a_character_and_says_how_much() {
+        let long = "é".repeat(300);
+        let cut = truncated(&long, 255);
+        assert!(cut.starts_with(&"é".repeat(127)), "{cut}");
+        assert!(cut.ends_with("(346 more bytes)"), "{cut}");
+        assert_eq!(truncated("short", 10), "short");
+    }
+
+    #[test]
+    fn cluster_labels_are_capped() {
+        for i in 0..MAX_CLUSTER_LABELS + 10 {
+            cluster_label(&format!("label-test-{i}"));
+        }
+        assert_eq!(cluster_label("label-test-0"), "label-test-0");
+        assert_eq!(cluster_label("one-too-many"), "_other");
+    }
 }

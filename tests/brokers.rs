@@ -783,3 +783,67 @@ async fn nats_ocsf_output_on_its_own_topic() {
 async fn kafka_ocsf_output_on_its_own_topic() {
     ocsf_output_on_its_own_topic(Kind::Kafka).await;
 }
+
+/// A detector whose broker is gone stops on SIGTERM within its shutdown deadline (it used to
+/// wait on the broker for over 30 s, past Kubernetes' grace period) and says what it left:
+/// here a dedup summary of suppressed repeats that it cannot publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detector_stops_within_its_deadline_when_the_broker_is_gone() {
+    let mut broker = Broker::start(Kind::Nats);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[detector]\nrules = [\"{}\"]\nshutdown_timeout_secs = 2\n[[outputs]]\nkind = \"topic\"\n[bus]\nkind = \"nats\"\n[bus.nats]\nurl = \"{}\"\npartitions = 2\nlease_secs = 3\n",
+            rules_path(Kind::Nats).display(),
+            broker.url()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let mut detector = Proc::spawn(
+        "detector",
+        &["detect", "--pipeline", &config.display().to_string()],
+        &[("KAUDIT__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))],
+        dir.path(),
+    );
+    assert!(wait_for_port(port, Duration::from_secs(30)), "{}", detector.log_text());
+    // Three execs of one user: one alert, two repeats held for a summary.
+    let bus = bus::connect(&bus_config(&broker)).await.unwrap();
+    let messages = (0..3)
+        .map(|i| kaudit::bus::Message {
+            key: "prod".into(),
+            route: "prod".into(),
+            id: None,
+            payload: exec_event(i).into_bytes().into(),
+            headers: vec![(kaudit::bus::headers::CLUSTER.into(), "prod".into())],
+        })
+        .collect();
+    bus.publish("kaudit.events", messages).await.unwrap();
+    wait_until("the detector evaluated the execs", Duration::from_secs(30), || {
+        futures::executor::block_on(evaluated(port)) == Some(3)
+    })
+    .await;
+    broker.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    detector.terminate();
+    let stopped = Instant::now();
+    let status = loop {
+        if let Some(status) = detector.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(20),
+            "still running 25 s after SIGTERM: {}",
+            detector.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status}: {}", detector.log_text());
+    assert!(
+        detector.log_text().contains("did not stop within 2s"),
+        "{}",
+        detector.log_text()
+    );
+}
