@@ -241,6 +241,76 @@ impl<'a> EventView<'a> {
 }
 
 /// A JSON string value, borrowed when it has no escapes.
+/// Depth below which [`to_value`] keeps an event's JSON as it is.
+pub const MAX_VALUE_DEPTH: usize = 64;
+
+/// What replaces a part of an event nested deeper than [`MAX_VALUE_DEPTH`] in [`to_value`].
+pub const TOO_DEEP: &str = "[nested too deep]";
+
+/// An event's JSON as a tree, each part nested deeper than [`MAX_VALUE_DEPTH`] replaced by
+/// [`TOO_DEEP`]: alerts embed it and redaction walks it, and an attacker can nest a request body
+/// thousands of levels (past serde_json's limit, and past what a SIEM's parser takes).
+pub fn to_value(text: &str) -> Result<serde_json::Value, serde_json::Error> {
+    struct Bounded(usize);
+    impl<'de> de::DeserializeSeed<'de> for Bounded {
+        type Value = serde_json::Value;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            if self.0 > MAX_VALUE_DEPTH {
+                // Skipped without recursion: serde_json reads a raw value with a loop.
+                let _: &RawValue = Deserialize::deserialize(d)?;
+                return Ok(serde_json::Value::String(TOO_DEEP.into()));
+            }
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Bounded {
+        type Value = serde_json::Value;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+            Ok(v.into())
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(v.into())
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(v.into())
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(v.into())
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(v.into())
+        }
+        fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+            Ok(v.into())
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(serde_json::Value::Null)
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element_seed(Bounded(self.0 + 1))? {
+                items.push(item);
+            }
+            Ok(serde_json::Value::Array(items))
+        }
+        fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+            let mut out = serde_json::Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let value = map.next_value_seed(Bounded(self.0 + 1))?;
+                out.insert(key, value);
+            }
+            Ok(serde_json::Value::Object(out))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = de::DeserializeSeed::deserialize(Bounded(0), &mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
 pub fn json_str(raw: &str) -> Option<Cow<'_, str>> {
     serde_json::from_str::<Cow<str>>(raw).ok()
 }
@@ -334,5 +404,22 @@ mod tests {
         let event = Event::from_json(r#"{"audit\u0049D":"a","stage":"s","verb":"get"}"#).unwrap();
         assert_eq!(event.view().audit_id(), "a");
         assert_eq!(event.view().str("verb").as_deref(), Some("get"));
+    }
+
+    #[test]
+    fn a_tree_of_any_depth_is_cut_below_the_limit() {
+        let deep = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+        let text = format!(r#"{{"auditID":"a","requestObject":{{"x":{deep},"keep":"me"}}}}"#);
+        let value = to_value(&text).unwrap();
+        assert_eq!(value["requestObject"]["keep"], "me");
+        let mut at = &value["requestObject"]["x"];
+        let mut depth = 2;
+        while let Some(inner) = at.get(0) {
+            at = inner;
+            depth += 1;
+        }
+        assert_eq!(at, TOO_DEEP);
+        assert_eq!(depth, MAX_VALUE_DEPTH + 1);
+        assert!(to_value("{\"a\":1} trailing").is_err());
     }
 }

@@ -125,7 +125,7 @@ impl Encoder {
             .event
             .as_ref()
             .filter(|_| shown || self.redactor.is_some())
-            .and_then(|e| serde_json::from_str(e.as_str()).ok());
+            .and_then(|e| crate::audit::to_value(e.as_str()).ok());
         let mut output = alert.output.clone();
         let mut output_fields = alert.output_fields.clone();
         if let Some(redactor) = &self.redactor {
