@@ -434,6 +434,11 @@ fn a_credential_in_a_configmap_never_leaves_in_any_encoding() {
         );
     }
     // Without redaction it would have leaked (the check can fail).
+    assert!(unredacted(&file).contains(secret));
+}
+
+/// The alerts of a scan with the event attached and no redaction, as one JSON text.
+fn unredacted(file: &Path) -> String {
     let options = kaudit::scan::Options {
         encoder: Encoder {
             encoding: Encoding::Falco,
@@ -443,8 +448,8 @@ fn a_credential_in_a_configmap_never_leaves_in_any_encoding() {
         dedup: kaudit::dedup::DedupConfig::off(),
         ..Default::default()
     };
-    let (_, unredacted): (_, Vec<Value>) = common::scan(&[file], &options);
-    assert!(serde_json::to_string(&unredacted).unwrap().contains(secret));
+    let (_, alerts): (_, Vec<Value>) = common::scan(&[file.to_path_buf()], &options);
+    serde_json::to_string(&alerts).unwrap()
 }
 
 /// Where and how a secret is planted: a template with `{S}` for the secret.
@@ -583,16 +588,6 @@ fn planted_secrets_never_leave_in_any_encoding() {
         }
     }
     // The check can fail: without redaction every secret is there.
-    let options = kaudit::scan::Options {
-        encoder: Encoder {
-            encoding: Encoding::Falco,
-            include_event: true,
-            redactor: None,
-        },
-        dedup: kaudit::dedup::DedupConfig::off(),
-        ..Default::default()
-    };
-    let (_, unredacted): (_, Vec<Value>) = common::scan(&[file], &options);
-    let text = serde_json::to_string(&unredacted).unwrap();
+    let text = unredacted(&file);
     assert!(secrets.iter().all(|(_, s)| text.contains(s.as_str())));
 }
