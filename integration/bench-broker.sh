@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end benchmark through a real broker: loadgen → shim → broker → detector(s) → alerts
-# topic → alertlat. Starts its own broker (nats-server, or tansu for kafka) on a free port.
+# topic → alertlat. Starts its own broker (nats-server, or Apache Kafka with
+# integration/kafka/broker.sh — run ./integration/test.sh once to fetch its jars) on free ports.
 # Usage: ./integration/bench-broker.sh nats|kafka DETECTORS RATE_EVENTS_PER_S [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,11 +18,10 @@ if [ "$bus" = nats ]; then
   nats-server -a 127.0.0.1 -p "$bport" -js -sd "$work/js" > "$work/broker.log" 2>&1 & pids+=($!)
   export KAUDIT__BUS__NATS__URL="nats://127.0.0.1:$bport"
 else
-  tansu broker --listener-url "tcp://127.0.0.1:$bport" --advertised-listener-url "tcp://127.0.0.1:$bport" \
-    --storage-engine memory://tansu/ > "$work/broker.log" 2>&1 & pids+=($!)
+  ./integration/kafka/broker.sh "$work/kafka" "$bport" "$(port)" > "$work/broker.log" 2>&1 & pids+=($!)
   export KAUDIT__BUS__KAFKA__BROKERS="127.0.0.1:$bport"
 fi
-for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$bport) 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 600); do (echo > /dev/tcp/127.0.0.1/$bport) 2>/dev/null && break; sleep 0.1; done
 pipeline=pipelines/$bus.toml
 KAUDIT__SHIM__LISTEN=127.0.0.1:$sport ./target/release/kaudit shim --pipeline "$pipeline" > "$work/shim.log" 2>&1 & pids+=($!)
 mports=()

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of kaudit: unit tests, integration tests, and the tests against real brokers
-# (a NATS server with JetStream and tansu, a Kafka-compatible broker, which the tests start on
-# free loopback ports and stop). It installs what is missing first: build tools, nats-server
-# (Debian package) and tansu (cargo install, ~20 minutes the first time; reused afterwards).
+# (a NATS server with JetStream and Apache Kafka in KRaft mode, which the tests start on free
+# loopback ports and stop). It installs what is missing first: build tools, nats-server (Debian
+# package), Java and Maven, and Kafka's jars from Maven Central (integration/kafka/pom.xml,
+# cached in ~/.cache/kaudit/kafka-VERSION; about a minute the first time).
 # Usage: ./integration/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,14 +22,22 @@ need cc && need c++ && need make && need pkg-config || apt_install build-essenti
 [ -f /usr/include/zlib.h ] || apt_install zlib1g-dev
 need curl || apt_install curl
 need nats-server || apt_install nats-server
-if ! need tansu; then
-  echo "test.sh: installing tansu (a Kafka-compatible broker) with cargo; this takes a while once" >&2
-  cargo install tansu --locked --features dynostore
+need java || apt_install openjdk-17-jre-headless
+need mvn || apt_install maven
+kafka_version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' integration/kafka/pom.xml)
+export KAUDIT_KAFKA_LIBS="${KAUDIT_KAFKA_LIBS:-${XDG_CACHE_HOME:-$HOME/.cache}/kaudit/kafka-$kafka_version}"
+if ! ls "$KAUDIT_KAFKA_LIBS"/kafka_2.13-*.jar >/dev/null 2>&1; then
+  echo "test.sh: fetching Apache Kafka $kafka_version's jars from Maven Central into $KAUDIT_KAFKA_LIBS" >&2
+  mvn -q -B -f integration/kafka/pom.xml dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$KAUDIT_KAFKA_LIBS.partial"
+  rm -rf "$KAUDIT_KAFKA_LIBS"
+  mv "$KAUDIT_KAFKA_LIBS.partial" "$KAUDIT_KAFKA_LIBS"
 fi
 
 cargo --version
 nats-server --version
-tansu --version 2>/dev/null || true
+java -version 2>&1 | head -1
+echo "Apache Kafka $kafka_version ($(ls "$KAUDIT_KAFKA_LIBS" | wc -l) jars in $KAUDIT_KAFKA_LIBS)"
 # Benchmarks and tools must keep compiling; they hold no tests.
 cargo build --locked --examples --benches
 log=$(mktemp)

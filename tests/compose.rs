@@ -106,3 +106,16 @@ fn the_image_ships_what_the_services_use() {
         }
     }
 }
+
+/// The compose file runs the Apache Kafka the broker tests run (`integration/kafka/pom.xml`).
+#[test]
+fn the_kafka_image_is_the_version_the_tests_proved() {
+    let pom = std::fs::read_to_string(common::repo().join("integration/kafka/pom.xml")).unwrap();
+    let version = pom
+        .split("<kafka.version>")
+        .nth(1)
+        .and_then(|rest| rest.split("</kafka.version>").next())
+        .unwrap();
+    let compose = compose();
+    assert_eq!(compose["services"]["kafka"]["image"], format!("apache/kafka:{version}"));
+}

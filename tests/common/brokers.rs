@@ -1,6 +1,7 @@
-//! Real brokers for the tests: a NATS server with JetStream and a Kafka-protocol broker
-//! (tansu), each started on a free loopback port, owned by the test, stopped on drop.
-//! A missing binary is a failure that says how to install it, never a skip.
+//! Real brokers for the tests: a NATS server with JetStream and Apache Kafka (one KRaft node,
+//! broker and controller, from the jars `integration/test.sh` fetches from Maven Central), each
+//! started on free loopback ports, owned by the test, stopped on drop. A missing binary or jar
+//! is a failure that says how to install it, never a skip.
 
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -16,8 +17,40 @@ pub enum Kind {
 pub struct Broker {
     pub kind: Kind,
     pub port: u16,
+    /// Kafka's controller listener.
+    controller_port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+}
+
+/// The Apache Kafka version the tests run, as `integration/kafka/pom.xml` names it.
+pub const KAFKA_VERSION: &str = "4.1.1";
+
+/// The folder of Kafka's jars: `KAUDIT_KAFKA_LIBS`, else where `integration/test.sh` puts them.
+pub fn kafka_libs() -> PathBuf {
+    let dir = std::env::var_os("KAUDIT_KAFKA_LIBS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
+            cache.join(format!("kaudit/kafka-{KAFKA_VERSION}"))
+        });
+    let has_broker = std::fs::read_dir(&dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("kafka_2.13-"))
+        })
+        .unwrap_or(false);
+    assert!(
+        has_broker,
+        "Apache Kafka's jars are not in {}; the Kafka tests need them. Run ./integration/test.sh (it fetches them), or: \
+         mvn -f integration/kafka/pom.xml dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory={}",
+        dir.display(),
+        dir.display()
+    );
+    dir
 }
 
 pub fn free_port() -> u16 {
@@ -56,6 +89,7 @@ impl Broker {
         let mut b = Broker {
             kind,
             port: free_port(),
+            controller_port: free_port(),
             child: None,
             dir: tempfile::tempdir().unwrap(),
         };
@@ -78,22 +112,28 @@ impl Broker {
                     .arg(self.dir.path().join("js"));
                 c
             }
-            Kind::Kafka => {
-                let mut c = Command::new(find("tansu", "cargo install tansu --locked --features dynostore"));
-                let url = format!("tcp://127.0.0.1:{port}");
-                c.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-                    .args(["--storage-engine", "memory://tansu/"]);
-                c
-            }
+            Kind::Kafka => self.kafka_command(),
         };
         cmd.stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log));
         self.child = Some(cmd.spawn().unwrap());
         assert!(
-            wait_for_port(port, Duration::from_secs(20)),
+            wait_for_port(port, Duration::from_secs(90)),
             "{:?} broker did not listen on {port}",
             self.kind
         );
+    }
+
+    /// `integration/kafka/broker.sh`: one KRaft node whose data stays in this broker's folder
+    /// (formatted the first time; a restart keeps it, as a real broker's restart does).
+    fn kafka_command(&self) -> Command {
+        kafka_libs();
+        find("java", "apt-get install openjdk-17-jre-headless");
+        let mut c = Command::new("bash");
+        c.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("integration/kafka/broker.sh"))
+            .arg(self.dir.path().join("kafka"))
+            .args([self.port.to_string(), self.controller_port.to_string()]);
+        c
     }
 
     /// The address clients use: `nats://127.0.0.1:P` or `127.0.0.1:P`.
@@ -104,7 +144,7 @@ impl Broker {
         }
     }
 
-    /// Kills the broker (NATS keeps its store on disk and comes back with `restart`).
+    /// Kills the broker (`kill -9`; both keep their data on disk and come back with `restart`).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -117,8 +157,7 @@ impl Broker {
         self.spawn();
     }
 
-    /// Freezes the broker (it stops answering but keeps its data): tansu keeps data only in
-    /// memory, so its outage is a freeze rather than a restart.
+    /// Freezes the broker (it stops answering but keeps its connections and data).
     pub fn freeze(&self) {
         self.signal("-STOP");
     }
