@@ -115,6 +115,14 @@ const KEY_KINDS: &[&str] = &[
 /// [`CREDENTIAL_WORDS`], or `key` after one of [`KEY_KINDS`]. `secretName`, `tokenFile` and
 /// `sessionAffinity` are not credentials; `SECRET_KEY`, `slack.token` and `--db-password` are.
 pub fn credential_key(key: &str) -> bool {
+    // Most keys hold none of the credential words: no need to split them.
+    const STEMS: &[&str] = &[
+        "pass", "pwd", "secret", "token", "key", "auth", "cred", "session", "cookie",
+    ];
+    let lower = key.to_ascii_lowercase();
+    if !STEMS.iter().any(|stem| lower.contains(stem)) {
+        return false;
+    }
     let mut words: Vec<String> = Vec::new();
     let mut word = String::new();
     let mut previous_lower = false;
@@ -160,6 +168,8 @@ pub struct Redactor {
     /// The same patterns as one automaton: most strings match none, found in one pass.
     any: regex::RegexSet,
     key_values: [Regex; 3],
+    /// Whether a text mentions a credential word at all (the key-value scan is skipped if not).
+    mentions: Regex,
 }
 
 impl Redactor {
@@ -180,6 +190,7 @@ impl Redactor {
                 Regex::new(FLAG_VALUE)?,
                 Regex::new(SHORT_PASSWORD)?,
             ],
+            mentions: Regex::new(r"(?i)pass|pwd|secret|token|key|auth|cred|session|cookie|-p[^\s-]")?,
         })
     }
 
@@ -387,7 +398,7 @@ impl Redactor {
                 out = Cow::Owned(out.replace(secret.as_str(), &self.marker));
             }
         }
-        if out.contains([':', '=', '-']) {
+        if out.contains([':', '=', '-']) && self.mentions.is_match(&out) {
             for re in &self.key_values {
                 if let Some(redacted) = self.key_values_in(re, &out) {
                     out = Cow::Owned(redacted);
