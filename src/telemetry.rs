@@ -1,5 +1,6 @@
 //! Metrics and logs. OpenTelemetry instruments exported in Prometheus text format on
-//! `/metrics`; `/healthz` (the process runs) and `/readyz` (its bus is connected) beside it;
+//! `/metrics`, with `/healthz` (the process runs) and `/readyz` (its bus is connected), on a
+//! listener of their own (`[telemetry] listen`);
 //! logs through `tracing` on stderr.
 //!
 //! Metric names (Prometheus adds `_total` to counters):
@@ -26,8 +27,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
-    /// Where `/metrics`, `/healthz` and `/readyz` are served by roles without an HTTP server of
-    /// their own (the detector). The shim serves them on its own port too.
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, for every role; none when unset.
+    /// Never the shim's ingest port: metrics name every cluster and rule and show which rules
+    /// fired, which a client holding one cluster's token must not read.
     pub listen: Option<String>,
 }
 
