@@ -528,7 +528,17 @@ impl RuleSet {
         let bindings = Bindings::new(&self.scope, view, cluster);
         let ctx = bindings.context();
         let mut pending = prefilter::bits(&candidates).peekable();
+        let mut first = true;
         while let Some(index) = pending.next() {
+            // The budget is looked at between rules (the first always runs).
+            if !std::mem::take(&mut first) && budget.is_some_and(|b| started.elapsed() >= b) {
+                let skipped: Vec<&str> = std::iter::once(index)
+                    .chain(pending.by_ref())
+                    .map(|i| self.rules[i].name.as_str())
+                    .collect();
+                firings.push(self.over_budget(view, cluster, budget.unwrap_or_default(), &skipped));
+                break;
+            }
             let rule = &self.rules[index];
             rule.stats.evaluated.fetch_add(1, Ordering::Relaxed);
             match eval_bool(&rule.condition, &ctx) {
@@ -568,10 +578,6 @@ impl RuleSet {
             firings.push(firing);
             if self.matching == Matching::First {
                 break;
-            }
-            if budget.is_some_and(|b| started.elapsed() >= b) && pending.peek().is_some() {
-                let skipped: Vec<&str> = pending.by_ref().map(|i| self.rules[i].name.as_str()).collect();
-                firings.push(self.over_budget(view, cluster, budget.unwrap_or_default(), &skipped));
             }
         }
         firings

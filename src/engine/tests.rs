@@ -472,6 +472,15 @@ fn an_event_over_its_budget_skips_the_rest_and_says_which() {
         serde_json::json!(["Anything by alice"])
     );
     assert!(firings[1].output.contains("budget"), "{}", firings[1].output);
+    // Also when the rule that spent it did not match.
+    let plain = event(&PRIV.replace(r#""privileged":true"#, r#""privileged":false"#));
+    let firings = s.evaluate_within(&plain.view(), "c1", Some(Duration::ZERO));
+    let names: Vec<&str> = firings.iter().map(|f| s.rule(f.rule).name.as_str()).collect();
+    assert_eq!(names, [DEGRADED]);
+    assert_eq!(
+        firings[0].output_fields["kaudit.skipped_rules"],
+        serde_json::json!(["Anything by alice"])
+    );
     // A generous one changes nothing.
     let all = s.evaluate_within(&e.view(), "c1", Some(Duration::from_secs(60)));
     assert_eq!(all.len(), 2);
