@@ -518,7 +518,8 @@ impl RuleSet {
     /// rules not yet evaluated are skipped (checked between rules) and a [`DEGRADED`] firing
     /// names them. A rule that cannot evaluate the event also yields a [`DEGRADED`] firing.
     pub fn evaluate_within(&self, view: &EventView<'_>, cluster: &str, budget: Option<Duration>) -> Vec<Firing> {
-        let started = Instant::now();
+        // Read the clock only when there is a budget to hold against it.
+        let deadline = budget.map(|b| (Instant::now(), b));
         let mut candidates = Vec::new();
         self.prefilter.candidates(&view.route_keys(), &mut candidates);
         let mut firings = Vec::new();
@@ -531,7 +532,7 @@ impl RuleSet {
         let mut first = true;
         while let Some(index) = pending.next() {
             // The budget is looked at between rules (the first always runs).
-            if !std::mem::take(&mut first) && budget.is_some_and(|b| started.elapsed() >= b) {
+            if !std::mem::take(&mut first) && deadline.is_some_and(|(started, b)| started.elapsed() >= b) {
                 let skipped: Vec<&str> = std::iter::once(index)
                     .chain(pending.by_ref())
                     .map(|i| self.rules[i].name.as_str())
