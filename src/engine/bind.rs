@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 
 /// Top-level event fields that hold objects: when absent they read as `{}`, so that
 /// `has(requestObject.spec)` is false rather than an error.
-const OBJECT_FIELDS: &[&str] = &[
+pub(crate) const OBJECT_FIELDS: &[&str] = &[
     "objectRef",
     "user",
     "impersonatedUser",
@@ -103,7 +103,7 @@ impl<'e> Bindings<'e> {
         value.as_deref().map(CowVal::Borrowed)
     }
 
-    fn macro_value(&self, index: usize) -> Option<CowVal<'_, '_>> {
+    pub(crate) fn macro_value(&self, index: usize) -> Option<CowVal<'_, '_>> {
         let value = self.macros[index].get_or_init(|| {
             let program = &self.scope.macros[index];
             let outer = take_unusable();

@@ -10,8 +10,10 @@
 
 pub mod bind;
 pub mod catalog;
+pub mod compiled;
 pub mod fixtures;
 pub mod functions;
+pub mod json;
 pub mod output;
 pub mod prefilter;
 pub mod reload;
@@ -77,6 +79,8 @@ pub struct RuleStats {
     pub missing: AtomicU64,
     /// Conditions that failed for another reason: wrong types, function errors, panics.
     pub errors: AtomicU64,
+    /// Evaluations the compiled path handed to the interpreter (a case it does not model).
+    pub interpreted: AtomicU64,
     pub last_error: Mutex<Option<String>>,
 }
 
@@ -163,6 +167,9 @@ pub struct RuleSet {
     degraded: Rule,
     prefilter: Prefilter,
     matching: Matching,
+    /// Every condition and macro lowered to native operations (the interpreter stays the
+    /// reference; see [`compiled`]).
+    compiled: compiled::Compiled,
 }
 
 /// The name of the engine's own rule: a rule could not evaluate an event (a wrong type, a
@@ -208,6 +215,23 @@ impl std::fmt::Debug for RuleSet {
     }
 }
 
+/// Which evaluation path [`RuleSet::verdicts`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvalPath {
+    Compiled,
+    Interpreted,
+}
+
+/// What a rule's condition said of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    Match,
+    NoMatch,
+    /// It read a field the event does not have (no match, counted apart).
+    Missing,
+    Error,
+}
+
 /// How a condition's evaluation ended, other than true or false.
 enum Failure {
     Missing,
@@ -241,6 +265,7 @@ impl RuleSet {
         symbols.insert("_top".to_string(), Symbol::Top);
 
         let mut lists = Vec::new();
+        let mut native_lists = Vec::new();
         for (name, list) in &source.lists {
             if RESERVED.contains(&name.as_str()) {
                 errors.push(item_error(
@@ -253,6 +278,7 @@ impl RuleSet {
             }
             symbols.insert(name.clone(), Symbol::List(lists.len()));
             lists.push(bind::list_to_val(&list.items));
+            native_lists.push(Arc::new(compiled::LitList::from_scalars(&list.items)));
         }
 
         let mut macros = Vec::new();
@@ -487,12 +513,21 @@ impl RuleSet {
             return Err(LoadErrors(errors));
         }
         let prefilter = Prefilter::new(&routes);
+        let mut compiler = compiled::Compiler::new(&scope.symbols, native_lists);
+        for m in &scope.macros {
+            compiler.add_macro(m.expression());
+        }
+        for rule in &rules {
+            compiler.add_condition(rule.condition.expression());
+        }
+        let compiled = compiler.finish();
         Ok(RuleSet {
             degraded: degraded_rule(&env),
             scope,
             rules,
             prefilter,
             matching,
+            compiled,
         })
     }
 
@@ -526,8 +561,7 @@ impl RuleSet {
         if candidates.iter().all(|w| *w == 0) {
             return firings;
         }
-        let bindings = Bindings::new(&self.scope, view, cluster);
-        let ctx = bindings.context();
+        let frame = compiled::Frame::new(&self.compiled, &self.scope, view, cluster);
         let mut pending = prefilter::bits(&candidates).peekable();
         let mut first = true;
         while let Some(index) = pending.next() {
@@ -542,7 +576,7 @@ impl RuleSet {
             }
             let rule = &self.rules[index];
             rule.stats.evaluated.fetch_add(1, Ordering::Relaxed);
-            match eval_bool(&rule.condition, &ctx) {
+            match self.verdict(&frame, index) {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(Failure::Missing) => {
@@ -556,6 +590,7 @@ impl RuleSet {
                     continue;
                 }
             }
+            let ctx = frame.bindings().context();
             // An exception that cannot be evaluated does not apply.
             if rule
                 .exceptions
@@ -582,6 +617,59 @@ impl RuleSet {
             }
         }
         firings
+    }
+
+    /// Rule `index`'s condition on the frame's event: the compiled path's answer, or the
+    /// interpreter's where the compiled path defers to it.
+    fn verdict(&self, frame: &compiled::Frame<'_>, index: usize) -> Result<bool, Failure> {
+        bind::take_unusable();
+        let outcome = catch_panic(|| frame.condition(index))
+            .unwrap_or_else(|panic| compiled::Outcome::Error(format!("the compiled evaluation panicked: {panic}")));
+        let result = match outcome {
+            compiled::Outcome::Bool(b) => Ok(b),
+            compiled::Outcome::Missing => Err(Failure::Missing),
+            compiled::Outcome::Error(e) => Err(Failure::Error(e)),
+            compiled::Outcome::Defer => {
+                let rule = &self.rules[index];
+                rule.stats.interpreted.fetch_add(1, Ordering::Relaxed);
+                // What the compiled path read before deferring still counts.
+                return execute_bool(&rule.condition, &frame.bindings().context());
+            }
+        };
+        unusable_checked(result)
+    }
+
+    /// What every rule's condition says of an event, the prefilter aside, rules in order:
+    /// through the compiled path (as [`RuleSet::evaluate`] does) or through the interpreter
+    /// alone, the reference. The differential tests hold the two to the same answers.
+    pub fn verdicts(&self, view: &EventView<'_>, cluster: &str, path: EvalPath) -> Vec<Verdict> {
+        let verdict = |r: Result<bool, Failure>| match r {
+            Ok(true) => Verdict::Match,
+            Ok(false) => Verdict::NoMatch,
+            Err(Failure::Missing) => Verdict::Missing,
+            Err(Failure::Error(_)) => Verdict::Error,
+        };
+        match path {
+            EvalPath::Compiled => {
+                let frame = compiled::Frame::new(&self.compiled, &self.scope, view, cluster);
+                (0..self.rules.len())
+                    .map(|i| verdict(self.verdict(&frame, i)))
+                    .collect()
+            }
+            EvalPath::Interpreted => {
+                let bindings = Bindings::new(&self.scope, view, cluster);
+                let ctx = bindings.context();
+                self.rules
+                    .iter()
+                    .map(|r| verdict(eval_bool(&r.condition, &ctx)))
+                    .collect()
+            }
+        }
+    }
+
+    /// How many parts of rule `index`'s condition the compiled path leaves to the interpreter.
+    pub fn interpreted_parts(&self, index: usize) -> usize {
+        self.compiled.conditions.get(index).map_or(0, |n| n.interpreted_parts())
     }
 
     /// The [`DEGRADED`] firing for a rule that could not evaluate this event.
@@ -698,15 +786,13 @@ fn sequence_steps(def: &rules::StatefulDef) -> Vec<String> {
 
 fn eval_bool(program: &Program, ctx: &Context) -> Result<bool, Failure> {
     bind::take_unusable();
-    let result = catch_panic(|| program.execute(ctx));
-    // An unusable value was read (too deep, a failed macro): only a match is trusted, as "no
-    // match" or "missing" may be that value's doing.
-    if let Some(unusable) = bind::take_unusable() {
-        if !matches!(result, Ok(Ok(Value::Bool(true)))) {
-            return Err(Failure::Error(unusable.to_string()));
-        }
-    }
-    match result {
+    execute_bool(program, ctx)
+}
+
+/// Runs a condition in the interpreter; unusable values read before it (by the compiled path
+/// that deferred to it) still count.
+fn execute_bool(program: &Program, ctx: &Context) -> Result<bool, Failure> {
+    let result = match catch_panic(|| program.execute(ctx)) {
         Ok(Ok(Value::Bool(b))) => Ok(b),
         Ok(Ok(other)) => Err(Failure::Error(format!(
             "condition gave {:?}, not a bool",
@@ -715,6 +801,16 @@ fn eval_bool(program: &Program, ctx: &Context) -> Result<bool, Failure> {
         Ok(Err(ExecutionError::NoSuchKey(_) | ExecutionError::UndeclaredReference(_))) => Err(Failure::Missing),
         Ok(Err(e)) => Err(Failure::Error(e.to_string())),
         Err(panic) => Err(Failure::Error(format!("the CEL interpreter panicked: {panic}"))),
+    };
+    unusable_checked(result)
+}
+
+/// An unusable value was read (too deep, a failed macro): only a match is trusted, as "no
+/// match" or "missing" may be that value's doing.
+fn unusable_checked(result: Result<bool, Failure>) -> Result<bool, Failure> {
+    match bind::take_unusable() {
+        Some(unusable) if !matches!(result, Ok(true)) => Err(Failure::Error(unusable.to_string())),
+        _ => result,
     }
 }
 

@@ -1,0 +1,659 @@
+//! Evaluation of compiled conditions against one event, with the work shared across rules.
+
+use super::{Cmp, Compiled, Const, ImagePart, LitList, Loop, Node, Pattern, Root, StrFn};
+use crate::audit::EventView;
+use crate::engine::bind::{catch_panic, Bindings, Scope, OBJECT_FIELDS};
+use crate::engine::functions::{compiled_regex, parse_image};
+use crate::engine::json::{self, EMPTY_OBJECT, J};
+use cel::common::types::{CelBool, CelDouble, CelInt, CelNull, CelString, CelUInt};
+use std::borrow::Cow;
+use std::cell::OnceCell;
+use std::rc::Rc;
+
+/// A value during evaluation, borrowed from the event or the rule set where it can be.
+#[derive(Debug, Clone)]
+enum V<'r> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Double(f64),
+    Str(Cow<'r, str>),
+    /// An array, an object, or a value nested too deep.
+    Json(&'r J<'r>),
+    List(&'r LitList),
+    /// A Falco field's values.
+    Strs(&'r [String]),
+    /// Parts of the event gathered into a list (a pod's containers).
+    Refs(Rc<Vec<&'r J<'r>>>),
+    Opt(Option<Box<V<'r>>>),
+    /// A value the interpreter returned that the compiled path does not read.
+    Opaque,
+}
+
+/// Why an evaluation did not give a value.
+#[derive(Debug, Clone)]
+enum E {
+    /// A field the event does not have (the interpreter's `NoSuchKey`/undeclared reference).
+    Missing,
+    /// Any other evaluation error.
+    Other(String),
+    /// A case the compiled path does not model: the interpreter evaluates the rule.
+    Defer,
+}
+
+type R<'r> = Result<V<'r>, E>;
+
+/// How a compiled condition ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Bool(bool),
+    Missing,
+    Error(String),
+    /// Evaluate the rule in the interpreter.
+    Defer,
+}
+
+/// A macro's value for this event.
+#[derive(Debug, Clone, Copy)]
+enum MacroOut {
+    Bool(bool),
+    Missing,
+    Defer,
+    /// Not a bool: evaluated where it is used.
+    Inline,
+}
+
+/// One event as the compiled conditions see it; every cache lives as long as the event's
+/// evaluation, shared by all its rules.
+pub struct Frame<'e> {
+    compiled: &'e Compiled,
+    scope: &'e Scope,
+    view: &'e EventView<'e>,
+    cluster: &'e str,
+    /// A top-level key holds a dot: a dotted path could name it, so the interpreter decides.
+    dotted: bool,
+    /// Per field name of the rule set, its index among the event's fields.
+    slots: Vec<OnceCell<Option<usize>>>,
+    /// Per field of the event, its tree (`None` if it is not JSON).
+    trees: Vec<OnceCell<Option<J<'e>>>>,
+    macros: Vec<OnceCell<MacroOut>>,
+    roots: Vec<OnceCell<Result<serde_json::Value, E>>>,
+    falco: Vec<OnceCell<Result<Vec<String>, E>>>,
+    bindings: OnceCell<Bindings<'e>>,
+}
+
+fn cells<T>(n: usize) -> Vec<OnceCell<T>> {
+    (0..n).map(|_| OnceCell::new()).collect()
+}
+
+impl<'e> Frame<'e> {
+    pub fn new(compiled: &'e Compiled, scope: &'e Scope, view: &'e EventView<'e>, cluster: &'e str) -> Frame<'e> {
+        let n = view.fields().count();
+        Frame {
+            compiled,
+            scope,
+            view,
+            cluster,
+            dotted: view.fields().any(|(k, _)| k.contains('.')),
+            slots: cells(compiled.fields.len()),
+            trees: cells(n),
+            macros: cells(compiled.macros.len()),
+            roots: cells(compiled.roots.len()),
+            falco: cells(compiled.falco.len()),
+            bindings: OnceCell::new(),
+        }
+    }
+
+    /// The interpreter's view of this event (made on first use).
+    pub fn bindings(&self) -> &Bindings<'e> {
+        self.bindings
+            .get_or_init(|| Bindings::new(self.scope, self.view, self.cluster))
+    }
+
+    /// Evaluates the condition of rule `index`.
+    pub fn condition(&self, index: usize) -> Outcome {
+        match self.eval(&self.compiled.conditions[index], &mut Vec::new()) {
+            Ok(V::Bool(b)) => Outcome::Bool(b),
+            Ok(_) | Err(E::Defer) => Outcome::Defer,
+            Err(E::Missing) => Outcome::Missing,
+            Err(E::Other(m)) => Outcome::Error(m),
+        }
+    }
+
+    fn tree(&self, index: usize) -> Option<&J<'e>> {
+        self.trees[index]
+            .get_or_init(|| {
+                let raw = self.view.fields().nth(index)?.1;
+                json::parse(raw).ok()
+            })
+            .as_ref()
+    }
+
+    /// A top-level field as the interpreter resolves a name: the first field of that name; an
+    /// absent object-valued field is `{}`.
+    fn field_by_name(&self, name: &str) -> Result<&J<'e>, E> {
+        match self.view.fields().position(|(k, _)| k == name) {
+            Some(i) => self.tree(i).ok_or(E::Missing),
+            None if OBJECT_FIELDS.contains(&name) => Ok(&EMPTY_OBJECT),
+            None => Err(E::Missing),
+        }
+    }
+
+    fn field(&self, id: usize) -> R<'_> {
+        if self.dotted {
+            return Err(E::Defer);
+        }
+        let name = &self.compiled.fields[id];
+        let slot = *self.slots[id].get_or_init(|| self.view.fields().position(|(k, _)| k == name));
+        match slot {
+            Some(i) => self.tree(i).map(from_j).ok_or(E::Missing),
+            None if OBJECT_FIELDS.contains(&name.as_str()) => Ok(V::Json(&EMPTY_OBJECT)),
+            None => Err(E::Missing),
+        }
+    }
+
+    fn macro_value<'r>(&'r self, index: usize) -> R<'r> {
+        let out = *self.macros[index].get_or_init(|| match self.eval(&self.compiled.macros[index], &mut Vec::new()) {
+            Ok(V::Bool(b)) => MacroOut::Bool(b),
+            Ok(_) => MacroOut::Inline,
+            Err(E::Missing) => MacroOut::Missing,
+            // The interpreter keeps a failed macro as an unusable value: it decides.
+            Err(E::Other(_)) => MacroOut::Defer,
+            Err(E::Defer) => match self.bindings().macro_value(index) {
+                None => MacroOut::Missing,
+                Some(v) => match v.downcast_ref::<CelBool>() {
+                    Some(b) => MacroOut::Bool(*b.inner()),
+                    None => MacroOut::Defer,
+                },
+            },
+        });
+        match out {
+            MacroOut::Bool(b) => Ok(V::Bool(b)),
+            MacroOut::Missing => Err(E::Missing),
+            MacroOut::Defer => Err(E::Defer),
+            MacroOut::Inline => self.eval(&self.compiled.macros[index], &mut Vec::new()),
+        }
+    }
+
+    fn root(&self, root: &Root) -> Result<&serde_json::Value, E> {
+        let i = self.compiled.roots.iter().position(|r| r == root).ok_or(E::Defer)?;
+        self.roots[i]
+            .get_or_init(|| match root {
+                Root::Top => {
+                    let mut map = std::collections::BTreeMap::new();
+                    for (i, (key, _)) in self.view.fields().enumerate() {
+                        if key == "requestObject" {
+                            continue;
+                        }
+                        if let Some(tree) = self.tree(i) {
+                            map.insert(key.to_string(), tree.to_json().ok_or(E::Defer)?);
+                        }
+                    }
+                    Ok(serde_json::Value::Object(map.into_iter().collect()))
+                }
+                Root::Field(name) => self.field_by_name(name)?.to_json().ok_or(E::Defer),
+            })
+            .as_ref()
+            .map_err(E::clone)
+    }
+
+    fn falco_field(&self, index: usize) -> Result<&[String], E> {
+        self.falco[index]
+            .get_or_init(|| {
+                let (root, name, arg) = &self.compiled.falco[index];
+                Ok(crate::falco::fields::extract(name, arg, self.root(root)?))
+            })
+            .as_deref()
+            .map_err(E::clone)
+    }
+
+    fn interp<'r>(&'r self, expr: &cel::parser::Expression) -> R<'r> {
+        let bindings = self.bindings();
+        let ctx = bindings.context();
+        let result = catch_panic(|| match cel::Value::resolve_val(expr, &ctx) {
+            Ok(v) => Ok(from_cel(&*v)),
+            Err(cel::ExecutionError::NoSuchKey(_) | cel::ExecutionError::UndeclaredReference(_)) => Err(E::Missing),
+            Err(e) => Err(E::Other(e.to_string())),
+        });
+        result.unwrap_or_else(|panic| Err(E::Other(format!("the CEL interpreter panicked: {panic}"))))
+    }
+
+    fn eval<'r>(&'r self, node: &'r Node, vars: &mut Vec<V<'r>>) -> R<'r> {
+        Ok(match node {
+            Node::Const(c) => from_const(c),
+            Node::List(l) => V::List(l),
+            Node::Field(id) => return self.field(*id),
+            Node::Var(slot) => vars.get(*slot).cloned().ok_or(E::Defer)?,
+            Node::Macro(i) => return self.macro_value(*i),
+            Node::Cluster => V::Str(Cow::Borrowed(self.cluster)),
+            Node::EmptyMap => V::Json(&EMPTY_OBJECT),
+            Node::Select(a, field) => match self.eval(a, vars)? {
+                V::Json(j @ J::Obj(_)) => return j.get(field).map(from_j).ok_or(E::Missing),
+                _ => return Err(E::Defer),
+            },
+            Node::Has(a, field) => match self.eval(a, vars)? {
+                V::Json(j @ J::Obj(_)) => V::Bool(j.get(field).is_some()),
+                _ => return Err(E::Defer),
+            },
+            Node::OptSelect(a, field) => {
+                let target = match self.eval(a, vars)? {
+                    V::Opt(None) => return Ok(V::Opt(None)),
+                    V::Opt(Some(v)) => *v,
+                    v => v,
+                };
+                match target {
+                    V::Json(j @ J::Obj(_)) => V::Opt(j.get(field).map(|x| Box::new(from_j(x)))),
+                    v if unusable(&v) => return Err(E::Defer),
+                    V::Opt(_) => return Err(E::Defer),
+                    _ => V::Opt(None),
+                }
+            }
+            Node::OrValue(target, default) => {
+                let d = self.eval(default, vars)?;
+                match self.eval(target, vars)? {
+                    V::Opt(Some(v)) => *v,
+                    V::Opt(None) => d,
+                    _ => return Err(E::Defer),
+                }
+            }
+            Node::Index(a, b) => {
+                let v = self.eval(a, vars)?;
+                let i = self.eval(b, vars)?;
+                let at = |len: usize| match i {
+                    V::Int(i) if i >= 0 && (i as u64) < len as u64 => Ok(i as usize),
+                    _ => Err(E::Defer),
+                };
+                match v {
+                    V::Json(J::Arr(items)) => from_j(&items[at(items.len())?]),
+                    V::Json(j @ J::Obj(_)) => match &i {
+                        V::Str(k) => j.get(k).map(from_j).ok_or(E::Defer)?,
+                        _ => return Err(E::Defer),
+                    },
+                    V::Strs(s) => V::Str(Cow::Borrowed(&s[at(s.len())?])),
+                    V::List(l) => from_const(&l.items[at(l.items.len())?]),
+                    _ => return Err(E::Defer),
+                }
+            }
+            Node::OptIndex(a, b) => {
+                let v = match self.eval(a, vars)? {
+                    V::Opt(None) => return Ok(V::Opt(None)),
+                    V::Opt(Some(v)) => *v,
+                    v => v,
+                };
+                let i = self.eval(b, vars)?;
+                match (v, i) {
+                    (V::Json(j @ J::Obj(_)), V::Str(k)) => V::Opt(j.get(&k).map(|x| Box::new(from_j(x)))),
+                    (V::Json(J::Arr(items)), V::Int(i)) => V::Opt(
+                        usize::try_from(i)
+                            .ok()
+                            .and_then(|i| items.get(i))
+                            .map(|x| Box::new(from_j(x))),
+                    ),
+                    _ => return Err(E::Defer),
+                }
+            }
+            Node::Eq(a, b) => {
+                let (x, y) = (self.eval(a, vars)?, self.eval(b, vars)?);
+                V::Bool(scalar_eq(&x, &y).ok_or(E::Defer)?)
+            }
+            Node::Ne(a, b) => {
+                let (x, y) = (self.eval(a, vars)?, self.eval(b, vars)?);
+                V::Bool(!scalar_eq(&x, &y).ok_or(E::Defer)?)
+            }
+            Node::Cmp(op, a, b) => {
+                let (x, y) = (self.eval(a, vars)?, self.eval(b, vars)?);
+                let ord = match (&x, &y) {
+                    (V::Int(p), V::Int(q)) => p.cmp(q),
+                    (V::UInt(p), V::UInt(q)) => p.cmp(q),
+                    (V::Double(p), V::Double(q)) => p.partial_cmp(q).ok_or(E::Defer)?,
+                    (V::Str(p), V::Str(q)) => p.as_ref().cmp(q.as_ref()),
+                    _ => return Err(E::Defer),
+                };
+                V::Bool(match op {
+                    Cmp::Lt => ord.is_lt(),
+                    Cmp::Le => ord.is_le(),
+                    Cmp::Gt => ord.is_gt(),
+                    Cmp::Ge => ord.is_ge(),
+                })
+            }
+            Node::In(a, b) => {
+                let (x, y) = (self.eval(a, vars)?, self.eval(b, vars)?);
+                V::Bool(contains(&y, &x).ok_or(E::Defer)?)
+            }
+            Node::Add(a, b) => {
+                let (x, y) = (self.eval(a, vars)?, self.eval(b, vars)?);
+                match (x, y) {
+                    (V::Int(p), V::Int(q)) => V::Int(p.checked_add(q).ok_or(E::Defer)?),
+                    (V::UInt(p), V::UInt(q)) => V::UInt(p.checked_add(q).ok_or(E::Defer)?),
+                    (V::Double(p), V::Double(q)) => V::Double(p + q),
+                    (V::Str(p), V::Str(q)) => V::Str(Cow::Owned(format!("{p}{q}"))),
+                    _ => return Err(E::Defer),
+                }
+            }
+            Node::And(a, b) => return self.logic(a, b, false, vars),
+            Node::Or(a, b) => return self.logic(a, b, true, vars),
+            Node::Not(a) => match self.eval(a, vars)? {
+                V::Bool(b) => V::Bool(!b),
+                v if unusable(&v) => return Err(E::Defer),
+                _ => return Err(E::Other("no matching overload for !_".into())),
+            },
+            Node::NotStrictlyFalse(a) => match self.eval(a, vars) {
+                Ok(V::Bool(b)) => V::Bool(b),
+                Ok(v) if unusable(&v) => return Err(E::Defer),
+                Err(E::Defer) => return Err(E::Defer),
+                _ => V::Bool(true),
+            },
+            Node::Cond(c, a, b) => match self.eval(c, vars)? {
+                V::Bool(true) => return self.eval(a, vars),
+                V::Bool(false) => return self.eval(b, vars),
+                v if unusable(&v) => return Err(E::Defer),
+                _ => return Err(E::Other("no matching overload for _?_:_".into())),
+            },
+            Node::Str(f, target, arg) => {
+                let a = self.eval(arg, vars)?;
+                let t = self.eval(target, vars)?;
+                match (&t, &a) {
+                    (V::Str(t), V::Str(a)) => V::Bool(match f {
+                        StrFn::StartsWith => t.starts_with(a.as_ref()),
+                        StrFn::EndsWith => t.ends_with(a.as_ref()),
+                        StrFn::Contains => t.contains(a.as_ref()),
+                    }),
+                    _ => return Err(E::Defer),
+                }
+            }
+            Node::Matches { text, pattern, member } => {
+                let computed = |vars: &mut Vec<V<'r>>| match pattern {
+                    Pattern::Fixed(_) => Ok(None),
+                    Pattern::Computed(p) => self.eval(p, vars).map(Some),
+                };
+                let (t, p) = if *member {
+                    let p = computed(vars)?;
+                    (self.eval(text, vars)?, p)
+                } else {
+                    let t = self.eval(text, vars)?;
+                    (t, computed(vars)?)
+                };
+                let V::Str(t) = t else { return Err(E::Defer) };
+                let matched = match (pattern, p) {
+                    (Pattern::Fixed(re), _) => re.is_match(&t),
+                    (_, Some(V::Str(p))) => match compiled_regex(&p) {
+                        Ok(re) => re.is_match(&t),
+                        Err(e) => return Err(E::Other(format!("'{p}' is not a valid regex: {e}"))),
+                    },
+                    _ => return Err(E::Defer),
+                };
+                V::Bool(matched)
+            }
+            Node::Size(a) => V::Int(match self.eval(a, vars)? {
+                V::Str(s) => s.chars().count(),
+                V::Json(J::Arr(items)) => items.len(),
+                V::Json(J::Obj(entries)) => J::distinct_keys(entries),
+                V::List(l) => l.items.len(),
+                V::Strs(s) => s.len(),
+                V::Refs(r) => r.len(),
+                _ => return Err(E::Defer),
+            } as i64),
+            Node::ToString(a) => match self.eval(a, vars)? {
+                s @ V::Str(_) => s,
+                V::Int(i) => V::Str(Cow::Owned(i.to_string())),
+                V::UInt(u) => V::Str(Cow::Owned(u.to_string())),
+                V::Bool(b) => V::Str(Cow::Borrowed(if b { "true" } else { "false" })),
+                _ => return Err(E::Defer),
+            },
+            Node::Comprehension(l) => return self.comprehension(l, vars),
+            Node::FalcoField(i) => V::Strs(self.falco_field(*i)?),
+            Node::FalcoOp(args) => {
+                let [op, v, x] = &**args;
+                let (op, v, x) = (self.eval(op, vars)?, self.eval(v, vars)?, self.eval(x, vars)?);
+                match (op, v, x) {
+                    (V::Str(op), V::Str(v), V::Str(x)) => {
+                        V::Bool(crate::falco::fields::string_op(&op, &v, &x).map_err(E::Other)?)
+                    }
+                    _ => return Err(E::Defer),
+                }
+            }
+            Node::PodSpec(a) => {
+                let V::Json(obj) = self.eval(a, vars)? else {
+                    return Err(E::Defer);
+                };
+                match pod_spec(obj)? {
+                    Some(spec @ J::Obj(_)) => V::Json(spec),
+                    Some(J::TooDeep) => return Err(E::Defer),
+                    _ => V::Json(&EMPTY_OBJECT),
+                }
+            }
+            Node::PodContainers(a) => {
+                let V::Json(obj) = self.eval(a, vars)? else {
+                    return Err(E::Defer);
+                };
+                let mut all = Vec::new();
+                if let Some(spec) = pod_spec(obj)? {
+                    if let J::TooDeep = spec {
+                        return Err(E::Defer);
+                    }
+                    for kind in ["containers", "initContainers", "ephemeralContainers"] {
+                        match spec.get(kind) {
+                            Some(J::Arr(items)) => all.extend(items.iter()),
+                            Some(J::TooDeep) => return Err(E::Defer),
+                            _ => {}
+                        }
+                    }
+                }
+                V::Refs(Rc::new(all))
+            }
+            Node::Image(part, a) => {
+                let V::Str(s) = self.eval(a, vars)? else {
+                    return Err(E::Defer);
+                };
+                let pick = |s: &str| -> String {
+                    let image = parse_image(s);
+                    match part {
+                        ImagePart::Registry => image.registry,
+                        ImagePart::Repository => image.repository,
+                        ImagePart::Tag => image.tag,
+                        ImagePart::Digest => image.digest,
+                    }
+                    .to_string()
+                };
+                V::Str(Cow::Owned(pick(&s)))
+            }
+            Node::Interp(expr) => return self.interp(expr),
+        })
+    }
+
+    /// `a && b` (`or` false) or `a || b` (`or` true), as the interpreter decides them: the
+    /// absorbing value on either side wins over an error on the other.
+    fn logic<'r>(&'r self, a: &'r Node, b: &'r Node, or: bool, vars: &mut Vec<V<'r>>) -> R<'r> {
+        let left = match self.eval(a, vars) {
+            Ok(V::Bool(x)) => Ok(x),
+            Ok(v) if unusable(&v) => return Err(E::Defer),
+            Ok(_) => Err(E::Other(format!(
+                "no matching overload for {}",
+                if or { "_||_" } else { "_&&_" }
+            ))),
+            Err(E::Defer) => return Err(E::Defer),
+            Err(e) => Err(e),
+        };
+        if matches!(left, Ok(x) if x == or) {
+            return Ok(V::Bool(or));
+        }
+        let right = self.eval(b, vars)?;
+        match (left, right) {
+            (Ok(_), V::Bool(r)) => Ok(V::Bool(r)),
+            (Err(_), V::Bool(r)) if r == or => Ok(V::Bool(or)),
+            (_, r) if unusable(&r) => Err(E::Defer),
+            (Err(e), _) => Err(e),
+            (Ok(_), _) => Err(E::Other(format!(
+                "no matching overload for {}",
+                if or { "_||_" } else { "_&&_" }
+            ))),
+        }
+    }
+
+    fn comprehension<'r>(&'r self, l: &'r Loop, vars: &mut Vec<V<'r>>) -> R<'r> {
+        let init = self.eval(&l.init, vars)?;
+        let range = self.eval(&l.range, vars)?;
+        let items: Vec<V<'r>> = match range {
+            V::Json(J::Arr(items)) => items.iter().map(from_j).collect(),
+            // A map's keys, each once.
+            V::Json(J::Obj(entries)) => entries
+                .iter()
+                .enumerate()
+                .filter(|(i, (k, _))| !entries[i + 1..].iter().any(|(later, _)| later == k))
+                .map(|(_, (k, _))| V::Str(Cow::Borrowed(k.as_ref())))
+                .collect(),
+            V::List(list) => list.items.iter().map(from_const).collect(),
+            V::Strs(s) => s.iter().map(|s| V::Str(Cow::Borrowed(s.as_str()))).collect(),
+            V::Refs(r) => r.iter().map(|j| from_j(j)).collect(),
+            _ => return Err(E::Defer),
+        };
+        let base = vars.len();
+        if base != l.accu {
+            return Err(E::Defer);
+        }
+        vars.push(init);
+        vars.push(V::Null);
+        let result = self.iterate(l, items, vars);
+        vars.truncate(base);
+        result
+    }
+
+    fn iterate<'r>(&'r self, l: &'r Loop, items: Vec<V<'r>>, vars: &mut Vec<V<'r>>) -> R<'r> {
+        let mut pending: Option<E> = None;
+        for item in items {
+            match self.eval(&l.cond, vars)? {
+                V::Bool(true) => {}
+                V::Bool(false) => break,
+                _ => return Err(E::Defer),
+            }
+            vars[l.accu + 1] = item;
+            match (self.eval(&l.step, vars), l.fold) {
+                (Err(E::Defer), _) => return Err(E::Defer),
+                (Err(e), Some(_)) => pending = Some(e),
+                (Err(e), None) => return Err(e),
+                (Ok(v), Some(absorbing)) if pending.is_some() && !matches!(v, V::Bool(b) if b == absorbing) => {
+                    if unusable(&v) {
+                        return Err(E::Defer);
+                    }
+                }
+                (Ok(v), _) => {
+                    pending = None;
+                    vars[l.accu] = v;
+                }
+            }
+        }
+        if let Some(e) = pending {
+            return Err(e);
+        }
+        self.eval(&l.result, vars)
+    }
+}
+
+/// The pod spec inside a Pod, a workload's template or a CronJob's job template (as
+/// `pod_spec` finds it for the interpreter); parts nested too deep are left to it.
+fn pod_spec<'r>(obj: &'r J<'r>) -> Result<Option<&'r J<'r>>, E> {
+    match obj {
+        J::Obj(_) => {}
+        J::Arr(_) => return Ok(None),
+        _ => return Err(E::Defer),
+    }
+    let path = |keys: &[&str]| -> Result<Option<&'r J<'r>>, E> {
+        let mut v = obj;
+        for k in keys {
+            match v {
+                J::Obj(_) => match v.get(k) {
+                    Some(next) => v = next,
+                    None => return Ok(None),
+                },
+                J::TooDeep => return Err(E::Defer),
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(v))
+    };
+    if let Some(spec) = path(&["spec", "template", "spec"])? {
+        return Ok(Some(spec));
+    }
+    if let Some(spec) = path(&["spec", "jobTemplate", "spec", "template", "spec"])? {
+        return Ok(Some(spec));
+    }
+    path(&["spec"])
+}
+
+fn from_j<'r>(j: &'r J<'r>) -> V<'r> {
+    match j {
+        J::Null => V::Null,
+        J::Bool(b) => V::Bool(*b),
+        J::Int(i) => V::Int(*i),
+        J::UInt(u) => V::UInt(*u),
+        J::Double(d) => V::Double(*d),
+        J::Str(s) => V::Str(Cow::Borrowed(s.as_ref())),
+        J::Arr(_) | J::Obj(_) | J::TooDeep => V::Json(j),
+    }
+}
+
+fn from_const(c: &Const) -> V<'_> {
+    match c {
+        Const::Null => V::Null,
+        Const::Bool(b) => V::Bool(*b),
+        Const::Int(i) => V::Int(*i),
+        Const::UInt(u) => V::UInt(*u),
+        Const::Double(d) => V::Double(*d),
+        Const::Str(s) => V::Str(Cow::Borrowed(s)),
+    }
+}
+
+fn from_cel<'r>(v: &dyn cel::common::value::Val) -> V<'r> {
+    if let Some(b) = v.downcast_ref::<CelBool>() {
+        V::Bool(*b.inner())
+    } else if let Some(s) = v.downcast_ref::<CelString>() {
+        V::Str(Cow::Owned(s.inner().to_string()))
+    } else if let Some(i) = v.downcast_ref::<CelInt>() {
+        V::Int(*i.inner())
+    } else if let Some(u) = v.downcast_ref::<CelUInt>() {
+        V::UInt(*u.inner())
+    } else if let Some(d) = v.downcast_ref::<CelDouble>() {
+        V::Double(*d.inner())
+    } else if v.downcast_ref::<CelNull>().is_some() {
+        V::Null
+    } else {
+        V::Opaque
+    }
+}
+
+/// A value whose use the interpreter must see (it marks the evaluation as unusable).
+fn unusable(v: &V<'_>) -> bool {
+    matches!(v, V::Json(J::TooDeep) | V::Opaque)
+}
+
+/// Equality of two scalars of one type; `None` for anything else (the interpreter decides).
+fn scalar_eq(x: &V<'_>, y: &V<'_>) -> Option<bool> {
+    Some(match (x, y) {
+        (V::Null, V::Null) => true,
+        (V::Bool(a), V::Bool(b)) => a == b,
+        (V::Int(a), V::Int(b)) => a == b,
+        (V::UInt(a), V::UInt(b)) => a == b,
+        (V::Double(a), V::Double(b)) => a == b,
+        (V::Str(a), V::Str(b)) => a == b,
+        _ => return None,
+    })
+}
+
+/// `x in container`; `None` where the interpreter must decide.
+fn contains(container: &V<'_>, x: &V<'_>) -> Option<bool> {
+    match (container, x) {
+        (V::List(l), V::Str(s)) => l.strings.as_ref().map(|set| set.contains(s.as_ref())),
+        (V::List(l), V::Int(i)) => l.ints.as_ref().map(|set| set.contains(i)),
+        (V::Strs(list), V::Str(s)) => Some(list.iter().any(|item| item == s)),
+        (V::Json(J::Obj(entries)), V::Str(s)) => Some(entries.iter().any(|(k, _)| k == s)),
+        (V::Json(J::Arr(items)), x) => {
+            let mut found = false;
+            for item in items {
+                found |= scalar_eq(&from_j(item), x)?;
+            }
+            Some(found)
+        }
+        _ => None,
+    }
+}

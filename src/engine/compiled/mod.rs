@@ -1,0 +1,547 @@
+//! The compiled evaluation path: each condition and macro lowered once, at load, from its CEL
+//! syntax tree to a tree of native operations ([`Node`]) that reads the event's JSON directly.
+//!
+//! The interpreter stays the reference. The compiled path covers the subset rules use (field
+//! paths with `has`, `.?` and `orValue`; comparisons; `in` over literal and named lists as hash
+//! sets; string functions; `matches` with patterns compiled at load; `size`; the list macros;
+//! `&&`, `||`, `!`, `?:` with CEL's error absorption; the Kubernetes helpers; the Falco
+//! importer's `falco_field`, memoised per event, and `falco_op`), and it is exact where it
+//! answers: whenever it meets a case it does not model (a comparison across types, a value
+//! nested too deep, a failing function) it gives up on the rule ([`E::Defer`]) and the
+//! interpreter evaluates that rule from the start. A sub-expression outside the subset is
+//! compiled as [`Node::Interp`]: only that part runs in the interpreter. A differential test
+//! (`tests/differential.rs`) holds both paths to the same answer per rule and event.
+//!
+//! Work is shared across rules within an event ([`Frame`]): each top-level field is parsed
+//! once, each macro evaluated once, each Falco field extracted once; strings are borrowed from
+//! the event, and no CEL value is built unless the interpreter is asked.
+
+use super::bind::Symbol;
+use super::rules::Scalar;
+use cel::common::ast::{operators, Expr, LiteralValue};
+use cel::parser::Expression;
+use regex::Regex;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// A scalar written in a rule.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Const {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Double(f64),
+    Str(String),
+}
+
+/// A list known at load: a rule file's list, or a list of literals in a condition.
+#[derive(Debug)]
+pub struct LitList {
+    items: Vec<Const>,
+    /// The items when every one is a string: `in` is one hash lookup.
+    strings: Option<HashSet<String>>,
+    /// The items when every one is an int.
+    ints: Option<HashSet<i64>>,
+}
+
+impl LitList {
+    fn new(items: Vec<Const>) -> LitList {
+        let strings = items
+            .iter()
+            .map(|c| match c {
+                Const::Str(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect();
+        let ints = items
+            .iter()
+            .map(|c| match c {
+                Const::Int(i) => Some(*i),
+                _ => None,
+            })
+            .collect();
+        LitList { items, strings, ints }
+    }
+
+    /// A rule file's list.
+    pub fn from_scalars(items: &[Scalar]) -> LitList {
+        LitList::new(
+            items
+                .iter()
+                .map(|s| match s {
+                    Scalar::Bool(b) => Const::Bool(*b),
+                    Scalar::Int(i) => Const::Int(*i),
+                    Scalar::Float(f) => Const::Double(*f),
+                    Scalar::String(s) => Const::Str(s.clone()),
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Comparison operators.
+#[derive(Debug, Clone, Copy)]
+pub enum Cmp {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+/// String member functions.
+#[derive(Debug, Clone, Copy)]
+pub enum StrFn {
+    StartsWith,
+    EndsWith,
+    Contains,
+}
+
+/// Parts of an image reference.
+#[derive(Debug, Clone, Copy)]
+pub enum ImagePart {
+    Registry,
+    Repository,
+    Tag,
+    Digest,
+}
+
+/// A regex pattern: written in the rule (compiled at load) or computed.
+#[derive(Debug)]
+pub enum Pattern {
+    Fixed(Arc<Regex>),
+    Computed(Box<Node>),
+}
+
+/// One native operation; children are evaluated in the interpreter's order.
+#[derive(Debug)]
+pub enum Node {
+    Const(Const),
+    List(Arc<LitList>),
+    /// A top-level event field, by its index in [`Compiled::fields`].
+    Field(usize),
+    /// A comprehension variable, by its slot.
+    Var(usize),
+    Macro(usize),
+    Cluster,
+    /// `{}`.
+    EmptyMap,
+    Select(Box<Node>, String),
+    Has(Box<Node>, String),
+    OptSelect(Box<Node>, String),
+    OrValue(Box<Node>, Box<Node>),
+    Index(Box<Node>, Box<Node>),
+    /// `a[?b]`.
+    OptIndex(Box<Node>, Box<Node>),
+    Eq(Box<Node>, Box<Node>),
+    Ne(Box<Node>, Box<Node>),
+    Cmp(Cmp, Box<Node>, Box<Node>),
+    In(Box<Node>, Box<Node>),
+    Add(Box<Node>, Box<Node>),
+    And(Box<Node>, Box<Node>),
+    Or(Box<Node>, Box<Node>),
+    Not(Box<Node>),
+    NotStrictlyFalse(Box<Node>),
+    Cond(Box<Node>, Box<Node>, Box<Node>),
+    Str(StrFn, Box<Node>, Box<Node>),
+    /// `text.matches(pattern)` (member: the pattern is evaluated first) or `matches(text, pattern)`.
+    Matches {
+        text: Box<Node>,
+        pattern: Pattern,
+        member: bool,
+    },
+    Size(Box<Node>),
+    /// `string(x)` of a string, an int or a bool.
+    ToString(Box<Node>),
+    Comprehension(Box<Loop>),
+    /// `falco_field(root, 'name', 'arg')`, by its index in [`Compiled::falco`].
+    FalcoField(usize),
+    FalcoOp(Box<[Node; 3]>),
+    PodSpec(Box<Node>),
+    PodContainers(Box<Node>),
+    Image(ImagePart, Box<Node>),
+    /// A sub-expression outside the compiled subset, run by the interpreter.
+    Interp(Box<Expression>),
+}
+
+/// A comprehension (the list macros expand to these).
+#[derive(Debug)]
+pub struct Loop {
+    range: Node,
+    init: Node,
+    cond: Node,
+    step: Node,
+    result: Node,
+    /// Slot of the accumulator; the iteration variable is the next one.
+    accu: usize,
+    /// `Some(true)` for a step `@result || x`, `Some(false)` for `@result && x`: errors are
+    /// deferred as CEL does (a later absorbing value overrides them).
+    fold: Option<bool>,
+}
+
+/// Where a Falco field is read from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Root {
+    /// `_top`: the event's top-level fields but `requestObject`.
+    Top,
+    Field(String),
+}
+
+/// Every condition and macro of a rule set, compiled.
+#[derive(Debug, Default)]
+pub struct Compiled {
+    pub conditions: Vec<Node>,
+    pub macros: Vec<Node>,
+    fields: Vec<String>,
+    falco: Vec<(Root, String, String)>,
+    roots: Vec<Root>,
+}
+
+/// What stops a part of a condition from being compiled.
+struct Unsupported;
+
+/// Lowers conditions to [`Node`]s.
+pub struct Compiler<'a> {
+    symbols: &'a HashMap<String, Symbol>,
+    lists: Vec<Arc<LitList>>,
+    out: Compiled,
+    /// Comprehension variables in scope, innermost last; the index is the slot.
+    bound: Vec<String>,
+}
+
+impl<'a> Compiler<'a> {
+    pub fn new(symbols: &'a HashMap<String, Symbol>, lists: Vec<Arc<LitList>>) -> Compiler<'a> {
+        Compiler {
+            symbols,
+            lists,
+            out: Compiled::default(),
+            bound: Vec::new(),
+        }
+    }
+
+    pub fn add_macro(&mut self, expr: &Expression) {
+        let node = self.closed(expr);
+        self.out.macros.push(node);
+    }
+
+    pub fn add_condition(&mut self, expr: &Expression) {
+        let node = self.closed(expr);
+        self.out.conditions.push(node);
+    }
+
+    pub fn finish(self) -> Compiled {
+        self.out
+    }
+
+    /// A sub-expression with no comprehension variable in scope: compiled, or else left to
+    /// the interpreter.
+    fn closed(&mut self, expr: &Expression) -> Node {
+        debug_assert!(self.bound.is_empty());
+        self.node(expr)
+            .unwrap_or_else(|Unsupported| Node::Interp(Box::new(expr.clone())))
+    }
+
+    fn child(&mut self, expr: &Expression) -> Result<Box<Node>, Unsupported> {
+        if self.bound.is_empty() {
+            Ok(Box::new(self.closed(expr)))
+        } else {
+            self.node(expr).map(Box::new)
+        }
+    }
+
+    fn intern<T: PartialEq>(list: &mut Vec<T>, item: T) -> usize {
+        list.iter().position(|x| *x == item).unwrap_or_else(|| {
+            list.push(item);
+            list.len() - 1
+        })
+    }
+
+    fn ident(&mut self, name: &str) -> Result<Node, Unsupported> {
+        if let Some(slot) = self.bound.iter().rposition(|b| b == name) {
+            return Ok(Node::Var(slot));
+        }
+        Ok(match self.symbols.get(name) {
+            Some(Symbol::Macro(i)) => Node::Macro(*i),
+            Some(Symbol::List(i)) => Node::List(self.lists[*i].clone()),
+            Some(Symbol::Cluster) => Node::Cluster,
+            Some(Symbol::Top) => return Err(Unsupported),
+            None => Node::Field(Self::intern(&mut self.out.fields, name.to_string())),
+        })
+    }
+
+    fn node(&mut self, expr: &Expression) -> Result<Node, Unsupported> {
+        match &expr.expr {
+            Expr::Literal(lit) => literal(lit).map(Node::Const),
+            Expr::Ident(name) => self.ident(name),
+            Expr::Select(s) => {
+                // A dotted name the rule set defines (`a.b` as a list) would shadow the path.
+                if let Some(segments) = qualified_name(expr) {
+                    for n in 2..=segments.len() {
+                        if self.symbols.contains_key(&segments[..n].join(".")) {
+                            return Err(Unsupported);
+                        }
+                    }
+                }
+                let operand = self.child(&s.operand)?;
+                Ok(if s.test {
+                    Node::Has(operand, s.field.clone())
+                } else {
+                    Node::Select(operand, s.field.clone())
+                })
+            }
+            Expr::List(l) if l.optional_indices.is_empty() => {
+                let items = l
+                    .elements
+                    .iter()
+                    .map(|e| match &e.expr {
+                        Expr::Literal(lit) => literal(lit),
+                        _ => Err(Unsupported),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Node::List(Arc::new(LitList::new(items))))
+            }
+            Expr::Map(m) if m.entries.is_empty() => Ok(Node::EmptyMap),
+            Expr::Comprehension(c) => {
+                if c.iter_var2.is_some() {
+                    return Err(Unsupported);
+                }
+                let range = *self.child(&c.iter_range)?;
+                let init = *self.child(&c.accu_init)?;
+                let accu = self.bound.len();
+                self.bound.push(c.accu_var.clone());
+                self.bound.push(c.iter_var.clone());
+                let body = (|| {
+                    let cond = self.node(&c.loop_cond)?;
+                    let step = self.node(&c.loop_step)?;
+                    Ok((cond, step))
+                })();
+                // The result sees the accumulator only (the macros' results do).
+                self.bound.pop();
+                let result = body.and_then(|b| Ok((b, self.node(&c.result)?)));
+                self.bound.pop();
+                let ((cond, step), result) = result?;
+                let fold = match &c.loop_step.expr {
+                    Expr::Call(call)
+                        if call.target.is_none()
+                            && matches!(call.args.first().map(|a| &a.expr), Some(Expr::Ident(n)) if *n == c.accu_var) =>
+                    {
+                        match call.func_name.as_str() {
+                            operators::LOGICAL_OR => Some(true),
+                            operators::LOGICAL_AND => Some(false),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
+                Ok(Node::Comprehension(Box::new(Loop {
+                    range,
+                    init,
+                    cond,
+                    step,
+                    result,
+                    accu,
+                    fold,
+                })))
+            }
+            Expr::Call(call) => self.call(&call.func_name, call.target.as_deref(), &call.args),
+            _ => Err(Unsupported),
+        }
+    }
+
+    fn call(&mut self, name: &str, target: Option<&Expression>, args: &[Expression]) -> Result<Node, Unsupported> {
+        let two = |c: &mut Self| -> Result<(Box<Node>, Box<Node>), Unsupported> {
+            Ok((c.child(&args[0])?, c.child(&args[1])?))
+        };
+        if let Some(target) = target {
+            let arg = match args {
+                [] => None,
+                [a] => Some(a),
+                _ => return Err(Unsupported),
+            };
+            return match (name, arg) {
+                ("size", None) => Ok(Node::Size(self.child(target)?)),
+                ("orValue", Some(a)) => {
+                    let default = self.child(a)?;
+                    Ok(Node::OrValue(self.child(target)?, default))
+                }
+                ("startsWith" | "endsWith" | "contains", Some(a)) => {
+                    let f = match name {
+                        "startsWith" => StrFn::StartsWith,
+                        "endsWith" => StrFn::EndsWith,
+                        _ => StrFn::Contains,
+                    };
+                    let a = self.child(a)?;
+                    Ok(Node::Str(f, self.child(target)?, a))
+                }
+                ("matches", Some(a)) => {
+                    let pattern = self.pattern(a)?;
+                    Ok(Node::Matches {
+                        text: self.child(target)?,
+                        pattern,
+                        member: true,
+                    })
+                }
+                _ => Err(Unsupported),
+            };
+        }
+        let node = match (name, args.len()) {
+            (operators::CONDITIONAL, 3) => {
+                Node::Cond(self.child(&args[0])?, self.child(&args[1])?, self.child(&args[2])?)
+            }
+            (operators::LOGICAL_AND, 2) => two(self).map(|(a, b)| Node::And(a, b))?,
+            (operators::LOGICAL_OR, 2) => two(self).map(|(a, b)| Node::Or(a, b))?,
+            (operators::EQUALS, 2) => two(self).map(|(a, b)| Node::Eq(a, b))?,
+            (operators::NOT_EQUALS, 2) => two(self).map(|(a, b)| Node::Ne(a, b))?,
+            (operators::LESS, 2) => two(self).map(|(a, b)| Node::Cmp(Cmp::Lt, a, b))?,
+            (operators::LESS_EQUALS, 2) => two(self).map(|(a, b)| Node::Cmp(Cmp::Le, a, b))?,
+            (operators::GREATER, 2) => two(self).map(|(a, b)| Node::Cmp(Cmp::Gt, a, b))?,
+            (operators::GREATER_EQUALS, 2) => two(self).map(|(a, b)| Node::Cmp(Cmp::Ge, a, b))?,
+            (operators::IN, 2) => two(self).map(|(a, b)| Node::In(a, b))?,
+            (operators::INDEX, 2) => two(self).map(|(a, b)| Node::Index(a, b))?,
+            (operators::OPT_INDEX, 2) => two(self).map(|(a, b)| Node::OptIndex(a, b))?,
+            (operators::ADD, 2) => match two(self)? {
+                // Lists of literals joined (the Falco importer writes `['a'] + some_list`).
+                (a, b) => match (*a, *b) {
+                    (Node::List(x), Node::List(y)) => Node::List(Arc::new(LitList::new(
+                        x.items.iter().chain(&y.items).cloned().collect(),
+                    ))),
+                    (a, b) => Node::Add(Box::new(a), Box::new(b)),
+                },
+            },
+            (operators::OPT_SELECT, 2) => match &args[1].expr {
+                Expr::Literal(LiteralValue::String(field)) => {
+                    Node::OptSelect(self.child(&args[0])?, field.inner().to_string())
+                }
+                _ => return Err(Unsupported),
+            },
+            (operators::LOGICAL_NOT, 1) => Node::Not(self.child(&args[0])?),
+            (operators::NOT_STRICTLY_FALSE, 1) => Node::NotStrictlyFalse(self.child(&args[0])?),
+            ("size", 1) => Node::Size(self.child(&args[0])?),
+            ("string", 1) => Node::ToString(self.child(&args[0])?),
+            ("matches", 2) => {
+                let text = self.child(&args[0])?;
+                Node::Matches {
+                    text,
+                    pattern: self.pattern(&args[1])?,
+                    member: false,
+                }
+            }
+            ("pod_spec", 1) => Node::PodSpec(self.child(&args[0])?),
+            ("pod_containers", 1) => Node::PodContainers(self.child(&args[0])?),
+            ("image_registry", 1) => Node::Image(ImagePart::Registry, self.child(&args[0])?),
+            ("image_repository", 1) => Node::Image(ImagePart::Repository, self.child(&args[0])?),
+            ("image_tag", 1) => Node::Image(ImagePart::Tag, self.child(&args[0])?),
+            ("image_digest", 1) => Node::Image(ImagePart::Digest, self.child(&args[0])?),
+            ("falco_field", 3) => {
+                let root = match &args[0].expr {
+                    Expr::Ident(n) if !self.bound.contains(n) => match self.symbols.get(n) {
+                        Some(Symbol::Top) => Root::Top,
+                        None => Root::Field(n.clone()),
+                        Some(_) => return Err(Unsupported),
+                    },
+                    _ => return Err(Unsupported),
+                };
+                let text = |e: &Expression| match &e.expr {
+                    Expr::Literal(LiteralValue::String(s)) => Ok(s.inner().to_string()),
+                    _ => Err(Unsupported),
+                };
+                let key = (root.clone(), text(&args[1])?, text(&args[2])?);
+                Self::intern(&mut self.out.roots, root);
+                Node::FalcoField(Self::intern(&mut self.out.falco, key))
+            }
+            ("falco_op", 3) => Node::FalcoOp(Box::new([
+                *self.child(&args[0])?,
+                *self.child(&args[1])?,
+                *self.child(&args[2])?,
+            ])),
+            _ => return Err(Unsupported),
+        };
+        Ok(node)
+    }
+
+    fn pattern(&mut self, expr: &Expression) -> Result<Pattern, Unsupported> {
+        match &expr.expr {
+            Expr::Literal(LiteralValue::String(p)) => super::functions::compiled_regex(p.inner())
+                .map(Pattern::Fixed)
+                .map_err(|_| Unsupported),
+            _ => Ok(Pattern::Computed(self.child(expr)?)),
+        }
+    }
+}
+
+/// The segments of a dotted name `a.b.c` (a chain of field selections on a name).
+fn qualified_name(expr: &Expression) -> Option<Vec<&str>> {
+    let mut segments = Vec::new();
+    let mut e = expr;
+    loop {
+        match &e.expr {
+            Expr::Select(s) if !s.test => {
+                segments.push(s.field.as_str());
+                e = &s.operand;
+            }
+            Expr::Ident(name) => {
+                segments.push(name.as_str());
+                segments.reverse();
+                return Some(segments);
+            }
+            _ => return None,
+        }
+    }
+}
+
+fn literal(lit: &LiteralValue) -> Result<Const, Unsupported> {
+    Ok(match lit {
+        LiteralValue::Boolean(b) => Const::Bool(*b.inner()),
+        LiteralValue::Int(i) => Const::Int(*i.inner()),
+        LiteralValue::UInt(u) => Const::UInt(*u.inner()),
+        LiteralValue::Double(d) => Const::Double(*d.inner()),
+        LiteralValue::Null => Const::Null,
+        LiteralValue::String(s) => Const::Str(s.inner().to_string()),
+        LiteralValue::Bytes(_) => return Err(Unsupported),
+    })
+}
+
+impl Node {
+    /// How many parts of this node run in the interpreter.
+    pub fn interpreted_parts(&self) -> usize {
+        let mut count = 0;
+        let mut stack = vec![self];
+        while let Some(n) = stack.pop() {
+            match n {
+                Node::Interp(_) => count += 1,
+                Node::Select(a, _) | Node::Has(a, _) | Node::OptSelect(a, _) => stack.push(&**a),
+                Node::Not(a) | Node::NotStrictlyFalse(a) | Node::Size(a) | Node::ToString(a) => stack.push(&**a),
+                Node::PodSpec(a) | Node::PodContainers(a) | Node::Image(_, a) => stack.push(&**a),
+                Node::OrValue(a, b) | Node::Index(a, b) | Node::OptIndex(a, b) | Node::Eq(a, b) | Node::Ne(a, b) => {
+                    stack.extend([&**a, &**b])
+                }
+                Node::Cmp(_, a, b) | Node::In(a, b) | Node::Add(a, b) | Node::And(a, b) | Node::Or(a, b) => {
+                    stack.extend([&**a, &**b])
+                }
+                Node::Str(_, a, b) => stack.extend([&**a, &**b]),
+                Node::Cond(a, b, c) => stack.extend([&**a, &**b, &**c]),
+                Node::Matches { text, pattern, .. } => {
+                    stack.push(&**text);
+                    if let Pattern::Computed(p) = pattern {
+                        stack.push(&**p);
+                    }
+                }
+                Node::Comprehension(l) => stack.extend([&l.range, &l.init, &l.cond, &l.step, &l.result]),
+                Node::FalcoOp(args) => stack.extend(args.iter()),
+                Node::Const(_)
+                | Node::List(_)
+                | Node::Field(_)
+                | Node::Var(_)
+                | Node::Macro(_)
+                | Node::Cluster
+                | Node::EmptyMap => {}
+                Node::FalcoField(_) => {}
+            }
+        }
+        count
+    }
+}
+
+mod eval;
+
+pub use eval::{Frame, Outcome};

@@ -1,0 +1,188 @@
+//! One event's fields as borrowed JSON trees, read by the compiled path ([`super::compiled`]).
+//!
+//! A top-level field is parsed once per event, the first time any rule reads it, and every
+//! rule shares the tree. Strings without escapes are borrowed from the event's text; objects
+//! are vectors of entries (Kubernetes objects are small, and a scan beats hashing them). The
+//! tree mirrors what [`super::bind::json_to_val`] gives the interpreter, so both paths see
+//! the same values: integers stay `int` where they fit, a duplicate key's last value wins,
+//! and a value nested deeper than [`MAX_VALUE_DEPTH`] becomes [`J::TooDeep`] (skipped without
+//! recursion), which the compiled path never reads itself (it hands such events to the
+//! interpreter, whose `Unusable` values make them evaluation errors).
+
+use super::bind::MAX_VALUE_DEPTH;
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::fmt;
+
+/// A JSON value borrowed from an event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum J<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Double(f64),
+    Str(Cow<'a, str>),
+    Arr(Vec<J<'a>>),
+    /// Entries in the event's order; a key may repeat (the last one counts).
+    Obj(Vec<(Cow<'a, str>, J<'a>)>),
+    /// A value nested deeper than [`MAX_VALUE_DEPTH`].
+    TooDeep,
+}
+
+/// The empty object an absent object-valued field reads as.
+pub static EMPTY_OBJECT: J<'static> = J::Obj(Vec::new());
+
+impl<'a> J<'a> {
+    /// The value at `key` of an object (its last occurrence); `None` for a missing key or a
+    /// value that is no object.
+    pub fn get(&self, key: &str) -> Option<&J<'a>> {
+        match self {
+            J::Obj(entries) => entries.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// The object's distinct keys, as a CEL map counts them.
+    pub fn distinct_keys(entries: &[(Cow<'a, str>, J<'a>)]) -> usize {
+        entries
+            .iter()
+            .enumerate()
+            .filter(|(i, (k, _))| !entries[i + 1..].iter().any(|(later, _)| later == k))
+            .count()
+    }
+
+    /// Whether a value nested too deep is anywhere inside.
+    pub fn has_too_deep(&self) -> bool {
+        let mut stack = vec![self];
+        while let Some(j) = stack.pop() {
+            match j {
+                J::TooDeep => return true,
+                J::Arr(items) => stack.extend(items),
+                J::Obj(entries) => stack.extend(entries.iter().map(|(_, v)| v)),
+                _ => {}
+            }
+        }
+        false
+    }
+
+    /// The value as `serde_json`, as [`super::functions::to_json`] would give the interpreter's
+    /// value (keys sorted, the last duplicate winning); `None` if a part is nested too deep.
+    pub fn to_json(&self) -> Option<serde_json::Value> {
+        use serde_json::Value;
+        Some(match self {
+            J::Null => Value::Null,
+            J::Bool(b) => Value::Bool(*b),
+            J::Int(i) => Value::from(*i),
+            J::UInt(u) => Value::from(*u),
+            J::Double(d) => serde_json::Number::from_f64(*d)
+                .map(Value::Number)
+                .unwrap_or(Value::Null),
+            J::Str(s) => Value::String(s.to_string()),
+            J::Arr(items) => Value::Array(items.iter().map(J::to_json).collect::<Option<_>>()?),
+            J::Obj(entries) => {
+                let mut sorted = std::collections::BTreeMap::new();
+                for (k, v) in entries {
+                    sorted.insert(k.to_string(), v.to_json()?);
+                }
+                Value::Object(sorted.into_iter().collect())
+            }
+            J::TooDeep => return None,
+        })
+    }
+}
+
+/// Parses one field's raw JSON text.
+pub fn parse(raw: &str) -> Result<J<'_>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(raw);
+    Seed { depth: 0 }.deserialize(&mut de)
+}
+
+struct Seed {
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Seed {
+    type Value = J<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        if self.depth > MAX_VALUE_DEPTH {
+            let _: &serde_json::value::RawValue = Deserialize::deserialize(d)?;
+            return Ok(J::TooDeep);
+        }
+        d.deserialize_any(JVisitor { depth: self.depth })
+    }
+}
+
+struct JVisitor {
+    depth: usize,
+}
+
+impl<'de> Visitor<'de> for JVisitor {
+    type Value = J<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(J::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(J::Int(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(match i64::try_from(v) {
+            Ok(i) => J::Int(i),
+            Err(_) => J::UInt(v),
+        })
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(J::Double(v))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(J::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(J::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(J::Str(Cow::Owned(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(J::Null)
+    }
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(J::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(4));
+        while let Some(item) = seq.next_element_seed(Seed { depth: self.depth + 1 })? {
+            items.push(item);
+        }
+        Ok(J::Arr(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            entries.push((key, map.next_value_seed(Seed { depth: self.depth + 1 })?));
+        }
+        Ok(J::Obj(entries))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trees_borrow_strings_keep_the_last_duplicate_and_cut_deep_values() {
+        let j = parse(r#"{"a":"x","a":"y","n":18446744073709551615,"e":"\u0041"}"#).unwrap();
+        assert_eq!(j.get("a"), Some(&J::Str(Cow::Borrowed("y"))));
+        assert_eq!(j.get("n"), Some(&J::UInt(u64::MAX)));
+        assert!(matches!(j.get("e"), Some(J::Str(Cow::Owned(s))) if s == "A"));
+        let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+        let j = parse(&deep).unwrap();
+        assert!(j.has_too_deep());
+        assert_eq!(j.to_json(), None);
+    }
+}
