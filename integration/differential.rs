@@ -25,6 +25,8 @@ pub struct Tally {
     pub events: u64,
     /// Verdicts compared (events × rules).
     pub verdicts: u64,
+    /// Outputs and dedup keys compared (events × rules).
+    pub renders: u64,
     /// Verdicts per kind, on the reference path.
     pub kinds: BTreeMap<String, u64>,
     /// The first disagreements: set, rule, event, compiled verdict, interpreted verdict.
@@ -43,6 +45,23 @@ pub fn compare(sets: &[(String, RuleSet)], lines: &[String], tally: &mut Tally) 
         for (name, set) in sets {
             let compiled = set.verdicts(&view, "c1", EvalPath::Compiled);
             let reference = set.verdicts(&view, "c1", EvalPath::Interpreted);
+            let renders = (
+                set.renders(&view, "c1", EvalPath::Compiled),
+                set.renders(&view, "c1", EvalPath::Interpreted),
+            );
+            for (i, (c, r)) in renders.0.iter().zip(&renders.1).enumerate() {
+                tally.renders += 1;
+                let same = c.output == r.output && c.output_fields == r.output_fields && c.dedup_key == r.dedup_key;
+                if !same {
+                    tally.mismatch_count += 1;
+                    if tally.mismatches.len() < 10 {
+                        tally.mismatches.push(format!(
+                            "{name} / {}: output compiled {:?} {:?}, interpreter {:?} {:?}",
+                            set.rules()[i].name, c.output, c.output_fields, r.output, r.output_fields
+                        ));
+                    }
+                }
+            }
             for (i, (c, r)) in compiled.iter().zip(&reference).enumerate() {
                 tally.verdicts += 1;
                 *tally.kinds.entry(format!("{r:?}")).or_default() += 1;

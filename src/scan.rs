@@ -182,10 +182,14 @@ pub fn report(summary: &Summary, rules: &RuleSet, err: &mut dyn Write) -> std::i
     for rule in rules.rules() {
         let matched = rule.stats.matched.load(Ordering::Relaxed);
         let errors = rule.stats.errors.load(Ordering::Relaxed);
-        if matched == 0 && errors == 0 {
+        let interpreted = rule.stats.interpreted.load(Ordering::Relaxed);
+        if matched == 0 && errors == 0 && interpreted == 0 {
             continue;
         }
         write!(err, "  {:>8} matches  {:>6} errors  {}", matched, errors, rule.name)?;
+        if interpreted > 0 {
+            write!(err, "  ({interpreted} evaluations left to the interpreter)")?;
+        }
         if let Some(e) = rule
             .stats
             .last_error

@@ -518,7 +518,15 @@ impl RuleSet {
             compiler.add_macro(m.expression());
         }
         for rule in &rules {
-            compiler.add_condition(rule.condition.expression());
+            compiler.add_rule(
+                rule.condition.expression(),
+                rule.output.programs().map(Program::expression),
+                rule.dedup_key.iter().map(Program::expression),
+                rule.window
+                    .iter()
+                    .flat_map(|w| w.key.iter().chain(&w.field).chain(&w.steps))
+                    .map(Program::expression),
+            );
         }
         let compiled = compiler.finish();
         Ok(RuleSet {
@@ -590,14 +598,16 @@ impl RuleSet {
                     continue;
                 }
             }
-            let ctx = frame.bindings().context();
             // An exception that cannot be evaluated does not apply.
-            if rule
-                .exceptions
-                .iter()
-                .any(|(_, p)| matches!(eval_bool(p, &ctx), Ok(true)))
-            {
-                continue;
+            if !rule.exceptions.is_empty() {
+                let ctx = frame.bindings().context();
+                if rule
+                    .exceptions
+                    .iter()
+                    .any(|(_, p)| matches!(eval_bool(p, &ctx), Ok(true)))
+                {
+                    continue;
+                }
             }
             rule.stats.matched.fetch_add(1, Ordering::Relaxed);
             let mut firing = Firing {
@@ -605,11 +615,11 @@ impl RuleSet {
                 output: String::new(),
                 output_fields: Default::default(),
                 dedup_key: String::new(),
-                observation: rule.window.as_ref().map(|w| observe(&rule.name, w, &ctx)),
+                observation: rule.window.as_ref().map(|w| self.observe(index, w, &frame)),
             };
             // A stateful rule's match is rendered only if its window fires (`render`).
             if firing.observation.is_none() {
-                render(rule, &mut firing, &ctx);
+                self.render_in(&mut firing, &frame);
             }
             firings.push(firing);
             if self.matching == Matching::First {
@@ -721,33 +731,100 @@ impl RuleSet {
     /// rule's match, once its window fired).
     pub fn render(&self, firing: &mut Firing, view: &EventView<'_>, cluster: &str) {
         if firing.dedup_key.is_empty() {
-            let bindings = Bindings::new(&self.scope, view, cluster);
-            render(self.rule(firing.rule), firing, &bindings.context());
+            let frame = compiled::Frame::new(&self.compiled, &self.scope, view, cluster);
+            self.render_in(firing, &frame);
         }
+    }
+
+    /// Renders a firing's output and dedup key: each placeholder and key expression on the
+    /// compiled path, in the interpreter where that defers.
+    fn render_in(&self, firing: &mut Firing, frame: &compiled::Frame<'_>) {
+        let rule = self.rule(firing.rule);
+        let value = |node: Option<&compiled::Node>, program: &Program| {
+            node.and_then(|n| frame.json(n))
+                .unwrap_or_else(|| output::value(program, &frame.bindings().context()))
+        };
+        let outputs = self.compiled.outputs.get(firing.rule);
+        (firing.output, firing.output_fields) = rule
+            .output
+            .render_with(|i, program| value(outputs.and_then(|o| o.get(i)), program));
+        let keys = self.compiled.keys.get(firing.rule);
+        let values: Vec<String> = rule
+            .dedup_key
+            .iter()
+            .enumerate()
+            .map(|(i, program)| value(keys.and_then(|k| k.get(i)), program).to_string())
+            .collect();
+        let mut parts: Vec<&str> = vec![&rule.name];
+        parts.extend(values.iter().map(String::as_str));
+        firing.dedup_key = crate::alert::digest(&parts);
+    }
+
+    /// What a stateful rule's match feeds its window: key, distinct value, steps matched (each
+    /// expression on the compiled path, in the interpreter where that defers).
+    fn observe(&self, index: usize, window: &Window, frame: &compiled::Frame<'_>) -> Observation {
+        let rule = &self.rules[index];
+        let nodes = self.compiled.windows.get(index);
+        let node = |i: usize| nodes.and_then(|n| n.get(i));
+        let value_of = |i: usize, program: &Program| {
+            node(i)
+                .and_then(|n| frame.json(n))
+                .unwrap_or_else(|| output::value(program, &frame.bindings().context()))
+                .to_string()
+        };
+        let values: Vec<String> = window.key.iter().enumerate().map(|(i, p)| value_of(i, p)).collect();
+        let key = hash64(std::iter::once(rule.name.as_str()).chain(values.iter().map(String::as_str)));
+        let n = window.key.len();
+        let value = window
+            .field
+            .as_ref()
+            .map(|f| hash64([value_of(n, f).as_str()]))
+            .unwrap_or(0);
+        let first_step = n + usize::from(window.field.is_some());
+        let steps = window
+            .steps
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| match node(first_step + i).and_then(|n| frame.holds(n)) {
+                Some(holds) => holds,
+                None => matches!(eval_bool(p, &frame.bindings().context()), Ok(true)),
+            })
+            .fold(0u32, |bits, (i, _)| bits | 1 << i);
+        Observation { key, value, steps }
+    }
+
+    /// The rendered output, output fields and dedup key of every rule for an event, as if each
+    /// had matched, on either path (for the differential tests).
+    pub fn renders(&self, view: &EventView<'_>, cluster: &str, path: EvalPath) -> Vec<Firing> {
+        let frame = compiled::Frame::new(&self.compiled, &self.scope, view, cluster);
+        (0..self.rules.len())
+            .map(|rule| {
+                let mut firing = Firing {
+                    rule,
+                    output: String::new(),
+                    output_fields: Default::default(),
+                    dedup_key: String::new(),
+                    observation: None,
+                };
+                match path {
+                    EvalPath::Compiled => self.render_in(&mut firing, &frame),
+                    EvalPath::Interpreted => {
+                        let rule = &self.rules[rule];
+                        let ctx = frame.bindings().context();
+                        (firing.output, firing.output_fields) = rule.output.render(&ctx);
+                        let values: Vec<String> =
+                            rule.dedup_key.iter().map(|p| output::value(p, &ctx).to_string()).collect();
+                        let mut parts: Vec<&str> = vec![&rule.name];
+                        parts.extend(values.iter().map(String::as_str));
+                        firing.dedup_key = crate::alert::digest(&parts);
+                    }
+                }
+                firing
+            })
+            .collect()
     }
 }
 
-fn render(rule: &Rule, firing: &mut Firing, ctx: &Context) {
-    (firing.output, firing.output_fields) = rule.output.render(ctx);
-    firing.dedup_key = key_digest(&rule.name, &rule.dedup_key, ctx);
-}
-
-/// The JSON of a key expression's value; `null` when it cannot be evaluated.
-fn key_value(program: &Program, ctx: &Context) -> String {
-    catch_panic(|| program.execute(ctx))
-        .ok()
-        .and_then(|r| r.ok())
-        .map(|v| output::to_json(&v).to_string())
-        .unwrap_or_else(|| "null".into())
-}
-
-/// The rule's name and the JSON of each key value (null when absent), hashed.
-fn key_digest(rule: &str, key: &[Program], ctx: &Context) -> String {
-    let values: Vec<String> = key.iter().map(|p| key_value(p, ctx)).collect();
-    let mut parts: Vec<&str> = vec![rule];
-    parts.extend(values.iter().map(String::as_str));
-    crate::alert::digest(&parts)
-}
 
 /// A 64-bit hash of strings, for window state that lives in one process (never stored or sent).
 fn hash64<'a>(parts: impl IntoIterator<Item = &'a str>) -> u64 {
@@ -760,23 +837,6 @@ fn hash64<'a>(parts: impl IntoIterator<Item = &'a str>) -> u64 {
 }
 
 /// What a stateful rule's match feeds its window: key, distinct value, steps matched.
-fn observe(rule: &str, window: &Window, ctx: &Context) -> Observation {
-    let values: Vec<String> = window.key.iter().map(|p| key_value(p, ctx)).collect();
-    let key = hash64(std::iter::once(rule).chain(values.iter().map(String::as_str)));
-    let value = window
-        .field
-        .as_ref()
-        .map(|f| hash64([key_value(f, ctx).as_str()]))
-        .unwrap_or(0);
-    let steps = window
-        .steps
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| matches!(eval_bool(p, ctx), Ok(true)))
-        .fold(0u32, |bits, (i, _)| bits | 1 << i);
-    Observation { key, value, steps }
-}
-
 fn sequence_steps(def: &rules::StatefulDef) -> Vec<String> {
     match def {
         rules::StatefulDef::Sequence(s) => s.steps.clone(),

@@ -84,17 +84,23 @@ impl Template {
 
     /// Renders the text and the fields it quoted.
     pub fn render(&self, ctx: &Context) -> (String, Map<String, serde_json::Value>) {
+        self.render_with(|_, program| value(program, ctx))
+    }
+
+    /// Renders with each placeholder's value given by `value` (its index and program).
+    pub fn render_with(
+        &self,
+        mut value: impl FnMut(usize, &Program) -> serde_json::Value,
+    ) -> (String, Map<String, serde_json::Value>) {
         let mut text = String::new();
         let mut fields = Map::new();
+        let mut index = 0;
         for part in &self.parts {
             match part {
                 Part::Text(t) => text.push_str(t),
                 Part::Field { name, program } => {
-                    let value = super::bind::catch_panic(|| program.execute(ctx))
-                        .ok()
-                        .and_then(|r| r.ok())
-                        .map(|v| to_json(&v))
-                        .unwrap_or(serde_json::Value::Null);
+                    let value = value(index, program);
+                    index += 1;
                     match &value {
                         serde_json::Value::Null => text.push_str("<NA>"),
                         serde_json::Value::String(s) => text.push_str(s),
@@ -106,6 +112,15 @@ impl Template {
         }
         (text.trim().to_string(), fields)
     }
+}
+
+/// A program's value as JSON, in the interpreter; `null` when it cannot be had.
+pub fn value(program: &Program, ctx: &Context) -> serde_json::Value {
+    super::bind::catch_panic(|| program.execute(ctx))
+        .ok()
+        .and_then(|r| r.ok())
+        .map(|v| to_json(&v))
+        .unwrap_or(serde_json::Value::Null)
 }
 
 /// `images: expr` → (`images`, `expr`); a bare expression names itself.

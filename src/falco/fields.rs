@@ -161,6 +161,21 @@ fn falco_repository(image: &str) -> String {
         .to_string()
 }
 
+/// The top-level keys of the event that [`extract`] reads for a field rooted at `_top`
+/// (empty: any of them).
+pub fn top_keys(field: &str) -> &'static [&'static str] {
+    match field {
+        "ka.auditid" => &["auditID"],
+        "ka.stage" => &["stage"],
+        "ka.verb" => &["verb"],
+        "ka.uri" | "ka.uri.param" => &["requestURI"],
+        "ka.useragent" => &["userAgent"],
+        "ka.sourceips" => &["sourceIPs"],
+        "ka.target.pod.name" => &["objectRef", "responseObject"],
+        _ => &[],
+    }
+}
+
 /// The values of `field` (argument `arg`, "" for none) in `root`, the part of the event
 /// [`info`] names.
 pub fn extract(field: &str, arg: &str, root: &Value) -> Vec<String> {

@@ -1,6 +1,6 @@
 //! Evaluation of compiled conditions against one event, with the work shared across rules.
 
-use super::{Cmp, Compiled, Const, ImagePart, LitList, Loop, Node, Pattern, Root, StrFn};
+use super::{Cmp, Collect, Compiled, Const, ImagePart, LitList, Loop, Node, Pattern, Root, StrFn};
 use crate::audit::EventView;
 use crate::engine::bind::{catch_panic, Bindings, Scope, OBJECT_FIELDS};
 use crate::engine::functions::{compiled_regex, parse_image};
@@ -26,6 +26,8 @@ enum V<'r> {
     Strs(&'r [String]),
     /// Parts of the event gathered into a list (a pod's containers).
     Refs(Rc<Vec<&'r J<'r>>>),
+    /// A list built by `map` or `filter`.
+    Items(Rc<Vec<V<'r>>>),
     Opt(Option<Box<V<'r>>>),
     /// A value the interpreter returned that the compiled path does not read.
     Opaque,
@@ -121,6 +123,25 @@ impl<'e> Frame<'e> {
         }
     }
 
+    /// A placeholder's or key expression's value as JSON (`null` when it cannot be had), as
+    /// the interpreter would render it; `None` where the interpreter must.
+    pub fn json(&self, node: &Node) -> Option<serde_json::Value> {
+        match self.eval(node, &mut Vec::new()) {
+            Ok(v) => to_json(&v),
+            Err(E::Missing | E::Other(_)) => Some(serde_json::Value::Null),
+            Err(E::Defer) => None,
+        }
+    }
+
+    /// Whether a sequence step holds (an error is "no"); `None` where the interpreter must say.
+    pub fn holds(&self, node: &Node) -> Option<bool> {
+        match self.eval(node, &mut Vec::new()) {
+            Ok(V::Bool(b)) => Some(b),
+            Err(E::Missing | E::Other(_)) => Some(false),
+            Ok(_) | Err(E::Defer) => None,
+        }
+    }
+
     fn tree(&self, index: usize) -> Option<&J<'e>> {
         self.trees[index]
             .get_or_init(|| {
@@ -180,10 +201,10 @@ impl<'e> Frame<'e> {
         let i = self.compiled.roots.iter().position(|r| r == root).ok_or(E::Defer)?;
         self.roots[i]
             .get_or_init(|| match root {
-                Root::Top => {
+                Root::Top(keys) => {
                     let mut map = std::collections::BTreeMap::new();
                     for (i, (key, _)) in self.view.fields().enumerate() {
-                        if key == "requestObject" {
+                        if key == "requestObject" || !(keys.is_empty() || keys.contains(&key)) {
                             continue;
                         }
                         if let Some(tree) = self.tree(i) {
@@ -262,6 +283,7 @@ impl<'e> Frame<'e> {
                 let i = self.eval(b, vars)?;
                 let at = |len: usize| match i {
                     V::Int(i) if i >= 0 && (i as u64) < len as u64 => Ok(i as usize),
+                    V::Int(i) => Err(E::Other(format!("index {i} out of range"))),
                     _ => Err(E::Defer),
                 };
                 match v {
@@ -272,6 +294,7 @@ impl<'e> Frame<'e> {
                     },
                     V::Strs(s) => V::Str(Cow::Borrowed(&s[at(s.len())?])),
                     V::List(l) => from_const(&l.items[at(l.items.len())?]),
+                    V::Items(items) => items[at(items.len())?].clone(),
                     _ => return Err(E::Defer),
                 }
             }
@@ -392,6 +415,7 @@ impl<'e> Frame<'e> {
                 V::List(l) => l.items.len(),
                 V::Strs(s) => s.len(),
                 V::Refs(r) => r.len(),
+                V::Items(items) => items.len(),
                 _ => return Err(E::Defer),
             } as i64),
             Node::ToString(a) => match self.eval(a, vars)? {
@@ -402,6 +426,7 @@ impl<'e> Frame<'e> {
                 _ => return Err(E::Defer),
             },
             Node::Comprehension(l) => return self.comprehension(l, vars),
+            Node::Collect(c) => return self.collect(c, vars),
             Node::FalcoField(i) => V::Strs(self.falco_field(*i)?),
             Node::FalcoOp(args) => {
                 let [op, v, x] = &**args;
@@ -494,20 +519,7 @@ impl<'e> Frame<'e> {
     fn comprehension<'r>(&'r self, l: &'r Loop, vars: &mut Vec<V<'r>>) -> R<'r> {
         let init = self.eval(&l.init, vars)?;
         let range = self.eval(&l.range, vars)?;
-        let items: Vec<V<'r>> = match range {
-            V::Json(J::Arr(items)) => items.iter().map(from_j).collect(),
-            // A map's keys, each once.
-            V::Json(J::Obj(entries)) => entries
-                .iter()
-                .enumerate()
-                .filter(|(i, (k, _))| !entries[i + 1..].iter().any(|(later, _)| later == k))
-                .map(|(_, (k, _))| V::Str(Cow::Borrowed(k.as_ref())))
-                .collect(),
-            V::List(list) => list.items.iter().map(from_const).collect(),
-            V::Strs(s) => s.iter().map(|s| V::Str(Cow::Borrowed(s.as_str()))).collect(),
-            V::Refs(r) => r.iter().map(|j| from_j(j)).collect(),
-            _ => return Err(E::Defer),
-        };
+        let items = elements(range)?;
         let base = vars.len();
         if base != l.accu {
             return Err(E::Defer);
@@ -515,6 +527,33 @@ impl<'e> Frame<'e> {
         vars.push(init);
         vars.push(V::Null);
         let result = self.iterate(l, items, vars);
+        vars.truncate(base);
+        result
+    }
+
+    fn collect<'r>(&'r self, c: &'r Collect, vars: &mut Vec<V<'r>>) -> R<'r> {
+        let items = elements(self.eval(&c.range, vars)?)?;
+        let base = vars.len();
+        if base != c.accu {
+            return Err(E::Defer);
+        }
+        vars.push(V::Null);
+        vars.push(V::Null);
+        let result = (|| {
+            let mut out = Vec::new();
+            for item in items {
+                vars[c.accu + 1] = item;
+                if let Some(guard) = &c.guard {
+                    match self.eval(guard, vars)? {
+                        V::Bool(true) => {}
+                        V::Bool(false) => continue,
+                        _ => return Err(E::Defer),
+                    }
+                }
+                out.push(self.eval(&c.item, vars)?);
+            }
+            Ok(V::Items(Rc::new(out)))
+        })();
         vars.truncate(base);
         result
     }
@@ -548,6 +587,24 @@ impl<'e> Frame<'e> {
         }
         self.eval(&l.result, vars)
     }
+}
+
+/// The elements a comprehension iterates: a list's items, a map's keys (each once).
+fn elements(range: V<'_>) -> Result<Vec<V<'_>>, E> {
+    Ok(match range {
+        V::Json(J::Arr(items)) => items.iter().map(from_j).collect(),
+        V::Json(J::Obj(entries)) => entries
+            .iter()
+            .enumerate()
+            .filter(|(i, (k, _))| !entries[i + 1..].iter().any(|(later, _)| later == k))
+            .map(|(_, (k, _))| V::Str(Cow::Borrowed(k.as_ref())))
+            .collect(),
+        V::List(list) => list.items.iter().map(from_const).collect(),
+        V::Strs(s) => s.iter().map(|s| V::Str(Cow::Borrowed(s.as_str()))).collect(),
+        V::Refs(r) => r.iter().map(|j| from_j(j)).collect(),
+        V::Items(items) => items.as_ref().clone(),
+        _ => return Err(E::Defer),
+    })
 }
 
 /// The pod spec inside a Pod, a workload's template or a CronJob's job template (as
@@ -622,6 +679,38 @@ fn from_cel<'r>(v: &dyn cel::common::value::Val) -> V<'r> {
     }
 }
 
+/// A value as JSON, as `output::to_json` renders the interpreter's; `None` where it must.
+fn to_json(v: &V<'_>) -> Option<serde_json::Value> {
+    use serde_json::Value;
+    let double = |d: f64| serde_json::Number::from_f64(d).map(Value::Number).unwrap_or(Value::Null);
+    Some(match v {
+        V::Null => Value::Null,
+        V::Bool(b) => Value::Bool(*b),
+        V::Int(i) => Value::from(*i),
+        V::UInt(u) => Value::from(*u),
+        V::Double(d) => double(*d),
+        V::Str(s) => Value::String(s.to_string()),
+        V::Json(j) => j.to_json()?,
+        V::List(l) => Value::Array(
+            l.items
+                .iter()
+                .map(|c| match c {
+                    Const::Null => Value::Null,
+                    Const::Bool(b) => Value::Bool(*b),
+                    Const::Int(i) => Value::from(*i),
+                    Const::UInt(u) => Value::from(*u),
+                    Const::Double(d) => double(*d),
+                    Const::Str(s) => Value::String(s.clone()),
+                })
+                .collect(),
+        ),
+        V::Strs(s) => Value::Array(s.iter().map(|s| Value::String(s.clone())).collect()),
+        V::Refs(r) => Value::Array(r.iter().map(|j| j.to_json()).collect::<Option<_>>()?),
+        V::Items(items) => Value::Array(items.iter().map(to_json).collect::<Option<_>>()?),
+        V::Opt(_) | V::Opaque => return None,
+    })
+}
+
 /// A value whose use the interpreter must see (it marks the evaluation as unusable).
 fn unusable(v: &V<'_>) -> bool {
     matches!(v, V::Json(J::TooDeep) | V::Opaque)
@@ -647,6 +736,13 @@ fn contains(container: &V<'_>, x: &V<'_>) -> Option<bool> {
         (V::List(l), V::Int(i)) => l.ints.as_ref().map(|set| set.contains(i)),
         (V::Strs(list), V::Str(s)) => Some(list.iter().any(|item| item == s)),
         (V::Json(J::Obj(entries)), V::Str(s)) => Some(entries.iter().any(|(k, _)| k == s)),
+        (V::Items(items), x) => {
+            let mut found = false;
+            for item in items.iter() {
+                found |= scalar_eq(item, x)?;
+            }
+            Some(found)
+        }
         (V::Json(J::Arr(items)), x) => {
             let mut found = false;
             for item in items {

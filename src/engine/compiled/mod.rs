@@ -154,6 +154,8 @@ pub enum Node {
     /// `string(x)` of a string, an int or a bool.
     ToString(Box<Node>),
     Comprehension(Box<Loop>),
+    /// `map` and `filter`: a list built item by item.
+    Collect(Box<Collect>),
     /// `falco_field(root, 'name', 'arg')`, by its index in [`Compiled::falco`].
     FalcoField(usize),
     FalcoOp(Box<[Node; 3]>),
@@ -179,11 +181,23 @@ pub struct Loop {
     fold: Option<bool>,
 }
 
+/// A `map` or `filter` comprehension: `range.map(x, item)`, `range.filter(x, guard)`,
+/// `range.map(x, guard, item)`.
+#[derive(Debug)]
+pub struct Collect {
+    range: Node,
+    guard: Option<Node>,
+    item: Node,
+    /// Slot of the accumulator (unused); the iteration variable is the next one.
+    accu: usize,
+}
+
 /// Where a Falco field is read from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Root {
-    /// `_top`: the event's top-level fields but `requestObject`.
-    Top,
+    /// `_top`: the event's top-level fields but `requestObject`; only those named, if any
+    /// (the keys the Falco field reads: see `falco::fields::top_keys`).
+    Top(&'static [&'static str]),
     Field(String),
 }
 
@@ -191,6 +205,12 @@ pub enum Root {
 #[derive(Debug, Default)]
 pub struct Compiled {
     pub conditions: Vec<Node>,
+    /// Per rule, its output template's placeholders.
+    pub outputs: Vec<Vec<Node>>,
+    /// Per rule, its dedup key's expressions.
+    pub keys: Vec<Vec<Node>>,
+    /// Per rule, its window's key expressions, distinct field and sequence steps, in order.
+    pub windows: Vec<Vec<Node>>,
     pub macros: Vec<Node>,
     fields: Vec<String>,
     falco: Vec<(Root, String, String)>,
@@ -224,9 +244,22 @@ impl<'a> Compiler<'a> {
         self.out.macros.push(node);
     }
 
-    pub fn add_condition(&mut self, expr: &Expression) {
-        let node = self.closed(expr);
+    /// A rule's condition, output placeholders and dedup key expressions.
+    pub fn add_rule<'x>(
+        &mut self,
+        condition: &Expression,
+        outputs: impl Iterator<Item = &'x Expression>,
+        keys: impl Iterator<Item = &'x Expression>,
+        window: impl Iterator<Item = &'x Expression>,
+    ) {
+        let node = self.closed(condition);
         self.out.conditions.push(node);
+        let outputs = outputs.map(|e| self.closed(e)).collect();
+        self.out.outputs.push(outputs);
+        let keys = keys.map(|e| self.closed(e)).collect();
+        self.out.keys.push(keys);
+        let window = window.map(|e| self.closed(e)).collect();
+        self.out.windows.push(window);
     }
 
     pub fn finish(self) -> Compiled {
@@ -304,6 +337,24 @@ impl<'a> Compiler<'a> {
             Expr::Comprehension(c) => {
                 if c.iter_var2.is_some() {
                     return Err(Unsupported);
+                }
+                if let Some((guard, item)) = append_step(c) {
+                    let range = *self.child(&c.iter_range)?;
+                    let accu = self.bound.len();
+                    self.bound.push(c.accu_var.clone());
+                    self.bound.push(c.iter_var.clone());
+                    let body = (|| {
+                        let guard = guard.map(|g| self.node(g)).transpose()?;
+                        Ok((guard, self.node(item)?))
+                    })();
+                    self.bound.truncate(accu);
+                    let (guard, item) = body?;
+                    return Ok(Node::Collect(Box::new(Collect {
+                        range,
+                        guard,
+                        item,
+                        accu,
+                    })));
                 }
                 let range = *self.child(&c.iter_range)?;
                 let init = *self.child(&c.accu_init)?;
@@ -433,19 +484,20 @@ impl<'a> Compiler<'a> {
             ("image_tag", 1) => Node::Image(ImagePart::Tag, self.child(&args[0])?),
             ("image_digest", 1) => Node::Image(ImagePart::Digest, self.child(&args[0])?),
             ("falco_field", 3) => {
+                let text = |e: &Expression| match &e.expr {
+                    Expr::Literal(LiteralValue::String(s)) => Ok(s.inner().to_string()),
+                    _ => Err(Unsupported),
+                };
+                let (field, arg) = (text(&args[1])?, text(&args[2])?);
                 let root = match &args[0].expr {
                     Expr::Ident(n) if !self.bound.contains(n) => match self.symbols.get(n) {
-                        Some(Symbol::Top) => Root::Top,
+                        Some(Symbol::Top) => Root::Top(crate::falco::fields::top_keys(&field)),
                         None => Root::Field(n.clone()),
                         Some(_) => return Err(Unsupported),
                     },
                     _ => return Err(Unsupported),
                 };
-                let text = |e: &Expression| match &e.expr {
-                    Expr::Literal(LiteralValue::String(s)) => Ok(s.inner().to_string()),
-                    _ => Err(Unsupported),
-                };
-                let key = (root.clone(), text(&args[1])?, text(&args[2])?);
+                let key = (root.clone(), field, arg);
                 Self::intern(&mut self.out.roots, root);
                 Node::FalcoField(Self::intern(&mut self.out.falco, key))
             }
@@ -466,6 +518,39 @@ impl<'a> Compiler<'a> {
                 .map_err(|_| Unsupported),
             _ => Ok(Pattern::Computed(self.child(expr)?)),
         }
+    }
+}
+
+/// The guard and the item of a `map`/`filter` comprehension: its accumulator starts as `[]`, it
+/// always continues, its step is `@result + [item]` (or `guard ? @result + [item] : @result`)
+/// and its result is `@result`.
+fn append_step(c: &cel::common::ast::ComprehensionExpr) -> Option<(Option<&Expression>, &Expression)> {
+    let is_accu = |e: &Expression| matches!(&e.expr, Expr::Ident(n) if *n == c.accu_var);
+    fn item_of<'c>(e: &'c Expression, is_accu: &dyn Fn(&Expression) -> bool) -> Option<&'c Expression> {
+        match &e.expr {
+            Expr::Call(call) if call.func_name == operators::ADD && call.target.is_none() => match call.args.as_slice() {
+                [accu, list] if is_accu(accu) => match &list.expr {
+                    Expr::List(l) if l.elements.len() == 1 && l.optional_indices.is_empty() => Some(&l.elements[0]),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+    let empty_init = matches!(&c.accu_init.expr, Expr::List(l) if l.elements.is_empty());
+    let continues = matches!(&c.loop_cond.expr, Expr::Literal(LiteralValue::Boolean(b)) if *b.inner());
+    if !empty_init || !continues || !is_accu(&c.result) {
+        return None;
+    }
+    match &c.loop_step.expr {
+        Expr::Call(call) if call.func_name == operators::CONDITIONAL && call.target.is_none() => {
+            match call.args.as_slice() {
+                [guard, step, otherwise] if is_accu(otherwise) => Some((Some(guard), item_of(step, &is_accu)?)),
+                _ => None,
+            }
+        }
+        _ => Some((None, item_of(&c.loop_step, &is_accu)?)),
     }
 }
 
@@ -527,6 +612,7 @@ impl Node {
                     }
                 }
                 Node::Comprehension(l) => stack.extend([&l.range, &l.init, &l.cond, &l.step, &l.result]),
+                Node::Collect(c) => stack.extend([&c.range, &c.item].into_iter().chain(&c.guard)),
                 Node::FalcoOp(args) => stack.extend(args.iter()),
                 Node::Const(_)
                 | Node::List(_)
