@@ -1,30 +1,41 @@
 #!/usr/bin/env bash
-# The scan benchmark: kaudit scan against jq (the same starter detections, integration/starter.jq)
-# and against a bare serde_json::Value parse, all on one generated file in one run.
-# (kaudit scan twice: every match, as jq; and with dedup on, the default.)
+# The scan benchmark: `kaudit scan` (dedup on, its default) on one generated file with rule sets
+# of growing size, each against the decode floor (one rule that never matches: decode, route
+# keys, no evaluation), and jq running the starter detections (integration/starter.jq).
+# Rows: floor; rules/kaudit_rules.yaml (12); rules/ (61); Falco's rules imported (48);
+# rules/ + Falco (109); rules/ + 439 per-namespace variants (500).
 # Usage: ./integration/bench-scan.sh [EVENTS]   (default 200000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-200000}
 command -v jq >/dev/null || { apt-get update -qq && apt-get install -y -qq jq >/dev/null; }
-cargo build --release --quiet --bin kaudit --example gen_events --example bare_parse
+cargo build --release --quiet --bin kaudit --example gen_events --example gen_rules
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 ./target/release/examples/gen_events "$n" > "$dir/events.jsonl"
 echo "file: $n events, $(du -h "$dir/events.jsonl" | cut -f1), $(grep -cE '"stage":"ResponseComplete".*"verb":"(get|list|watch)"}$' "$dir/events.jsonl" || true) of them reads"
+printf -- "- rule: Never\n  desc: matches nothing\n  condition: verb == 'never'\n  output: never\n  priority: notice\n" > "$dir/floor.yaml"
+./target/release/kaudit rules import-falco ../shared/falco/k8s_audit_rules.yaml > "$dir/falco.yaml" 2>/dev/null
+./target/release/examples/gen_rules 439 > "$dir/many.yaml"
 
 t() { local s e; s=$(date +%s.%N); "$@"; e=$(date +%s.%N); echo "$e - $s" | bc; }
+scan() { t sh -c "./target/release/kaudit scan $* '$dir/events.jsonl' > '$dir/out' 2> '$dir/err'"; }
 
-# Every match (--no-dedup) to compare with jq; then the default: rate limits and summaries on.
-ks=$(t sh -c "./target/release/kaudit scan --no-dedup '$dir/events.jsonl' > '$dir/kaudit.out' 2> '$dir/kaudit.err'")
-kd=$(t sh -c "./target/release/kaudit scan '$dir/events.jsonl' > '$dir/dedup.out' 2> '$dir/dedup.err'")
-bs=$(t sh -c "./target/release/examples/bare_parse '$dir/events.jsonl' 2> '$dir/bare.err'")
+floor=$(scan --rules "$dir/floor.yaml")
+printf '%-28s %6s %8s %10s %8s %8s\n' "rules" count seconds events/s "×floor" alerts
+row() {
+    local name=$1 count=$2 s; shift 2
+    s=$(scan "$@")
+    printf '%-28s %6s %8.2f %10.0f %8.3f %8d\n' "$name" "$count" "$s" "$(echo "$n / $s" | bc -l)" \
+        "$(echo "$floor / $s" | bc -l)" "$(wc -l < "$dir/out")"
+    if grep -q "left to the interpreter" "$dir/err"; then grep "left to the interpreter" "$dir/err" | head -5; fi
+}
+printf '%-28s %6s %8.2f %10.0f %8.3f %8s\n' "floor (never matches)" 1 "$floor" "$(echo "$n / $floor" | bc -l)" 1 -
+row "kaudit_rules.yaml" 12 --rules rules/kaudit_rules.yaml
+row "default (rules/)" 61 --rules rules
+row "Falco imported" 48 --rules "$dir/falco.yaml"
+row "default + Falco" 109 --rules rules --rules "$dir/falco.yaml"
+row "default + 439 variants" 500 --rules rules --rules "$dir/many.yaml"
+row "default, --no-dedup" 61 --rules rules --no-dedup
 js=$(t sh -c "jq -r -f integration/starter.jq '$dir/events.jsonl' > '$dir/jq.out'")
-
-printf '%-12s %8s %12s %8s\n' tool seconds events/s matches
-printf '%-12s %8.2f %12.0f %8d\n' "kaudit scan" "$ks" "$(echo "$n / $ks" | bc -l)" "$(wc -l < "$dir/kaudit.out")"
-printf '%-12s %8.2f %12.0f %8d\n' "kaudit dedup" "$kd" "$(echo "$n / $kd" | bc -l)" "$(wc -l < "$dir/dedup.out")"
-printf '%-12s %8.2f %12.0f %8s\n' "bare parse" "$bs" "$(echo "$n / $bs" | bc -l)" "-"
-printf '%-12s %8.2f %12.0f %8d\n' "jq" "$js" "$(echo "$n / $js" | bc -l)" "$(wc -l < "$dir/jq.out")"
-echo "kaudit vs jq: $(echo "$js / $ks" | bc -l | cut -c1-5)x   kaudit vs bare parse: $(echo "$bs / $ks" | bc -l | cut -c1-5)x   dedup on vs off: $(echo "($kd / $ks - 1) * 100" | bc -l | cut -c1-5)% time"
-cat "$dir/kaudit.err"
+printf '%-28s %6s %8.2f %10.0f %8.3f %8d\n' "jq (starter.jq)" 12 "$js" "$(echo "$n / $js" | bc -l)" "$(echo "$floor / $js" | bc -l)" "$(wc -l < "$dir/jq.out")"

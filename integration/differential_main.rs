@@ -26,11 +26,13 @@ fn main() {
     }
     eprintln!();
     println!(
-        "differential: {} events (seed {seed}) in {:.0}s, {} verdicts compared {:?}, {} mismatches",
+        "differential: {} events (seed {seed}) in {:.0}s, {} verdicts compared {:?}, {} outputs compared ({} differing only in a map's key order), {} mismatches",
         tally.events,
         started.elapsed().as_secs_f64(),
         tally.verdicts,
         tally.kinds,
+        tally.renders,
+        tally.map_order,
         tally.mismatch_count
     );
     if tally.mismatch_count > 0 {

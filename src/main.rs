@@ -121,6 +121,11 @@ enum RulesCommand {
     Lint {
         #[arg(default_value = "rules")]
         paths: Vec<PathBuf>,
+        /// Also show, for the rules whose name contains this text, what the engine derived:
+        /// the prefilter's keys, the fields read, the audit level needed, and how much of the
+        /// condition runs compiled.
+        #[arg(long, value_name = "RULE")]
+        explain: Option<String>,
     },
     /// Translate Falco k8s_audit rule files (loaded in order, as Falco does) into one kaudit rule
     /// file; every untranslatable construct is an error naming its rule.
@@ -331,11 +336,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Rules {
-            command: RulesCommand::Lint { paths },
+            command: RulesCommand::Lint { paths, explain },
         } => match RuleSet::load(&paths, Matching::All) {
             Ok(set) => {
                 let enabled = set.rules().iter().filter(|r| r.enabled).count();
                 println!("ok: {} rules ({} enabled)", set.rules().len(), enabled);
+                if let Some(text) = explain {
+                    for (i, _) in set.rules().iter().enumerate().filter(|(_, r)| r.name.contains(&text)) {
+                        print!("{}", set.explain(i));
+                    }
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(errors) => {

@@ -42,6 +42,23 @@ fn lint_accepts_the_default_rules() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
+#[test]
+fn lint_explains_what_the_engine_derived_for_a_rule() {
+    let out = kaudit()
+        .args(["rules", "lint", "rules", "--explain", "Privileged container"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("rule 'Privileged container'"), "{stdout}");
+    assert!(stdout.contains("prefilter verb: create, patch, update"), "{stdout}");
+    assert!(
+        stdout.contains("reads: ") && stdout.contains("requestObject"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("evaluation: compiled"), "{stdout}");
+}
+
 /// Three exec events by one user in one namespace: the default dedup gives the first alert of
 /// the exec rule and a summary of the two repeats; `--no-dedup` every match. (Two of the execs
 /// run `sh`, which the suspicious-command rule also reports.)

@@ -16,8 +16,8 @@ use kaudit::engine::{EvalPath, Matching, RuleSet, Verdict};
 
 fn report(tally: &differential::Tally) {
     println!(
-        "{} events, {} verdicts {:?}, {} mismatches",
-        tally.events, tally.verdicts, tally.kinds, tally.mismatch_count
+        "{} events, {} verdicts {:?}, {} outputs ({} differing only in a map's key order), {} mismatches",
+        tally.events, tally.verdicts, tally.kinds, tally.renders, tally.map_order, tally.mismatch_count
     );
     assert_eq!(tally.mismatch_count, 0, "{}", tally.mismatches.join("\n\n"));
 }

@@ -82,11 +82,13 @@ impl<'a> J<'a> {
             J::Str(s) => Value::String(s.to_string()),
             J::Arr(items) => Value::Array(items.iter().map(J::to_json).collect::<Option<_>>()?),
             J::Obj(entries) => {
-                let mut sorted = std::collections::BTreeMap::new();
+                // serde_json's map keeps keys sorted (its `preserve_order` feature is off: a
+                // test below holds it so), and a repeated key's last value wins.
+                let mut map = serde_json::Map::new();
                 for (k, v) in entries {
-                    sorted.insert(k.to_string(), v.to_json()?);
+                    map.insert(k.to_string(), v.to_json()?);
                 }
-                Value::Object(sorted.into_iter().collect())
+                Value::Object(map)
             }
             J::TooDeep => return None,
         })
@@ -179,6 +181,10 @@ mod tests {
         let j = parse(r#"{"a":"x","a":"y","n":18446744073709551615,"e":"\u0041"}"#).unwrap();
         assert_eq!(j.get("a"), Some(&J::Str(Cow::Borrowed("y"))));
         assert_eq!(j.get("n"), Some(&J::UInt(u64::MAX)));
+        // As the interpreter's values render: keys sorted, the last duplicate kept.
+        let keys: Vec<String> = j.to_json().unwrap().as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["a", "e", "n"]);
+        assert_eq!(j.to_json().unwrap()["a"], "y");
         assert!(matches!(j.get("e"), Some(J::Str(Cow::Owned(s))) if s == "A"));
         let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
         let j = parse(&deep).unwrap();

@@ -513,7 +513,22 @@ impl RuleSet {
             return Err(LoadErrors(errors));
         }
         let prefilter = Prefilter::new(&routes);
-        let mut compiler = compiled::Compiler::new(&scope.symbols, native_lists);
+        let all = scope
+            .macros
+            .iter()
+            .map(Program::expression)
+            .chain(rules.iter().flat_map(|r| {
+                std::iter::once(&r.condition)
+                    .chain(r.output.programs())
+                    .chain(&r.dedup_key)
+                    .chain(
+                        r.window
+                            .iter()
+                            .flat_map(|w| w.key.iter().chain(&w.field).chain(&w.steps)),
+                    )
+                    .map(Program::expression)
+            }));
+        let mut compiler = compiled::Compiler::new(&scope.symbols, native_lists, all);
         for m in &scope.macros {
             compiler.add_macro(m.expression());
         }
@@ -677,6 +692,27 @@ impl RuleSet {
         }
     }
 
+    /// What the engine derived from rule `index`: the prefilter's keys, the fields read, the
+    /// level needed, the compiled coverage (`kaudit rules lint --explain`).
+    pub fn explain(&self, index: usize) -> String {
+        let rule = &self.rules[index];
+        let mut out = format!("rule '{}' ({}:{})\n", rule.name, rule.origin.file, rule.origin.line);
+        for (dim, allowed) in prefilter::DIMENSIONS.iter().zip(&rule.route.0) {
+            let shown = match allowed {
+                prefilter::Allowed::Any => "any".to_string(),
+                prefilter::Allowed::Only(v) => v.iter().cloned().collect::<Vec<_>>().join(", "),
+            };
+            out.push_str(&format!("  prefilter {dim}: {shown}\n"));
+        }
+        let reads: Vec<&str> = rule.reads.iter().map(String::as_str).collect();
+        out.push_str(&format!("  reads: {}\n  needs: {:?}\n", reads.join(", "), rule.needs()));
+        out.push_str(&match self.interpreted_parts(index) {
+            0 => "  evaluation: compiled (the interpreter only where an event needs it)\n".to_string(),
+            n => format!("  evaluation: compiled, {n} part(s) in the interpreter\n"),
+        });
+        out
+    }
+
     /// How many parts of rule `index`'s condition the compiled path leaves to the interpreter.
     pub fn interpreted_parts(&self, index: usize) -> usize {
         self.compiled.conditions.get(index).map_or(0, |n| n.interpreted_parts())
@@ -812,8 +848,11 @@ impl RuleSet {
                         let rule = &self.rules[rule];
                         let ctx = frame.bindings().context();
                         (firing.output, firing.output_fields) = rule.output.render(&ctx);
-                        let values: Vec<String> =
-                            rule.dedup_key.iter().map(|p| output::value(p, &ctx).to_string()).collect();
+                        let values: Vec<String> = rule
+                            .dedup_key
+                            .iter()
+                            .map(|p| output::value(p, &ctx).to_string())
+                            .collect();
                         let mut parts: Vec<&str> = vec![&rule.name];
                         parts.extend(values.iter().map(String::as_str));
                         firing.dedup_key = crate::alert::digest(&parts);
@@ -824,7 +863,6 @@ impl RuleSet {
             .collect()
     }
 }
-
 
 /// A 64-bit hash of strings, for window state that lives in one process (never stored or sent).
 fn hash64<'a>(parts: impl IntoIterator<Item = &'a str>) -> u64 {

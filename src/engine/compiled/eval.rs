@@ -80,6 +80,7 @@ pub struct Frame<'e> {
     /// Per field of the event, its tree (`None` if it is not JSON).
     trees: Vec<OnceCell<Option<J<'e>>>>,
     macros: Vec<OnceCell<MacroOut>>,
+    memos: Vec<OnceCell<MacroOut>>,
     roots: Vec<OnceCell<Result<serde_json::Value, E>>>,
     falco: Vec<OnceCell<Result<Vec<String>, E>>>,
     bindings: OnceCell<Bindings<'e>>,
@@ -101,6 +102,7 @@ impl<'e> Frame<'e> {
             slots: cells(compiled.fields.len()),
             trees: cells(n),
             macros: cells(compiled.macros.len()),
+            memos: cells(compiled.memos.len()),
             roots: cells(compiled.roots.len()),
             falco: cells(compiled.falco.len()),
             bindings: OnceCell::new(),
@@ -484,6 +486,20 @@ impl<'e> Frame<'e> {
                 V::Str(Cow::Owned(pick(&s)))
             }
             Node::Interp(expr) => return self.interp(expr),
+            Node::Memo(slot, node) => {
+                let out = *self.memos[*slot].get_or_init(|| match self.eval(node, &mut Vec::new()) {
+                    Ok(V::Bool(b)) => MacroOut::Bool(b),
+                    Err(E::Missing) => MacroOut::Missing,
+                    Err(E::Defer) => MacroOut::Defer,
+                    Ok(_) | Err(E::Other(_)) => MacroOut::Inline,
+                });
+                match out {
+                    MacroOut::Bool(b) => V::Bool(b),
+                    MacroOut::Missing => return Err(E::Missing),
+                    MacroOut::Defer => return Err(E::Defer),
+                    MacroOut::Inline => return self.eval(node, vars),
+                }
+            }
         })
     }
 
@@ -682,7 +698,11 @@ fn from_cel<'r>(v: &dyn cel::common::value::Val) -> V<'r> {
 /// A value as JSON, as `output::to_json` renders the interpreter's; `None` where it must.
 fn to_json(v: &V<'_>) -> Option<serde_json::Value> {
     use serde_json::Value;
-    let double = |d: f64| serde_json::Number::from_f64(d).map(Value::Number).unwrap_or(Value::Null);
+    let double = |d: f64| {
+        serde_json::Number::from_f64(d)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)
+    };
     Some(match v {
         V::Null => Value::Null,
         V::Bool(b) => Value::Bool(*b),

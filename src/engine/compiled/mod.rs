@@ -164,6 +164,8 @@ pub enum Node {
     Image(ImagePart, Box<Node>),
     /// A sub-expression outside the compiled subset, run by the interpreter.
     Interp(Box<Expression>),
+    /// A sub-expression several conditions share: evaluated once per event, by its slot.
+    Memo(usize, Box<Node>),
 }
 
 /// A comprehension (the list macros expand to these).
@@ -215,6 +217,8 @@ pub struct Compiled {
     fields: Vec<String>,
     falco: Vec<(Root, String, String)>,
     roots: Vec<Root>,
+    /// Shapes of the shared sub-expressions; the index is the memo slot.
+    memos: Vec<String>,
 }
 
 /// What stops a part of a condition from being compiled.
@@ -227,15 +231,47 @@ pub struct Compiler<'a> {
     out: Compiled,
     /// Comprehension variables in scope, innermost last; the index is the slot.
     bound: Vec<String>,
+    /// Shapes of the composite sub-expressions that occur more than once.
+    shared: HashSet<String>,
 }
 
 impl<'a> Compiler<'a> {
-    pub fn new(symbols: &'a HashMap<String, Symbol>, lists: Vec<Arc<LitList>>) -> Compiler<'a> {
+    /// A compiler for the rule set whose macros, conditions and other expressions are
+    /// `all`: sub-expressions they share are found first, to be evaluated once per event.
+    pub fn new<'x>(
+        symbols: &'a HashMap<String, Symbol>,
+        lists: Vec<Arc<LitList>>,
+        all: impl Iterator<Item = &'x Expression>,
+    ) -> Compiler<'a> {
+        let mut seen = HashSet::new();
+        let mut shared = HashSet::new();
+        for expr in all {
+            let mut stack = vec![expr];
+            while let Some(e) = stack.pop() {
+                if let Expr::Call(call) = &e.expr {
+                    if matches!(
+                        call.func_name.as_str(),
+                        operators::LOGICAL_AND | operators::LOGICAL_OR | operators::LOGICAL_NOT
+                    ) {
+                        let s = shape(e);
+                        if !seen.insert(s.clone()) {
+                            shared.insert(s);
+                        }
+                    }
+                    stack.extend(call.target.iter().map(|t| &**t).chain(&call.args));
+                }
+                // Comprehension bodies are not closed: only their range and start are.
+                if let Expr::Comprehension(c) = &e.expr {
+                    stack.extend([&c.iter_range, &c.accu_init]);
+                }
+            }
+        }
         Compiler {
             symbols,
             lists,
             out: Compiled::default(),
             bound: Vec::new(),
+            shared,
         }
     }
 
@@ -270,8 +306,17 @@ impl<'a> Compiler<'a> {
     /// the interpreter.
     fn closed(&mut self, expr: &Expression) -> Node {
         debug_assert!(self.bound.is_empty());
-        self.node(expr)
-            .unwrap_or_else(|Unsupported| Node::Interp(Box::new(expr.clone())))
+        let node = self
+            .node(expr)
+            .unwrap_or_else(|Unsupported| Node::Interp(Box::new(expr.clone())));
+        // Shared and wholly compiled (an interpreted part marks what it reads, per rule).
+        if matches!(node, Node::And(..) | Node::Or(..) | Node::Not(_)) && node.interpreted_parts() == 0 {
+            let s = shape(expr);
+            if self.shared.contains(&s) {
+                return Node::Memo(Self::intern(&mut self.out.memos, s), Box::new(node));
+            }
+        }
+        node
     }
 
     fn child(&mut self, expr: &Expression) -> Result<Box<Node>, Unsupported> {
@@ -450,15 +495,16 @@ impl<'a> Compiler<'a> {
             (operators::IN, 2) => two(self).map(|(a, b)| Node::In(a, b))?,
             (operators::INDEX, 2) => two(self).map(|(a, b)| Node::Index(a, b))?,
             (operators::OPT_INDEX, 2) => two(self).map(|(a, b)| Node::OptIndex(a, b))?,
-            (operators::ADD, 2) => match two(self)? {
-                // Lists of literals joined (the Falco importer writes `['a'] + some_list`).
-                (a, b) => match (*a, *b) {
+            (operators::ADD, 2) => {
+                let (a, b) = two(self)?;
+                match (*a, *b) {
+                    // Lists of literals joined (the Falco importer writes `['a'] + some_list`).
                     (Node::List(x), Node::List(y)) => Node::List(Arc::new(LitList::new(
                         x.items.iter().chain(&y.items).cloned().collect(),
                     ))),
                     (a, b) => Node::Add(Box::new(a), Box::new(b)),
-                },
-            },
+                }
+            }
             (operators::OPT_SELECT, 2) => match &args[1].expr {
                 Expr::Literal(LiteralValue::String(field)) => {
                     Node::OptSelect(self.child(&args[0])?, field.inner().to_string())
@@ -528,7 +574,8 @@ fn append_step(c: &cel::common::ast::ComprehensionExpr) -> Option<(Option<&Expre
     let is_accu = |e: &Expression| matches!(&e.expr, Expr::Ident(n) if *n == c.accu_var);
     fn item_of<'c>(e: &'c Expression, is_accu: &dyn Fn(&Expression) -> bool) -> Option<&'c Expression> {
         match &e.expr {
-            Expr::Call(call) if call.func_name == operators::ADD && call.target.is_none() => match call.args.as_slice() {
+            Expr::Call(call) if call.func_name == operators::ADD && call.target.is_none() => match call.args.as_slice()
+            {
                 [accu, list] if is_accu(accu) => match &list.expr {
                     Expr::List(l) if l.elements.len() == 1 && l.optional_indices.is_empty() => Some(&l.elements[0]),
                     _ => None,
@@ -552,6 +599,70 @@ fn append_step(c: &cel::common::ast::ComprehensionExpr) -> Option<(Option<&Expre
         }
         _ => Some((None, item_of(&c.loop_step, &is_accu)?)),
     }
+}
+
+/// An expression's structure as text, node ids left out: equal for equal sub-expressions.
+fn shape(expr: &Expression) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    // (expression, or a closing text to write)
+    let mut stack: Vec<Result<&Expression, &str>> = vec![Ok(expr)];
+    while let Some(item) = stack.pop() {
+        let e = match item {
+            Ok(e) => e,
+            Err(text) => {
+                out.push_str(text);
+                continue;
+            }
+        };
+        match &e.expr {
+            Expr::Literal(l) => {
+                let _ = write!(out, "{l:?}");
+            }
+            Expr::Ident(n) => {
+                let _ = write!(out, "${n}");
+            }
+            Expr::Select(s) => {
+                let _ = write!(out, "sel{}({}:", if s.test { "?" } else { "" }, s.field);
+                stack.push(Err(")"));
+                stack.push(Ok(&s.operand));
+            }
+            Expr::Call(c) => {
+                let _ = write!(out, "{}(", c.func_name);
+                stack.push(Err(")"));
+                for a in c.args.iter().rev() {
+                    stack.push(Err(","));
+                    stack.push(Ok(a));
+                }
+                if let Some(t) = &c.target {
+                    stack.push(Err("|"));
+                    stack.push(Ok(t));
+                }
+            }
+            Expr::List(l) => {
+                let _ = write!(out, "list{:?}[", l.optional_indices);
+                stack.push(Err("]"));
+                for a in l.elements.iter().rev() {
+                    stack.push(Err(","));
+                    stack.push(Ok(a));
+                }
+            }
+            Expr::Comprehension(c) => {
+                let _ = write!(out, "comp({},{:?},{}:", c.iter_var, c.iter_var2, c.accu_var);
+                stack.push(Err(")"));
+                for part in [&c.result, &c.loop_step, &c.loop_cond, &c.accu_init, &c.iter_range] {
+                    stack.push(Err(";"));
+                    stack.push(Ok(part));
+                }
+            }
+            // Maps and structs are never shared (their entries carry ids).
+            other => {
+                let _ = write!(out, "#{}", e.id);
+                let _ = other;
+            }
+        }
+    }
+    out
 }
 
 /// The segments of a dotted name `a.b.c` (a chain of field selections on a name).
@@ -622,6 +733,7 @@ impl Node {
                 | Node::Cluster
                 | Node::EmptyMap => {}
                 Node::FalcoField(_) => {}
+                Node::Memo(_, n) => stack.push(&**n),
             }
         }
         count
