@@ -161,9 +161,10 @@ fn falco_repository(image: &str) -> String {
         .to_string()
 }
 
-/// The top-level keys of the event that [`extract`] reads for a field rooted at `_top`
-/// (empty: any of them).
-pub fn top_keys(field: &str) -> &'static [&'static str] {
+/// The keys of its root (the part of the event [`info`] names) that [`extract`] reads for a
+/// field; empty: any of them. The compiled path hands `extract` only these (a pod's metadata
+/// and status, say, are never converted for a field of its spec).
+pub fn root_keys(field: &str) -> &'static [&'static str] {
     match field {
         "ka.auditid" => &["auditID"],
         "ka.stage" => &["stage"],
@@ -172,6 +173,18 @@ pub fn top_keys(field: &str) -> &'static [&'static str] {
         "ka.useragent" => &["userAgent"],
         "ka.sourceips" => &["sourceIPs"],
         "ka.target.pod.name" => &["objectRef", "responseObject"],
+        "ka.resp.name" => &["metadata"],
+        "json.rawtime" | "jevt.rawtime" => &["stageTimestamp"],
+        "ka.req.configmap.obj" => &["data"],
+        f if f.starts_with("ka.req.binding.") => &["roleRef", "subjects"],
+        f if f.starts_with("ka.req.role.") => &["rules"],
+        f if f.starts_with("ka.req.service.")
+            || f.starts_with("ka.req.pod.")
+            || f.starts_with("ka.req.container.")
+            || f.starts_with("ka.req.volume.") =>
+        {
+            &["spec"]
+        }
         _ => &[],
     }
 }

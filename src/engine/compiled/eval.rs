@@ -1,6 +1,6 @@
 //! Evaluation of compiled conditions against one event, with the work shared across rules.
 
-use super::{Cmp, Collect, Compiled, Const, ImagePart, LitList, Loop, Node, Pattern, Root, StrFn};
+use super::{Cmp, Collect, Compiled, Const, ImagePart, LitList, Loop, Node, Pattern, Root, RootKeys, StrFn};
 use crate::audit::EventView;
 use crate::engine::bind::{catch_panic, Bindings, Scope, OBJECT_FIELDS};
 use crate::engine::functions::{compiled_regex, parse_image};
@@ -199,23 +199,34 @@ impl<'e> Frame<'e> {
         }
     }
 
-    fn root(&self, root: &Root) -> Result<&serde_json::Value, E> {
+    fn root(&self, root: &RootKeys) -> Result<&serde_json::Value, E> {
         let i = self.compiled.roots.iter().position(|r| r == root).ok_or(E::Defer)?;
+        let (root, keys) = root;
+        let wanted = |key: &str| keys.is_empty() || keys.contains(&key);
         self.roots[i]
             .get_or_init(|| match root {
-                Root::Top(keys) => {
-                    let mut map = std::collections::BTreeMap::new();
+                Root::Top => {
+                    let mut map = serde_json::Map::new();
                     for (i, (key, _)) in self.view.fields().enumerate() {
-                        if key == "requestObject" || !(keys.is_empty() || keys.contains(&key)) {
+                        if key == "requestObject" || !wanted(key) {
                             continue;
                         }
                         if let Some(tree) = self.tree(i) {
                             map.insert(key.to_string(), tree.to_json().ok_or(E::Defer)?);
                         }
                     }
-                    Ok(serde_json::Value::Object(map.into_iter().collect()))
+                    Ok(serde_json::Value::Object(map))
                 }
-                Root::Field(name) => self.field_by_name(name)?.to_json().ok_or(E::Defer),
+                Root::Field(name) => match self.field_by_name(name)? {
+                    J::Obj(entries) if !keys.is_empty() => {
+                        let mut map = serde_json::Map::new();
+                        for (key, value) in entries.iter().filter(|(k, _)| wanted(k)) {
+                            map.insert(key.to_string(), value.to_json().ok_or(E::Defer)?);
+                        }
+                        Ok(serde_json::Value::Object(map))
+                    }
+                    j => j.to_json().ok_or(E::Defer),
+                },
             })
             .as_ref()
             .map_err(E::clone)

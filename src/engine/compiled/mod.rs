@@ -197,11 +197,14 @@ pub struct Collect {
 /// Where a Falco field is read from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Root {
-    /// `_top`: the event's top-level fields but `requestObject`; only those named, if any
-    /// (the keys the Falco field reads: see `falco::fields::top_keys`).
-    Top(&'static [&'static str]),
+    /// `_top`: the event's top-level fields but `requestObject`.
+    Top,
     Field(String),
 }
+
+/// A Falco field's root with only the keys its extraction reads (all if none are named; see
+/// `falco::fields::root_keys`).
+pub type RootKeys = (Root, &'static [&'static str]);
 
 /// Every condition and macro of a rule set, compiled.
 #[derive(Debug, Default)]
@@ -215,8 +218,8 @@ pub struct Compiled {
     pub windows: Vec<Vec<Node>>,
     pub macros: Vec<Node>,
     fields: Vec<String>,
-    falco: Vec<(Root, String, String)>,
-    roots: Vec<Root>,
+    falco: Vec<(RootKeys, String, String)>,
+    roots: Vec<RootKeys>,
     /// Shapes of the shared sub-expressions; the index is the memo slot.
     memos: Vec<String>,
 }
@@ -537,12 +540,13 @@ impl<'a> Compiler<'a> {
                 let (field, arg) = (text(&args[1])?, text(&args[2])?);
                 let root = match &args[0].expr {
                     Expr::Ident(n) if !self.bound.contains(n) => match self.symbols.get(n) {
-                        Some(Symbol::Top) => Root::Top(crate::falco::fields::top_keys(&field)),
+                        Some(Symbol::Top) => Root::Top,
                         None => Root::Field(n.clone()),
                         Some(_) => return Err(Unsupported),
                     },
                     _ => return Err(Unsupported),
                 };
+                let root = (root, crate::falco::fields::root_keys(&field));
                 let key = (root.clone(), field, arg);
                 Self::intern(&mut self.out.roots, root);
                 Node::FalcoField(Self::intern(&mut self.out.falco, key))
