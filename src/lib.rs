@@ -1,3 +1,13 @@
+//! kaudit: threat detection on Kubernetes audit events as they stream.
+//!
+//! Data flows one way: `audit` decodes records (native Events, EventLists, EKS/GKE/AKS
+//! envelopes) → the sources (`shim` for apiservers' webhooks, `tail` for log files) hand them to
+//! `ingest`, which publishes one message per event on the `bus` (memory, Kafka, NATS) → a
+//! `detector` consumes, the `engine` evaluates the rules (compiled path, the CEL interpreter as
+//! reference), `dedup` applies windows and rate limits → `alert` encodes, redacts and publishes.
+//! `pipeline` wires the roles; `scan`, `policy` and `falco` are the offline tools; `telemetry`
+//! exports metrics and health.
+
 pub mod alert;
 pub mod audit;
 pub mod engine;
