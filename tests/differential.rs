@@ -187,3 +187,23 @@ fn a_value_nested_too_deep_is_an_error_on_the_compiled_path_too() {
     // Reading into the cut part is an error; comparing the list whole is not.
     assert_eq!(compiled, [Verdict::Error, Verdict::NoMatch]);
 }
+
+#[test]
+fn a_case_the_compiled_path_does_not_model_goes_to_the_interpreter_and_is_counted() {
+    let text = "- rule: cross type\n  desc: d\n  condition: verb == 1 || objectRef.resource == 'pods'\n  output: o\n  priority: notice\n\
+                - rule: same type\n  desc: d\n  condition: verb == 'get'\n  output: o\n  priority: notice\n";
+    let set = RuleSet::from_text("cross.yaml", text, Matching::All).unwrap();
+    let event =
+        r#"{"kind":"Event","auditID":"a","stage":"ResponseComplete","verb":"get","objectRef":{"resource":"pods"}}"#;
+    let view = kaudit::audit::EventView::parse(event).unwrap();
+    let firings = set.evaluate(&view, "c1");
+    // Both fire; the comparison of a string with an int was the interpreter's to decide.
+    assert_eq!(firings.len(), 2);
+    let interpreted = |i: usize| {
+        set.rules()[i]
+            .stats
+            .interpreted
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert_eq!((interpreted(0), interpreted(1)), (1, 0));
+}
