@@ -44,13 +44,13 @@ impl<'a> J<'a> {
         }
     }
 
-    /// The object's distinct keys, as a CEL map counts them.
-    pub fn distinct_keys(entries: &[(Cow<'a, str>, J<'a>)]) -> usize {
+    /// An object's keys, each once (its last occurrence), as a CEL map has them.
+    pub fn distinct_keys<'e>(entries: &'e [(Cow<'a, str>, J<'a>)]) -> impl Iterator<Item = &'e str> {
         entries
             .iter()
             .enumerate()
             .filter(|(i, (k, _))| !entries[i + 1..].iter().any(|(later, _)| later == k))
-            .count()
+            .map(|(_, (k, _))| k.as_ref())
     }
 
     /// Whether a value nested too deep is anywhere inside.

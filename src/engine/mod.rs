@@ -791,9 +791,7 @@ impl RuleSet {
             .enumerate()
             .map(|(i, program)| value(keys.and_then(|k| k.get(i)), program).to_string())
             .collect();
-        let mut parts: Vec<&str> = vec![&rule.name];
-        parts.extend(values.iter().map(String::as_str));
-        firing.dedup_key = crate::alert::digest(&parts);
+        firing.dedup_key = key_digest(&rule.name, &values);
     }
 
     /// What a stateful rule's match feeds its window: key, distinct value, steps matched (each
@@ -853,15 +851,20 @@ impl RuleSet {
                             .iter()
                             .map(|p| output::value(p, &ctx).to_string())
                             .collect();
-                        let mut parts: Vec<&str> = vec![&rule.name];
-                        parts.extend(values.iter().map(String::as_str));
-                        firing.dedup_key = crate::alert::digest(&parts);
+                        firing.dedup_key = key_digest(&rule.name, &values);
                     }
                 }
                 firing
             })
             .collect()
     }
+}
+
+/// A dedup key: the rule's name and the JSON of each key value (null when absent), hashed.
+fn key_digest(rule: &str, values: &[String]) -> String {
+    let mut parts: Vec<&str> = vec![rule];
+    parts.extend(values.iter().map(String::as_str));
+    crate::alert::digest(&parts)
 }
 
 /// A 64-bit hash of strings, for window state that lives in one process (never stored or sent).

@@ -1,6 +1,6 @@
 //! Evaluation of compiled conditions against one event, with the work shared across rules.
 
-use super::{Cmp, Collect, Compiled, Const, ImagePart, LitList, Loop, Node, Pattern, Root, RootKeys, StrFn};
+use super::{Cmp, Collect, Compiled, Const, ImagePart, LitList, Loop, Node, Pattern, Root, StrFn};
 use crate::audit::EventView;
 use crate::engine::bind::{catch_panic, Bindings, Scope, OBJECT_FIELDS};
 use crate::engine::functions::{compiled_regex, parse_image};
@@ -199,9 +199,8 @@ impl<'e> Frame<'e> {
         }
     }
 
-    fn root(&self, root: &RootKeys) -> Result<&serde_json::Value, E> {
-        let i = self.compiled.roots.iter().position(|r| r == root).ok_or(E::Defer)?;
-        let (root, keys) = root;
+    fn root(&self, i: usize) -> Result<&serde_json::Value, E> {
+        let (root, keys) = &self.compiled.roots[i];
         let wanted = |key: &str| keys.is_empty() || keys.contains(&key);
         self.roots[i]
             .get_or_init(|| match root {
@@ -236,7 +235,7 @@ impl<'e> Frame<'e> {
         self.falco[index]
             .get_or_init(|| {
                 let (root, name, arg) = &self.compiled.falco[index];
-                Ok(crate::falco::fields::extract(name, arg, self.root(root)?))
+                Ok(crate::falco::fields::extract(name, arg, self.root(*root)?))
             })
             .as_deref()
             .map_err(E::clone)
@@ -271,10 +270,8 @@ impl<'e> Frame<'e> {
                 _ => return Err(E::Defer),
             },
             Node::OptSelect(a, field) => {
-                let target = match self.eval(a, vars)? {
-                    V::Opt(None) => return Ok(V::Opt(None)),
-                    V::Opt(Some(v)) => *v,
-                    v => v,
+                let Some(target) = present(self.eval(a, vars)?) else {
+                    return Ok(V::Opt(None));
                 };
                 match target {
                     V::Json(j @ J::Obj(_)) => V::Opt(j.get(field).map(|x| Box::new(from_j(x)))),
@@ -312,10 +309,8 @@ impl<'e> Frame<'e> {
                 }
             }
             Node::OptIndex(a, b) => {
-                let v = match self.eval(a, vars)? {
-                    V::Opt(None) => return Ok(V::Opt(None)),
-                    V::Opt(Some(v)) => *v,
-                    v => v,
+                let Some(v) = present(self.eval(a, vars)?) else {
+                    return Ok(V::Opt(None));
                 };
                 let i = self.eval(b, vars)?;
                 match (v, i) {
@@ -424,7 +419,7 @@ impl<'e> Frame<'e> {
             Node::Size(a) => V::Int(match self.eval(a, vars)? {
                 V::Str(s) => s.chars().count(),
                 V::Json(J::Arr(items)) => items.len(),
-                V::Json(J::Obj(entries)) => J::distinct_keys(entries),
+                V::Json(J::Obj(entries)) => J::distinct_keys(entries).count(),
                 V::List(l) => l.items.len(),
                 V::Strs(s) => s.len(),
                 V::Refs(r) => r.len(),
@@ -620,12 +615,7 @@ impl<'e> Frame<'e> {
 fn elements(range: V<'_>) -> Result<Vec<V<'_>>, E> {
     Ok(match range {
         V::Json(J::Arr(items)) => items.iter().map(from_j).collect(),
-        V::Json(J::Obj(entries)) => entries
-            .iter()
-            .enumerate()
-            .filter(|(i, (k, _))| !entries[i + 1..].iter().any(|(later, _)| later == k))
-            .map(|(_, (k, _))| V::Str(Cow::Borrowed(k.as_ref())))
-            .collect(),
+        V::Json(J::Obj(entries)) => J::distinct_keys(entries).map(|k| V::Str(Cow::Borrowed(k))).collect(),
         V::List(list) => list.items.iter().map(from_const).collect(),
         V::Strs(s) => s.iter().map(|s| V::Str(Cow::Borrowed(s.as_str()))).collect(),
         V::Refs(r) => r.iter().map(|j| from_j(j)).collect(),
@@ -742,6 +732,23 @@ fn to_json(v: &V<'_>) -> Option<serde_json::Value> {
     })
 }
 
+/// Whether any of `items` equals `x`; `None` if one cannot be compared with it.
+fn any_equal<'r>(items: impl Iterator<Item = V<'r>>, x: &V<'_>) -> Option<bool> {
+    let mut found = false;
+    for item in items {
+        found |= scalar_eq(&item, x)?;
+    }
+    Some(found)
+}
+
+/// The value inside an optional (`None` for an empty one); any other value as it is.
+fn present(v: V<'_>) -> Option<V<'_>> {
+    match v {
+        V::Opt(inner) => inner.map(|b| *b),
+        v => Some(v),
+    }
+}
+
 /// A value whose use the interpreter must see (it marks the evaluation as unusable).
 fn unusable(v: &V<'_>) -> bool {
     matches!(v, V::Json(J::TooDeep) | V::Opaque)
@@ -767,20 +774,8 @@ fn contains(container: &V<'_>, x: &V<'_>) -> Option<bool> {
         (V::List(l), V::Int(i)) => l.ints.as_ref().map(|set| set.contains(i)),
         (V::Strs(list), V::Str(s)) => Some(list.iter().any(|item| item == s)),
         (V::Json(J::Obj(entries)), V::Str(s)) => Some(entries.iter().any(|(k, _)| k == s)),
-        (V::Items(items), x) => {
-            let mut found = false;
-            for item in items.iter() {
-                found |= scalar_eq(item, x)?;
-            }
-            Some(found)
-        }
-        (V::Json(J::Arr(items)), x) => {
-            let mut found = false;
-            for item in items {
-                found |= scalar_eq(&from_j(item), x)?;
-            }
-            Some(found)
-        }
+        (V::Items(items), x) => any_equal(items.iter().cloned(), x),
+        (V::Json(J::Arr(items)), x) => any_equal(items.iter().map(from_j), x),
         _ => None,
     }
 }

@@ -218,7 +218,8 @@ pub struct Compiled {
     pub windows: Vec<Vec<Node>>,
     pub macros: Vec<Node>,
     fields: Vec<String>,
-    falco: Vec<(RootKeys, String, String)>,
+    /// Per Falco field read: its root (an index in `roots`), its name and argument.
+    falco: Vec<(usize, String, String)>,
     roots: Vec<RootKeys>,
     /// Shapes of the shared sub-expressions; the index is the memo slot.
     memos: Vec<String>,
@@ -546,9 +547,8 @@ impl<'a> Compiler<'a> {
                     },
                     _ => return Err(Unsupported),
                 };
-                let root = (root, crate::falco::fields::root_keys(&field));
-                let key = (root.clone(), field, arg);
-                Self::intern(&mut self.out.roots, root);
+                let root = Self::intern(&mut self.out.roots, (root, crate::falco::fields::root_keys(&field)));
+                let key = (root, field, arg);
                 Node::FalcoField(Self::intern(&mut self.out.falco, key))
             }
             ("falco_op", 3) => Node::FalcoOp(Box::new([
