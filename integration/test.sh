@@ -44,11 +44,13 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
 # One test at a time: the broker tests start processes on ports they pick free, and two tests
-# picking at once could be handed the same port.
-cargo test --locked --lib --bins --tests -- --test-threads=1 2>&1 | tee "$log"
+# picking at once could be handed the same port. A test that hangs is stopped after an hour (a
+# warm run takes about 20 minutes), so that the output still names it.
+timeout --kill-after=30s 60m cargo test --locked --lib --bins --tests -- --test-threads=1 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
 echo "tests: $passed passed, $failed failed"
+[ "$status" -ne 124 ] || echo "test.sh: the tests did not finish within 60 minutes: the last test named above hung" >&2
 exit "$status"

@@ -9,6 +9,9 @@
 //! batches are committed before partitions are given up; deliveries in progress on revoked
 //! partitions are handed to the new owner again (at least once, same alert ids).
 //! TLS and SASL (PLAIN/SCRAM) are librdkafka properties passed through from the config.
+//! Dropping a subscription leaves the group (committing finished batches) on a thread of its own
+//! and waits for that at most [`CLOSE_WAIT`]: librdkafka's close waits without bound for a broker
+//! that is gone, and a detector must stop within its deadline all the same.
 
 use super::{AckToken, Bus, Delivery, Message, PublishError, Subscription};
 use async_trait::async_trait;
@@ -225,7 +228,7 @@ impl Bus for KafkaBus {
             .create_with_context(GroupContext { done: done.clone() })?;
         consumer.subscribe(&[topic])?;
         Ok(Box::new(KafkaSubscription {
-            consumer: Arc::new(consumer),
+            consumer: Some(consumer),
             done,
             started: Default::default(),
         }))
@@ -320,7 +323,8 @@ fn partitions(tpl: &TopicPartitionList) -> String {
 }
 
 struct KafkaSubscription {
-    consumer: Arc<StreamConsumer<GroupContext>>,
+    /// Taken only by `drop`, which closes it on a thread of its own.
+    consumer: Option<StreamConsumer<GroupContext>>,
     done: Arc<Mutex<HashMap<(String, i32), i64>>>,
     /// Partitions this consumer has read from, to log where it started in each.
     started: std::collections::HashSet<(String, i32)>,
@@ -328,15 +332,45 @@ struct KafkaSubscription {
 
 const BATCH_LINGER: Duration = Duration::from_millis(5);
 
+/// How long dropping a subscription waits for the consumer to leave its group.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
+impl Drop for KafkaSubscription {
+    fn drop(&mut self) {
+        let Some(consumer) = self.consumer.take() else { return };
+        let (closed, wait) = std::sync::mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new().name("kafka-close".into()).spawn(move || {
+            drop(consumer);
+            let _ = closed.send(());
+        });
+        if spawned.is_err() {
+            return;
+        }
+        if wait.recv_timeout(CLOSE_WAIT).is_err() {
+            tracing::warn!(
+                "the Kafka consumer did not leave its group within {CLOSE_WAIT:?} (is the broker gone?): \
+                 the group moves its partitions after the session timeout instead"
+            );
+        }
+    }
+}
+
+impl KafkaSubscription {
+    fn consumer(&self) -> &StreamConsumer<GroupContext> {
+        self.consumer.as_ref().expect("the consumer is taken only on drop")
+    }
+}
+
 #[async_trait]
 impl Subscription for KafkaSubscription {
     async fn next(&mut self, max: usize) -> anyhow::Result<Option<Vec<Delivery>>> {
         let mut out = Vec::new();
+        let consumer = self.consumer.as_ref().expect("the consumer is taken only on drop");
         while out.len() < max.max(1) {
             let next = if out.is_empty() {
-                self.consumer.recv().await
+                consumer.recv().await
             } else {
-                match tokio::time::timeout(BATCH_LINGER, self.consumer.recv()).await {
+                match tokio::time::timeout(BATCH_LINGER, consumer.recv()).await {
                     Ok(n) => n,
                     Err(_) => break,
                 }
@@ -407,7 +441,7 @@ impl Subscription for KafkaSubscription {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
         }
         self.done.lock().unwrap_or_else(|e| e.into_inner()).extend(next);
-        match self.consumer.commit(&tpl, CommitMode::Async) {
+        match self.consumer().commit(&tpl, CommitMode::Async) {
             Ok(()) => Ok(()),
             // The partition moved to another detector meanwhile: it will redeliver; not an error.
             Err(e) => {
