@@ -101,6 +101,12 @@ enum Command {
         /// CA file the apiserver uses to verify the shim's certificate.
         #[arg(long)]
         certificate_authority: Option<PathBuf>,
+        /// Client certificate for mTLS (its CN is a cluster's `client_cert_cn` in the shim).
+        #[arg(long, requires = "client_key")]
+        client_certificate: Option<PathBuf>,
+        /// The client certificate's key.
+        #[arg(long, requires = "client_certificate")]
+        client_key: Option<PathBuf>,
     },
     /// Check an apiserver audit Policy against the rules: which can never fire, which fire
     /// without the request body they need.
@@ -218,16 +224,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             server,
             token_file,
             certificate_authority,
+            client_certificate,
+            client_key,
         } => {
-            print!(
-                "{}",
-                kaudit::shim::webhook_kubeconfig(
-                    &cluster,
-                    &server,
-                    token_file.as_deref(),
-                    certificate_authority.as_deref()
-                )
-            );
+            let kubeconfig = kaudit::shim::kubeconfig::WebhookKubeconfig {
+                cluster,
+                server,
+                token_file,
+                certificate_authority,
+                client_certificate,
+                client_key,
+            };
+            print!("{}", kubeconfig.render()?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Scan {

@@ -192,9 +192,25 @@ fn webhook_config_prints_a_kubeconfig() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
-        text.contains("server: https://kaudit.example:8765/k8s_audit/prod"),
+        text.contains(r#"server: "https://kaudit.example:8765/k8s_audit/prod""#),
         "{text}"
     );
-    assert!(text.contains("tokenFile: /etc/kaudit/token"), "{text}");
+    assert!(text.contains(r#"tokenFile: "/etc/kaudit/token""#), "{text}");
     assert!(text.contains("kind: Config"), "{text}");
+    // A token for an http:// server would never be sent: refused, saying why.
+    let out = kaudit()
+        .args([
+            "webhook-config",
+            "--cluster",
+            "prod",
+            "--server",
+            "http://kaudit.example:8765",
+            "--token-file",
+            "/etc/kaudit/token",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("only to an https:// server"), "{err}");
 }

@@ -1,4 +1,4 @@
-//! The shim as an apiserver sees it: HTTP/2, batches of 400, concurrent batches, bearer tokens
+//! The shim as an apiserver sees it: HTTP/2 over TLS, batches of 400, concurrent batches, bearer tokens
 //! of two clusters, malformed items, gzip bombs, overload. In process, on the memory bus.
 
 mod common;
@@ -13,6 +13,12 @@ use std::time::Duration;
 const TOKEN_A: &str = "cluster-a-token-0123456789";
 const TOKEN_B: &str = "cluster-b-token-9876543210";
 
+/// The shim's certificates: tokens travel over TLS, as an apiserver sends them.
+fn pki() -> &'static common::pki::Pki {
+    static PKI: std::sync::OnceLock<common::pki::Pki> = std::sync::OnceLock::new();
+    PKI.get_or_init(common::pki::pki)
+}
+
 fn config(dir: &Path, capacity: usize) -> PipelineConfig {
     std::fs::write(dir.join("a.token"), TOKEN_A).unwrap();
     std::fs::write(dir.join("b.token"), TOKEN_B).unwrap();
@@ -26,6 +32,7 @@ clusters = [
   {{ name = "cluster-a", token_file = "{a}" }},
   {{ name = "cluster-b", token_file = "{b}" }},
 ]
+tls = {tls}
 [telemetry]
 listen = "127.0.0.1:0"
 [bus]
@@ -38,6 +45,7 @@ dedup = {{ enabled = false }}
 kind = "file"
 path = "{out}"
 "#,
+        tls = pki().shim_tls(dir, false),
         a = dir.join("a.token").display(),
         b = dir.join("b.token").display(),
         rules = common::repo().join("rules").display(),
@@ -58,8 +66,19 @@ fn read_dead(dir: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// A client of the telemetry listener (plain HTTP).
 fn client() -> reqwest::Client {
     reqwest::Client::builder().http2_prior_knowledge().build().unwrap()
+}
+
+/// A client of the shim: TLS with the test CA, HTTP/2 by ALPN, as an apiserver.
+fn shim_client() -> reqwest::Client {
+    pki().client(None)
+}
+
+/// The shim's URL for `path` (its certificate is for `localhost`).
+fn shim_url(running: &Running, path: &str) -> String {
+    format!("https://localhost:{}{path}", running.addr.unwrap().port())
 }
 
 /// An exec event (fires "Exec or attach into pod") or a read (fires nothing).
@@ -88,9 +107,17 @@ fn spawn_post(
     token: &'static str,
     items: Vec<Value>,
 ) -> tokio::task::JoinHandle<reqwest::Response> {
-    let url = format!("http://{}{path}", running.addr.unwrap());
+    let url = shim_url(running, path);
     let body = serde_json::to_vec(&event_list(items)).unwrap();
-    tokio::spawn(async move { client().post(url).bearer_auth(token).body(body).send().await.unwrap() })
+    tokio::spawn(async move {
+        shim_client()
+            .post(url)
+            .bearer_auth(token)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    })
 }
 
 /// Posts an EventList of `items` as cluster A; the answer must be 200; returns its body.
@@ -115,8 +142,8 @@ async fn wait_for(mut done: impl FnMut() -> bool) {
 }
 
 async fn post(running: &Running, path: &str, token: Option<&str>, body: Vec<u8>, gzip: bool) -> reqwest::Response {
-    let mut req = client()
-        .post(format!("http://{}{path}", running.addr.unwrap()))
+    let mut req = shim_client()
+        .post(shim_url(running, path))
         .header("content-type", "application/json")
         .body(body);
     if let Some(t) = token {
@@ -322,19 +349,11 @@ async fn metrics_move_as_requests_arrive() {
     let alerts = r#"kaudit_alerts_total{priority="Notice",rule="Exec or attach into pod"}"#;
     assert!(value(&after, alerts) >= 1.0, "{after}");
     assert!(after.contains("kaudit_publish_seconds_bucket"), "{after}");
-    let health = client()
-        .get(format!("http://{}/healthz", running.addr.unwrap()))
-        .send()
-        .await
-        .unwrap();
+    let health = shim_client().get(shim_url(&running, "/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     // The ingest port tells nothing about clusters or rules: telemetry has its own listener.
     for path in ["/metrics", "/readyz"] {
-        let on_ingest = client()
-            .get(format!("http://{}{path}", running.addr.unwrap()))
-            .send()
-            .await
-            .unwrap();
+        let on_ingest = shim_client().get(shim_url(&running, path)).send().await.unwrap();
         assert_eq!(on_ingest.status(), 404, "{path}");
         let on_telemetry = client()
             .get(format!("http://{}{path}", running.telemetry_addr.unwrap()))

@@ -2,62 +2,21 @@
 
 mod common;
 
+use common::pki::pki;
 use kaudit::config::PipelineConfig;
 use kaudit::pipeline::{start, Roles};
-use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair};
 use std::time::Duration;
-
-struct Pki {
-    ca_pem: String,
-    server: (String, String),
-    client: (String, String),
-    stranger: (String, String),
-}
-
-fn pki() -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "kaudit test CA");
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf = |sans: Vec<String>, cn: &str, issuer: &Issuer<'_, KeyPair>| {
-        let mut p = CertificateParams::new(sans).unwrap();
-        p.distinguished_name = DistinguishedName::new();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        let key = KeyPair::generate().unwrap();
-        (p.signed_by(&key, issuer).unwrap().pem(), key.serialize_pem())
-    };
-    let server = leaf(vec!["localhost".into()], "kaudit", &issuer);
-    let client = leaf(vec![], "apiserver-prod", &issuer);
-    // Signed by a CA the shim does not trust.
-    let mut other_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    other_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let other = Issuer::new(other_params, KeyPair::generate().unwrap());
-    let stranger = leaf(vec![], "apiserver-prod", &other);
-    Pki {
-        ca_pem: ca_cert.pem(),
-        server,
-        client,
-        stranger,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_client_certificate_names_the_cluster_over_h2() {
     let dir = tempfile::tempdir().unwrap();
     let p = pki();
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
-    };
     let toml = format!(
         r#"
 [shim]
 listen = "127.0.0.1:0"
 clusters = [{{ name = "prod", client_cert_cn = "apiserver-prod" }}]
-tls = {{ cert_file = "{}", key_file = "{}", client_ca_file = "{}" }}
+tls = {}
 [detector]
 rules = ["{}"]
 dedup = {{ enabled = false }}
@@ -65,9 +24,7 @@ dedup = {{ enabled = false }}
 kind = "file"
 path = "{}"
 "#,
-        write("server.pem", &p.server.0),
-        write("server.key", &p.server.1),
-        write("ca.pem", &p.ca_pem),
+        p.shim_tls(dir.path(), true),
         common::repo().join("rules").display(),
         dir.path().join("alerts.jsonl").display(),
     );
@@ -76,16 +33,7 @@ path = "{}"
     let config = PipelineConfig::load_with_env(Some(&file), Some(Default::default())).unwrap();
     let running = start(config, Roles::All).await.unwrap();
     let url = format!("https://localhost:{}/k8s_audit", running.addr.unwrap().port());
-    let ca = reqwest::Certificate::from_pem(p.ca_pem.as_bytes()).unwrap();
-    let client_with = |identity: Option<&(String, String)>| {
-        let mut b = reqwest::Client::builder()
-            .add_root_certificate(ca.clone())
-            .use_rustls_tls();
-        if let Some((cert, key)) = identity {
-            b = b.identity(reqwest::Identity::from_pem(format!("{cert}{key}").as_bytes()).unwrap());
-        }
-        b.build().unwrap()
-    };
+    let client_with = |identity: Option<&(String, String)>| p.client(identity);
     let body = std::fs::read(common::repo().join("rules/fixtures/exec_or_attach_into_pod/positive.jsonl")).unwrap();
 
     let r = client_with(Some(&p.client))

@@ -19,6 +19,7 @@
 //! listener of its own ([`crate::telemetry`]).
 
 pub mod auth;
+pub mod kubeconfig;
 pub mod server;
 
 use crate::audit::Format;
@@ -120,6 +121,62 @@ pub struct TlsConfig {
     pub client_ca_file: Option<PathBuf>,
 }
 
+/// Credentials travel only over TLS. An apiserver sends a kubeconfig's token or client
+/// certificate only to an `https://` server (client-go drops them for `http://`): a shim that
+/// expects tokens on a plain listener would refuse every batch with 401 — and a token sent in
+/// clear can be read on the way. So tokens on a plain listener are refused unless the listener is
+/// on loopback, where a TLS-terminating proxy on the same host (a sidecar) may front the shim;
+/// that case is allowed with a warning. Certificate clusters need `[shim.tls]` with a client CA.
+fn check_credentials_travel_over_tls(config: &ShimConfig) -> anyhow::Result<()> {
+    let mtls = config.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
+    if let Some(c) = config.clusters.iter().find(|c| c.client_cert_cn.is_some()) {
+        if !mtls {
+            anyhow::bail!(
+                "shim.clusters {}: client_cert_cn needs [shim.tls] with client_ca_file; without it the shim \
+                 asks for no client certificate and the cluster could never authenticate",
+                c.name
+            );
+        }
+    }
+    if config.tls.is_some() {
+        return Ok(());
+    }
+    let with_tokens: Vec<&str> = config
+        .clusters
+        .iter()
+        .filter(|c| c.token_file.is_some())
+        .map(|c| c.name.as_str())
+        .collect();
+    if with_tokens.is_empty() {
+        return Ok(());
+    }
+    if listens_on_loopback(&config.listen) {
+        tracing::warn!(
+            "clusters {} send tokens to a plain-HTTP listener ({}): right only behind a TLS-terminating proxy \
+             on this host; an apiserver itself sends its token only to an https:// server",
+            with_tokens.join(", "),
+            config.listen
+        );
+        return Ok(());
+    }
+    anyhow::bail!(
+        "shim.clusters {} authenticate with tokens, but the shim listens on {} without [shim.tls]: an \
+         apiserver sends a token only to an https:// server (client-go drops it for http://), so every \
+         batch would get 401, and a token sent in clear can be read on the way. Configure [shim.tls] \
+         (cert_file, key_file), or listen on loopback behind a TLS-terminating proxy",
+        with_tokens.join(", "),
+        config.listen
+    )
+}
+
+/// Whether `listen` (`host:port`) is a loopback address.
+fn listens_on_loopback(listen: &str) -> bool {
+    if let Ok(addr) = listen.parse::<std::net::SocketAddr>() {
+        return addr.ip().is_loopback();
+    }
+    listen.rsplit_once(':').is_some_and(|(host, _)| host == "localhost")
+}
+
 /// The shim's shared state.
 pub struct Shim {
     pub bus: Arc<dyn Bus>,
@@ -142,6 +199,7 @@ impl Shim {
         for cluster in &config.clusters {
             ingest::check_cluster_name(&cluster.name).map_err(|e| anyhow::anyhow!("shim.clusters: {e}"))?;
         }
+        check_credentials_travel_over_tls(&config)?;
         let auth = Arc::new(Authenticator::new(&config.clusters, config.allow_unauthenticated)?);
         if config.allow_unauthenticated {
             tracing::warn!(
@@ -499,27 +557,57 @@ fn inflate(body: &[u8], limit: usize, budget: &Arc<Semaphore>, held: &mut Held) 
     Ok(out.into())
 }
 
-/// A kubeconfig for the apiserver's `--audit-webhook-config-file`.
-pub fn webhook_kubeconfig(
-    cluster: &str,
-    server: &str,
-    token_file: Option<&std::path::Path>,
-    ca_file: Option<&std::path::Path>,
-) -> String {
-    let url = format!("{}/k8s_audit/{cluster}", server.trim_end_matches('/'));
-    let mut out = String::new();
-    out.push_str("# kube-apiserver --audit-webhook-config-file for kaudit\n");
-    out.push_str("apiVersion: v1\nkind: Config\nclusters:\n  - name: kaudit\n    cluster:\n");
-    out.push_str(&format!("      server: {url}\n"));
-    if let Some(ca) = ca_file {
-        out.push_str(&format!("      certificate-authority: {}\n", ca.display()));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(name: &str, token: bool, cn: bool) -> ClusterConfig {
+        ClusterConfig {
+            name: name.into(),
+            token_file: token.then(|| PathBuf::from("/t")),
+            client_cert_cn: cn.then(|| "apiserver".to_string()),
+            forwards: Vec::new(),
+        }
     }
-    out.push_str("users:\n  - name: kaudit-webhook\n    user:\n");
-    match token_file {
-        Some(f) => out.push_str(&format!("      tokenFile: {}\n", f.display())),
-        None => out.push_str("      {}\n"),
+
+    #[test]
+    fn credentials_need_tls_except_on_loopback() {
+        let tls = |client_ca: bool| TlsConfig {
+            cert_file: "/c".into(),
+            key_file: "/k".into(),
+            client_ca_file: client_ca.then(|| PathBuf::from("/ca")),
+        };
+        let mut c = ShimConfig {
+            listen: "0.0.0.0:8765".into(),
+            clusters: vec![cluster("a", true, false), cluster("b", true, false)],
+            ..Default::default()
+        };
+        let e = check_credentials_travel_over_tls(&c).unwrap_err().to_string();
+        assert!(
+            e.contains("shim.clusters a, b") && e.contains("0.0.0.0:8765 without [shim.tls]"),
+            "{e}"
+        );
+        for loopback in ["127.0.0.1:8765", "[::1]:8765", "localhost:8765"] {
+            c.listen = loopback.into();
+            assert!(check_credentials_travel_over_tls(&c).is_ok(), "{loopback}");
+        }
+        c.listen = "kaudit.example:8765".into();
+        assert!(check_credentials_travel_over_tls(&c).is_err());
+        c.tls = Some(tls(false));
+        assert!(check_credentials_travel_over_tls(&c).is_ok());
+        // A certificate cluster needs a client CA, on loopback too.
+        c.clusters.push(cluster("m", false, true));
+        c.listen = "127.0.0.1:8765".into();
+        let e = check_credentials_travel_over_tls(&c).unwrap_err().to_string();
+        assert!(e.contains("shim.clusters m: client_cert_cn needs"), "{e}");
+        c.tls = Some(tls(true));
+        assert!(check_credentials_travel_over_tls(&c).is_ok());
+        // No credentials at all: nothing to protect.
+        let open = ShimConfig {
+            listen: "0.0.0.0:8765".into(),
+            allow_unauthenticated: true,
+            ..Default::default()
+        };
+        assert!(check_credentials_travel_over_tls(&open).is_ok());
     }
-    out.push_str("contexts:\n  - name: kaudit\n    context:\n      cluster: kaudit\n      user: kaudit-webhook\n");
-    out.push_str("current-context: kaudit\n");
-    out
 }

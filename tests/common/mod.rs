@@ -47,3 +47,4 @@ pub fn json_lines(file: &std::path::Path) -> Vec<serde_json::Value> {
     complete.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 pub mod brokers;
+pub mod pki;
