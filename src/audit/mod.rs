@@ -332,6 +332,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for EventView<'a> {
                     let value: &'de RawValue = map.next_value()?;
                     fields.push((key, value.get()));
                 }
+                // A null field is an absent one, as Kubernetes means it (a nil slice or pointer).
+                fields.retain(|(_, v)| *v != "null");
                 Ok(EventView { fields })
             }
         }
@@ -355,6 +357,9 @@ mod tests {
         assert_eq!(keys.resource.as_deref(), Some("pods"));
         assert_eq!(keys.subresource.as_deref(), Some("exec"));
         assert_eq!(keys.stage.as_deref(), Some("ResponseComplete"));
+        // A null field is an absent one.
+        let view = EventView::parse(r#"{"auditID":"a1","stage":"ResponseComplete","requestObject":null}"#).unwrap();
+        assert_eq!(view.get("requestObject"), None);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use cel::common::types::{CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey,
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 use cel::{Context, Env, Program};
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::fmt;
@@ -243,6 +243,65 @@ struct JsonVisitor {
     depth: usize,
 }
 
+/// A map's value: `None` when it is `null` (the field is then absent). Its type is known while
+/// it is read, without asking the value (an `Unusable` value asked for its type counts as read).
+struct FieldSeed {
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for FieldSeed {
+    type Value = Option<Box<dyn Val + 'de>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        if self.depth > MAX_VALUE_DEPTH {
+            return JsonSeed { depth: self.depth }.deserialize(d).map(Some);
+        }
+        d.deserialize_any(FieldVisitor(JsonVisitor { depth: self.depth }))
+    }
+}
+
+struct FieldVisitor(JsonVisitor);
+
+impl<'de> Visitor<'de> for FieldVisitor {
+    type Value = Option<Box<dyn Val + 'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        self.0.expecting(f)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        self.0.visit_bool(v).map(Some)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        self.0.visit_i64(v).map(Some)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        self.0.visit_u64(v).map(Some)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        self.0.visit_f64(v).map(Some)
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        self.0.visit_borrowed_str(v).map(Some)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        self.0.visit_str(v).map(Some)
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        self.0.visit_string(v).map(Some)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        self.0.visit_seq(seq).map(Some)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        self.0.visit_map(map).map(Some)
+    }
+}
+
 impl<'de> Visitor<'de> for JsonVisitor {
     type Value = Box<dyn Val + 'de>;
 
@@ -295,7 +354,11 @@ impl<'de> Visitor<'de> for JsonVisitor {
                 std::borrow::Cow::Borrowed(k) => CelMapKey::from(k),
                 std::borrow::Cow::Owned(k) => CelMapKey::from(k),
             };
-            entries.insert(key, map.next_value_seed(JsonSeed { depth: self.depth + 1 })?);
+            // A null field is an absent one (see `crate::engine::json`); a later duplicate wins.
+            match map.next_value_seed(FieldSeed { depth: self.depth + 1 })? {
+                Some(value) => entries.insert(key, value),
+                None => entries.remove(&key),
+            };
         }
         Ok(Box::new(CelMap::from(entries)))
     }
@@ -333,5 +396,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("bA"), "{text}");
+        // A null field is absent (a later duplicate wins); a null list item stays.
+        let val = json_to_val(r#"{"a":1,"a":null,"b":null,"c":[null],"d":null,"d":2}"#).unwrap();
+        let text = format!("{:?}", cel::Value::try_from(&*val).unwrap());
+        assert!(!text.contains("\"a\"") && !text.contains("\"b\""), "{text}");
+        assert!(text.contains("Null") && text.contains("Int(2)"), "{text}");
     }
 }

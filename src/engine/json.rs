@@ -4,8 +4,9 @@
 //! rule shares the tree. Strings without escapes are borrowed from the event's text; objects
 //! are vectors of entries (Kubernetes objects are small, and a scan beats hashing them). The
 //! tree mirrors what [`super::bind::json_to_val`] gives the interpreter, so both paths see
-//! the same values: integers stay `int` where they fit, a duplicate key's last value wins,
-//! and a value nested deeper than [`MAX_VALUE_DEPTH`] becomes [`J::TooDeep`] (skipped without
+//! the same values: integers stay `int` where they fit, a duplicate key's last value wins, a
+//! field whose value is `null` is absent (as Kubernetes means a nil slice, map or pointer: an
+//! aggregated ClusterRole has `"rules": null`, and `.?rules.orValue([])` must give `[]`), and a value nested deeper than [`MAX_VALUE_DEPTH`] becomes [`J::TooDeep`] (skipped without
 //! recursion), which the compiled path never reads itself (it hands such events to the
 //! interpreter, whose `Unusable` values make them evaluation errors).
 
@@ -166,7 +167,11 @@ impl<'de> Visitor<'de> for JVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(8));
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            entries.push((key, map.next_value_seed(Seed { depth: self.depth + 1 })?));
+            match map.next_value_seed(Seed { depth: self.depth + 1 })? {
+                // A null field is an absent one, as Kubernetes means it; a later duplicate wins.
+                J::Null => entries.retain(|(k, _): &(Cow<'de, str>, J<'de>)| *k != key),
+                value => entries.push((key, value)),
+            }
         }
         Ok(J::Obj(entries))
     }
@@ -186,6 +191,12 @@ mod tests {
         assert_eq!(keys, ["a", "e", "n"]);
         assert_eq!(j.to_json().unwrap()["a"], "y");
         assert!(matches!(j.get("e"), Some(J::Str(Cow::Owned(s))) if s == "A"));
+        // A null field is absent; a null list item is a null.
+        let j = parse(r#"{"a":1,"a":null,"b":null,"c":[null],"d":null,"d":2}"#).unwrap();
+        assert_eq!(j.get("a"), None);
+        assert_eq!(j.get("b"), None);
+        assert_eq!(j.get("c"), Some(&J::Arr(vec![J::Null])));
+        assert_eq!(j.get("d"), Some(&J::Int(2)));
         let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
         let j = parse(&deep).unwrap();
         assert!(j.has_too_deep());
