@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Runs every test of kaudit: unit tests, integration tests, and the tests against real brokers
-# (a NATS server with JetStream and Apache Kafka in KRaft mode, which the tests start on free
-# loopback ports and stop). It installs what is missing first: build tools, nats-server (Debian
-# package), Java and Maven, and Kafka's jars from Maven Central (integration/kafka/pom.xml,
-# cached in ~/.cache/kaudit/kafka-VERSION; about a minute the first time).
+# Runs every test of kaudit: unit tests, integration tests, and the tests against real peers
+# (a NATS server with JetStream, Apache Kafka in KRaft mode and a kube-apiserver with etcd, which
+# the tests start on free loopback ports and stop). It installs what is missing first: build
+# tools, nats-server (Debian package), Java and Maven, Kafka's jars from Maven Central
+# (integration/kafka/pom.xml, cached in ~/.cache/kaudit/kafka-VERSION; about a minute the first
+# time), kubectl, etcd and kube-apiserver (built from source, cached; about 5 minutes).
 # Usage: ./integration/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,8 +35,26 @@ if ! ls "$KAUDIT_KAFKA_LIBS"/kafka_2.13-*.jar >/dev/null 2>&1; then
   mv "$KAUDIT_KAFKA_LIBS.partial" "$KAUDIT_KAFKA_LIBS"
 fi
 
+# A real kube-apiserver (v1.20.2 from Debian's source package, with etcd), the shim's client in
+# tests/apiserver.rs: built once by ../shared/tools/kube-apiserver/build.sh (about 5 minutes and
+# 2.2 GB the first time), kept in ~/.cache/kaudit/kube-apiserver.
+need kubectl || apt_install kubernetes-client
+need openssl || apt_install openssl
+need pip || need pip3 || apt_install python3-pip
+export KAUDIT_KUBE_APISERVER_DIR="${KAUDIT_KUBE_APISERVER_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kaudit/kube-apiserver}"
+kapi_tools=../shared/tools/kube-apiserver
+[ -f "$kapi_tools/build.sh" ] || { echo "test.sh: $kapi_tools is missing (../shared must be beside the repository)" >&2; exit 2; }
+if [ ! -x "$KAUDIT_KUBE_APISERVER_DIR/bin/kube-apiserver" ]; then
+  echo "test.sh: building kube-apiserver into $KAUDIT_KUBE_APISERVER_DIR (about 5 minutes)" >&2
+  mkdir -p "$KAUDIT_KUBE_APISERVER_DIR"
+  "$kapi_tools/build.sh" "$KAUDIT_KUBE_APISERVER_DIR" > "$KAUDIT_KUBE_APISERVER_DIR/build.log" 2>&1 ||
+    { tail -30 "$KAUDIT_KUBE_APISERVER_DIR/build.log" >&2; exit 2; }
+fi
+need etcd || apt_install etcd-server
+
 cargo --version
 nats-server --version
+"$KAUDIT_KUBE_APISERVER_DIR/bin/kube-apiserver" --version
 java -version 2>&1 | head -1
 echo "Apache Kafka $kafka_version ($(ls "$KAUDIT_KAFKA_LIBS" | wc -l) jars in $KAUDIT_KAFKA_LIBS)"
 # Benchmarks and tools must keep compiling; they hold no tests.

@@ -17,6 +17,17 @@ pub fn shared() -> Option<PathBuf> {
     }
 }
 
+/// `../shared`, for tests that cannot run without it (CI has it beside the repository).
+pub fn shared_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    assert!(
+        dir.is_dir(),
+        "{} is absent: this test needs ../shared beside the repository",
+        dir.display()
+    );
+    dir
+}
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -46,5 +57,6 @@ pub fn json_lines(file: &std::path::Path) -> Vec<serde_json::Value> {
     let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
     complete.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
+pub mod apiserver;
 pub mod brokers;
 pub mod pki;

@@ -1,0 +1,536 @@
+//! A real kube-apiserver as the shim's client (see `common::apiserver`). Its webhook kubeconfig is
+//! what `kaudit webhook-config` prints: a bearer token over TLS, verified against the shim's CA
+//! (and, for a second apiserver, a client certificate whose CN names its cluster).
+//! Its own start-up (bootstrap RBAC as `system:apiserver`) raises no alert; kubectl actions give
+//! exactly the alerts they should, naming the cluster of the token; and its file backend's log,
+//! scanned, gives the same alerts as the webhook.
+
+mod common;
+
+use common::apiserver::{request_response_policy, Apiserver};
+use kaudit::alert::Alert;
+use kaudit::config::PipelineConfig;
+use kaudit::pipeline::{start, Roles};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CLUSTER: &str = "kapi-test";
+const TOKEN: &str = "kapi-test-webhook-token-0123456789";
+/// The cluster of the second apiserver, which authenticates with a client certificate.
+const MTLS_CLUSTER: &str = "kapi-mtls";
+
+fn alerts(file: &Path) -> Vec<Alert> {
+    common::json_lines(file)
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect()
+}
+
+/// Events the apiserver wrote to its file log so far.
+fn logged(server: &Apiserver) -> usize {
+    common::json_lines(&server.audit_log()).len()
+}
+
+/// `kaudit_events_evaluated_total` of the in-process pipeline.
+async fn evaluated(telemetry: std::net::SocketAddr) -> u64 {
+    let text = reqwest::get(format!("http://{telemetry}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with("kaudit_events_evaluated_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until the detector has evaluated `before` events plus as many as `server`'s file log
+/// holds now (the webhook is sent the same events, in batches every second); returns that count.
+async fn wait_for_webhook(server: &Apiserver, before: usize, telemetry: std::net::SocketAddr) -> usize {
+    let want = before + logged(server);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = evaluated(telemetry).await as usize;
+        if got >= want {
+            // The count moves when a batch is evaluated, just before its alerts are written.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            return want;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of the {} logged events came through the webhook\n{}",
+            got.saturating_sub(before),
+            want - before,
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// An attacker's session, as kubectl sends it.
+fn session(server: &Apiserver) {
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "kubectl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ok(server.kubectl(&["create", "namespace", "shop"], None));
+    ok(server.kubectl(&["apply", "-f", "-"], Some(PRIVILEGED_POD)));
+    ok(server.kubectl(
+        &[
+            "-n",
+            "shop",
+            "create",
+            "configmap",
+            "aws-creds",
+            "--from-literal=aws_access_key_id=AKIAIOSFODNN7EXAMPLE",
+            "--from-literal=aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        ],
+        None,
+    ));
+    ok(server.kubectl(
+        &[
+            "create",
+            "clusterrolebinding",
+            "attacker-admin",
+            "--clusterrole=cluster-admin",
+            "--user=attacker",
+        ],
+        None,
+    ));
+    // No kubelet runs: the exec fails after being audited (a WebSocket `get`, then SPDY `create`).
+    let _ = server.kubectl(&["-n", "shop", "exec", "priv-pod", "--", "id"], None);
+    // A user without rights lists secrets: 403.
+    let refused = server.kubectl(&["--context", "dev", "-n", "shop", "get", "secrets"], None);
+    assert!(!refused.status.success());
+}
+
+fn by_rule(alerts: &[Alert]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for a in alerts {
+        *m.entry(a.rule.clone()).or_default() += 1;
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_apiservers_post_over_tls_with_a_token_or_a_certificate_and_their_startup_is_quiet() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::pki::pki();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let alerts_file = dir.path().join("alerts.jsonl");
+    let toml = format!(
+        r#"
+[shim]
+listen = "127.0.0.1:0"
+clusters = [
+  {{ name = "{CLUSTER}", token_file = "{token}" }},
+  {{ name = "{MTLS_CLUSTER}", client_cert_cn = "apiserver-prod" }},
+]
+tls = {tls}
+[detector]
+rules = ["{rules}"]
+dedup = {{ enabled = false }}
+[telemetry]
+listen = "127.0.0.1:0"
+[[outputs]]
+kind = "file"
+path = "{alerts}"
+"#,
+        token = token_file.display(),
+        tls = pki.shim_tls(dir.path(), true),
+        rules = common::repo().join("rules").display(),
+        alerts = alerts_file.display(),
+    );
+    let config_file = dir.path().join("pipeline.toml");
+    std::fs::write(&config_file, toml).unwrap();
+    let config = PipelineConfig::load_with_env(Some(&config_file), Some(Default::default())).unwrap();
+    let running = start(config, Roles::All).await.unwrap();
+    let port = running.addr.unwrap().port();
+
+    // The apiserver's side, as a user would make it.
+    let kubeconfig = Command::new(env!("CARGO_BIN_EXE_kaudit"))
+        .args(["webhook-config", "--cluster", CLUSTER, "--server"])
+        .arg(format!("https://localhost:{port}"))
+        .arg("--token-file")
+        .arg(&token_file)
+        .arg("--certificate-authority")
+        .arg(dir.path().join("ca.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        kubeconfig.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kubeconfig.stderr)
+    );
+    let webhook = dir.path().join("webhook.kubeconfig");
+    std::fs::write(&webhook, &kubeconfig.stdout).unwrap();
+    let state = dir.path().join("apiserver");
+    let server = Apiserver::start(&state, &request_response_policy(), &webhook);
+    let telemetry = running.telemetry_addr.unwrap();
+
+    // Start-up: the apiserver bootstraps its RBAC policy as system:apiserver. Nothing to alert on.
+    let startup = wait_for_webhook(&server, 0, telemetry).await;
+    assert!(startup > 100, "only {startup} start-up events");
+    let quiet = alerts(&alerts_file);
+    assert!(
+        quiet.is_empty(),
+        "the apiserver's start-up raised {:?}",
+        by_rule(&quiet)
+    );
+
+    session(&server);
+    let total = wait_for_webhook(&server, 0, telemetry).await;
+    let got = alerts(&alerts_file);
+    eprintln!(
+        "{startup} start-up events, {} in the session; alerts: {:#?}",
+        total - startup,
+        by_rule(&got)
+    );
+    for a in &got {
+        assert_eq!(a.cluster, CLUSTER, "{a:?}");
+    }
+    let rules: BTreeSet<&str> = got.iter().map(|a| a.rule.as_str()).collect();
+    let want: BTreeSet<&str> = EXPECTED.iter().copied().collect();
+    assert_eq!(rules, want, "{:#?}", by_rule(&got));
+
+    // The file backend's log, scanned, gives the same alerts as the webhook.
+    let scan = Command::new(env!("CARGO_BIN_EXE_kaudit"))
+        .args(["scan", "--no-dedup", "--cluster", CLUSTER])
+        .arg(server.audit_log())
+        .output()
+        .unwrap();
+    assert!(scan.status.success(), "{}", String::from_utf8_lossy(&scan.stderr));
+    let scanned: Vec<Alert> = String::from_utf8(scan.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids = |alerts: &[Alert]| -> BTreeSet<(String, String)> {
+        alerts.iter().map(|a| (a.rule.clone(), a.audit_id.clone())).collect()
+    };
+    assert_eq!(ids(&scanned), ids(&got));
+    drop(server);
+
+    // A second apiserver authenticates with a client certificate (its CN names the cluster).
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (cert, key) = (write("client.pem", &pki.client.0), write("client.key", &pki.client.1));
+    let kubeconfig = Command::new(env!("CARGO_BIN_EXE_kaudit"))
+        .args(["webhook-config", "--cluster", MTLS_CLUSTER, "--server"])
+        .arg(format!("https://localhost:{port}"))
+        .arg("--certificate-authority")
+        .arg(dir.path().join("ca.pem"))
+        .arg("--client-certificate")
+        .arg(&cert)
+        .arg("--client-key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        kubeconfig.status.success(),
+        "{}",
+        String::from_utf8_lossy(&kubeconfig.stderr)
+    );
+    std::fs::write(&webhook, &kubeconfig.stdout).unwrap();
+    let second = Apiserver::start(&dir.path().join("apiserver-mtls"), &request_response_policy(), &webhook);
+    let before = wait_for_webhook(&second, total, telemetry).await;
+    assert_eq!(
+        alerts(&alerts_file).len(),
+        got.len(),
+        "the second start-up raised alerts"
+    );
+    let created = second.kubectl(
+        &[
+            "create",
+            "clusterrolebinding",
+            "intruder-admin",
+            "--clusterrole=cluster-admin",
+            "--user=intruder",
+        ],
+        None,
+    );
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let new = loop {
+        let new: Vec<Alert> = alerts(&alerts_file).into_iter().skip(got.len()).collect();
+        if new.iter().any(|a| a.rule == "Binding to cluster-admin") {
+            break new;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{:#?} ({before} events)\n{}",
+            by_rule(&new),
+            second.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(new.iter().all(|a| a.cluster == MTLS_CLUSTER), "{new:#?}");
+    drop(second);
+
+    // `kaudit policy check` against what a third apiserver, with the Kubernetes documentation's
+    // example policy (most resources at Metadata), really sends: a rule it says can never
+    // fire does not fire in the session, and every rule of the session it finds nothing wrong
+    // with does.
+    let policy_file = common::shared_dir().join("policy/k8s-website-audit-policy.yaml");
+    let policy = kaudit::policy::Policy::parse(&std::fs::read_to_string(&policy_file).unwrap()).unwrap();
+    let set = kaudit::engine::RuleSet::load(&[common::repo().join("rules")], kaudit::engine::Matching::All).unwrap();
+    let checks = kaudit::policy::check(&policy, &set);
+    let never: BTreeSet<&str> = checks
+        .iter()
+        .filter(|c| c.never_fires)
+        .map(|c| c.rule.as_str())
+        .collect();
+    let flagged: BTreeSet<&str> = checks.iter().map(|c| c.rule.as_str()).collect();
+    // RBAC objects are logged at Metadata: no body, no roleRef. ConfigMaps are logged with their
+    // body in kube-system only: flagged, but not "never".
+    assert!(never.contains("Binding to cluster-admin"), "{never:?}");
+    assert!(
+        flagged.contains("ConfigMap with private credentials") && !never.contains("ConfigMap with private credentials")
+    );
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let kubeconfig = Command::new(env!("CARGO_BIN_EXE_kaudit"))
+        .args(["webhook-config", "--cluster", CLUSTER, "--server"])
+        .arg(format!("https://localhost:{port}"))
+        .arg("--token-file")
+        .arg(&token_file)
+        .arg("--certificate-authority")
+        .arg(dir.path().join("ca.pem"))
+        .output()
+        .unwrap();
+    std::fs::write(&webhook, &kubeconfig.stdout).unwrap();
+    let before = evaluated(telemetry).await as usize;
+    let seen = alerts(&alerts_file).len();
+    let third = Apiserver::start(&dir.path().join("apiserver-policy"), &policy_file, &webhook);
+    session(&third);
+    wait_for_webhook(&third, before, telemetry).await;
+    let fired: Vec<Alert> = alerts(&alerts_file).into_iter().skip(seen).collect();
+    let fired_rules: BTreeSet<&str> = fired.iter().map(|a| a.rule.as_str()).collect();
+    let wrongly_never: Vec<&&str> = never.intersection(&fired_rules).collect();
+    assert!(
+        wrongly_never.is_empty(),
+        "policy check said these could never fire: {wrongly_never:?}"
+    );
+    let unflagged_missing: Vec<&&str> = EXPECTED
+        .iter()
+        .filter(|r| !flagged.contains(**r) && !fired_rules.contains(**r))
+        .collect();
+    assert!(
+        unflagged_missing.is_empty(),
+        "policy check found nothing wrong with these, yet they did not fire: {unflagged_missing:?}\n{:#?}",
+        by_rule(&fired)
+    );
+    eprintln!(
+        "with the documentation's policy: {} rules can never fire, {} more flagged; the session fired {:?}",
+        never.len(),
+        flagged.len() - never.len(),
+        by_rule(&fired)
+    );
+    drop(third);
+    running.shutdown().await.unwrap();
+}
+
+/// The rules the session above must fire, and no other.
+const EXPECTED: &[&str] = &[
+    // kubectl create namespace shop (a person, in a cluster whose namespaces are the defaults).
+    "Namespace created or deleted",
+    "Namespace outside the allowed set",
+    // The pod: privileged, hostPID and hostNetwork, hostPath /.
+    "Privileged container",
+    "Host namespace shared",
+    "Sensitive host path mounted",
+    // The ConfigMap holding AWS keys (its data is in the event at RequestResponse level).
+    "ConfigMap created or deleted",
+    "ConfigMap with private credentials",
+    // The binding of cluster-admin to `attacker`.
+    "ClusterRoleBinding created or deleted",
+    "Binding to cluster-admin",
+    // kubectl exec: a WebSocket `get` (kubectl >= 1.30) and the SPDY `create`.
+    "Exec or attach into pod",
+    // `admin` is in system:masters: each of its writes.
+    "Full administrative access used",
+    // `dev` lists secrets: 403.
+    "Secret read refused",
+];
+
+const PRIVILEGED_POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: priv-pod, namespace: shop}
+spec:
+  hostPID: true
+  hostNetwork: true
+  containers:
+  - name: c
+    image: busybox:1.36
+    command: ["sleep", "3600"]
+    securityContext: {privileged: true}
+    volumeMounts: [{name: host, mountPath: /host}]
+  volumes: [{name: host, hostPath: {path: /}}]
+"#;
+
+/// Every event stored on the NATS events stream, by (audit ID, stage): how many times each.
+async fn stored_events(url: &str) -> BTreeMap<(String, String), usize> {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("KAUDIT_EVENTS").await.unwrap();
+    let state = stream.info().await.unwrap().state.clone();
+    let mut seen = BTreeMap::new();
+    for seq in state.first_sequence..=state.last_sequence {
+        let Ok(message) = stream.get_raw_message(seq).await else {
+            continue;
+        };
+        let event: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+        let key = (
+            event["auditID"].as_str().unwrap().to_string(),
+            event["stage"].as_str().unwrap().to_string(),
+        );
+        *seen.entry(key).or_default() += 1;
+    }
+    seen
+}
+
+/// The retry contract with the real client: the broker dies while kubectl acts; the shim answers
+/// 503 with Retry-After (never 500, after which the apiserver drops a batch on its fifth try), the
+/// apiserver retries, and once the broker is back every event of its own file log is on the
+/// events stream, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_loses_no_event_of_a_real_apiserver() {
+    use common::brokers::{Broker, Kind};
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::pki::pki();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, TOKEN).unwrap();
+    let mut broker = Broker::start(Kind::Nats);
+    let toml = format!(
+        r#"
+[shim]
+listen = "127.0.0.1:0"
+clusters = [{{ name = "{CLUSTER}", token_file = "{token}" }}]
+tls = {tls}
+retry_after_secs = 1
+[telemetry]
+listen = "127.0.0.1:0"
+[bus]
+kind = "nats"
+[bus.nats]
+url = "{url}"
+publish_timeout_secs = 2
+"#,
+        token = token_file.display(),
+        tls = pki.shim_tls(dir.path(), false),
+        url = broker.url(),
+    );
+    let config_file = dir.path().join("pipeline.toml");
+    std::fs::write(&config_file, toml).unwrap();
+    let config = PipelineConfig::load_with_env(Some(&config_file), Some(Default::default())).unwrap();
+    let running = start(config, Roles::Shim).await.unwrap();
+    let port = running.addr.unwrap().port();
+    let kubeconfig = Command::new(env!("CARGO_BIN_EXE_kaudit"))
+        .args(["webhook-config", "--cluster", CLUSTER, "--server"])
+        .arg(format!("https://localhost:{port}"))
+        .arg("--token-file")
+        .arg(&token_file)
+        .arg("--certificate-authority")
+        .arg(dir.path().join("ca.pem"))
+        .output()
+        .unwrap();
+    assert!(kubeconfig.status.success());
+    let webhook = dir.path().join("webhook.kubeconfig");
+    std::fs::write(&webhook, &kubeconfig.stdout).unwrap();
+    let server = Apiserver::start(&dir.path().join("apiserver"), &request_response_policy(), &webhook);
+
+    broker.kill();
+    for i in 0..5 {
+        let out = server.kubectl(
+            &[
+                "create",
+                "configmap",
+                &format!("during-outage-{i}"),
+                "--from-literal=k=v",
+            ],
+            None,
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let logged_during: Vec<serde_json::Value> = common::json_lines(&server.audit_log());
+    broker.restart();
+
+    let want: BTreeSet<(String, String)> = logged_during
+        .iter()
+        .map(|e| {
+            (
+                e["auditID"].as_str().unwrap().to_string(),
+                e["stage"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let stored = loop {
+        let stored = stored_events(&broker.url()).await;
+        let missing = want.iter().filter(|k| !stored.contains_key(*k)).count();
+        if missing == 0 {
+            break stored;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} of {} events the apiserver logged are not on the events stream\n{}",
+            want.len(),
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let repeated: Vec<_> = stored.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "stored more than once: {repeated:?}");
+    let log = std::fs::read_to_string(server.state.join("logs/kube-apiserver.log")).unwrap_or_default();
+    assert!(
+        !log.contains("Error in audit plugin 'webhook'"),
+        "the apiserver dropped a batch:\n{}",
+        server.log()
+    );
+    // The outage was seen: batches were refused with 503 (the shim has no other answer for a
+    // broker that is gone; a 500 would have been counted under another reason).
+    let metrics = reqwest::get(format!("http://{}/metrics", running.telemetry_addr.unwrap()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refusals = |reason: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("kaudit_requests_rejected_total") && l.contains(&format!("reason=\"{reason}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let rejected: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("kaudit_requests_rejected_total"))
+        .collect();
+    assert!(
+        refusals("unavailable") >= 1.0,
+        "no 503 during the outage: {rejected:#?}"
+    );
+    assert_eq!(
+        rejected.len(),
+        1,
+        "refusals for other reasons than the outage: {rejected:#?}"
+    );
+    eprintln!(
+        "{} events logged by the apiserver, all on the stream once; {} batches refused with 503 on the way",
+        want.len(),
+        refusals("unavailable")
+    );
+    drop(server);
+    running.shutdown().await.unwrap();
+}
