@@ -3,7 +3,8 @@
 # of growing size, each against the decode floor (one rule that never matches: decode, route
 # keys, no evaluation), and jq running the starter detections (integration/starter.jq).
 # Rows: floor; rules/kaudit_rules.yaml (12); rules/ (61); Falco's rules imported (48);
-# rules/ + Falco (109); rules/ + 439 per-namespace variants (500).
+# rules/ + Falco (109); rules/ + 439 per-namespace variants (500); then the recorded control-plane
+# corpus, repeated to as many events, with the floor, the 61 and the 109.
 # Usage: ./integration/bench-scan.sh [EVENTS]   (default 200000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,3 +40,20 @@ row "default + 439 variants" 500 --rules rules --rules "$dir/many.yaml"
 row "default, --no-dedup" 61 --rules rules --no-dedup
 js=$(t sh -c "jq -r -f integration/starter.jq '$dir/events.jsonl' > '$dir/jq.out'")
 printf '%-28s %6s %8.2f %10.0f %8.3f %8d\n' "jq (starter.jq)" 12 "$js" "$(echo "$n / $js" | bc -l)" "$(echo "$floor / $js" | bc -l)" "$(wc -l < "$dir/jq.out")"
+
+# A real stream: the control-plane corpus (integration/control-plane-corpus.sh: a real apiserver,
+# controller-manager, scheduler and a deploy pipeline), repeated to about as many events.
+corpus=integration/fixtures/control-plane.jsonl.gz
+if [ -f "$corpus" ]; then
+    zcat "$corpus" > "$dir/one.jsonl"
+    per=$(wc -l < "$dir/one.jsonl")
+    : > "$dir/events.jsonl"
+    m=0
+    while [ "$m" -lt "$n" ]; do cat "$dir/one.jsonl" >> "$dir/events.jsonl"; m=$((m + per)); done
+    n=$m
+    echo "control-plane corpus: $per events, repeated to $n ($(du -h "$dir/events.jsonl" | cut -f1))"
+    floor=$(scan --rules "$dir/floor.yaml")
+    printf '%-28s %6s %8.2f %10.0f %8.3f %8s\n' "floor (never matches)" 1 "$floor" "$(echo "$n / $floor" | bc -l)" 1 -
+    row "default (rules/)" 61 --rules rules
+    row "default + Falco" 109 --rules rules --rules "$dir/falco.yaml"
+fi
