@@ -8,11 +8,12 @@
 mod common;
 
 use common::apiserver::{request_response_policy, Apiserver};
+use common::brokers::{Broker, Kind};
 use kaudit::alert::Alert;
 use kaudit::config::PipelineConfig;
-use kaudit::pipeline::{start, Roles};
+use kaudit::pipeline::{start, Roles, Running};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -118,15 +119,31 @@ fn by_rule(alerts: &[Alert]) -> BTreeMap<String, usize> {
     m
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_apiservers_post_over_tls_with_a_token_or_a_certificate_and_their_startup_is_quiet() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = common::pki::pki();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, TOKEN).unwrap();
-    let alerts_file = dir.path().join("alerts.jsonl");
-    let toml = format!(
-        r#"
+/// The tests of this file read process-wide metrics: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// kaudit in this process as the apiservers' webhook: the shim on TLS with a token cluster and a
+/// certificate cluster, a detector with the default rules (no rate limit), alerts to a file.
+struct Kaudit {
+    dir: tempfile::TempDir,
+    pki: common::pki::Pki,
+    token_file: PathBuf,
+    alerts_file: PathBuf,
+    running: Running,
+    port: u16,
+    telemetry: std::net::SocketAddr,
+}
+
+impl Kaudit {
+    /// With `bus`, a `[bus]` section (empty: the memory bus).
+    async fn start(bus: &str) -> Kaudit {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = common::pki::pki();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, TOKEN).unwrap();
+        let alerts_file = dir.path().join("alerts.jsonl");
+        let toml = format!(
+            r#"
 [shim]
 listen = "127.0.0.1:0"
 clusters = [
@@ -142,43 +159,82 @@ listen = "127.0.0.1:0"
 [[outputs]]
 kind = "file"
 path = "{alerts}"
+{bus}
 "#,
-        token = token_file.display(),
-        tls = pki.shim_tls(dir.path(), true),
-        rules = common::repo().join("rules").display(),
-        alerts = alerts_file.display(),
-    );
-    let config_file = dir.path().join("pipeline.toml");
-    std::fs::write(&config_file, toml).unwrap();
-    let config = PipelineConfig::load_with_env(Some(&config_file), Some(Default::default())).unwrap();
-    let running = start(config, Roles::All).await.unwrap();
-    let port = running.addr.unwrap().port();
+            token = token_file.display(),
+            tls = pki.shim_tls(dir.path(), true),
+            rules = common::repo().join("rules").display(),
+            alerts = alerts_file.display(),
+        );
+        let config_file = dir.path().join("pipeline.toml");
+        std::fs::write(&config_file, toml).unwrap();
+        let config = PipelineConfig::load_with_env(Some(&config_file), Some(Default::default())).unwrap();
+        let running = start(config, Roles::All).await.unwrap();
+        let port = running.addr.unwrap().port();
+        let telemetry = running.telemetry_addr.unwrap();
+        Kaudit {
+            dir,
+            pki,
+            token_file,
+            alerts_file,
+            running,
+            port,
+            telemetry,
+        }
+    }
 
-    // The apiserver's side, as a user would make it.
-    let kubeconfig = Command::new(env!("CARGO_BIN_EXE_kaudit"))
-        .args(["webhook-config", "--cluster", CLUSTER, "--server"])
-        .arg(format!("https://localhost:{port}"))
-        .arg("--token-file")
-        .arg(&token_file)
-        .arg("--certificate-authority")
-        .arg(dir.path().join("ca.pem"))
-        .output()
-        .unwrap();
-    assert!(
-        kubeconfig.status.success(),
-        "{}",
-        String::from_utf8_lossy(&kubeconfig.stderr)
-    );
-    let webhook = dir.path().join("webhook.kubeconfig");
-    std::fs::write(&webhook, &kubeconfig.stdout).unwrap();
-    let state = dir.path().join("apiserver");
-    let server = Apiserver::start(&state, &request_response_policy(), &webhook);
-    let telemetry = running.telemetry_addr.unwrap();
+    /// What `kaudit webhook-config` prints for the token cluster, or with `certificate` for the
+    /// certificate cluster, as a file.
+    fn webhook_kubeconfig(&self, certificate: bool) -> PathBuf {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kaudit"));
+        cmd.args(["webhook-config", "--server"])
+            .arg(format!("https://localhost:{}", self.port))
+            .arg("--certificate-authority")
+            .arg(self.dir.path().join("ca.pem"));
+        let file = if certificate {
+            let write = |name: &str, text: &str| {
+                let path = self.dir.path().join(name);
+                std::fs::write(&path, text).unwrap();
+                path
+            };
+            cmd.args(["--cluster", MTLS_CLUSTER])
+                .arg("--client-certificate")
+                .arg(write("client.pem", &self.pki.client.0))
+                .arg("--client-key")
+                .arg(write("client.key", &self.pki.client.1));
+            self.dir.path().join("webhook-mtls.kubeconfig")
+        } else {
+            cmd.args(["--cluster", CLUSTER])
+                .arg("--token-file")
+                .arg(&self.token_file);
+            self.dir.path().join("webhook.kubeconfig")
+        };
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::write(&file, &out.stdout).unwrap();
+        file
+    }
 
+    fn alerts(&self) -> Vec<Alert> {
+        alerts(&self.alerts_file)
+    }
+}
+
+/// The seed scenario: an apiserver whose webhook kubeconfig carries the token starts (its
+/// start-up raises nothing), then the session gives exactly the rules it should, each alert
+/// naming the token's cluster. Returns the apiserver, how many events it logged, the alerts.
+async fn seed(k: &Kaudit, name: &str) -> (Apiserver, usize, Vec<Alert>) {
+    let before = evaluated(k.telemetry).await as usize;
+    let seen = k.alerts().len();
+    let server = Apiserver::start(
+        &k.dir.path().join(name),
+        &request_response_policy(),
+        &k.webhook_kubeconfig(false),
+    );
     // Start-up: the apiserver bootstraps its RBAC policy as system:apiserver. Nothing to alert on.
-    let startup = wait_for_webhook(&server, 0, telemetry).await;
+    let startup = wait_for_webhook(&server, before, k.telemetry).await - before;
     assert!(startup > 100, "only {startup} start-up events");
-    let quiet = alerts(&alerts_file);
+    let quiet: Vec<Alert> = k.alerts().into_iter().skip(seen).collect();
     assert!(
         quiet.is_empty(),
         "the apiserver's start-up raised {:?}",
@@ -186,10 +242,10 @@ path = "{alerts}"
     );
 
     session(&server);
-    let total = wait_for_webhook(&server, 0, telemetry).await;
-    let got = alerts(&alerts_file);
+    let total = wait_for_webhook(&server, before, k.telemetry).await - before;
+    let got: Vec<Alert> = k.alerts().into_iter().skip(seen).collect();
     eprintln!(
-        "{startup} start-up events, {} in the session; alerts: {:#?}",
+        "{name}: {startup} start-up events, {} in the session; alerts: {:#?}",
         total - startup,
         by_rule(&got)
     );
@@ -199,6 +255,45 @@ path = "{alerts}"
     let rules: BTreeSet<&str> = got.iter().map(|a| a.rule.as_str()).collect();
     let want: BTreeSet<&str> = EXPECTED.iter().copied().collect();
     assert_eq!(rules, want, "{:#?}", by_rule(&got));
+    (server, total, got)
+}
+
+/// The seed scenario with NATS JetStream between the shim and the detector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_scenario_through_nats() {
+    let _serial = SERIAL.lock().await;
+    let broker = Broker::start(Kind::Nats);
+    let k = Kaudit::start(&format!(
+        "[bus]\nkind = \"nats\"\n[bus.nats]\nurl = \"{}\"\n",
+        broker.url()
+    ))
+    .await;
+    let (server, _, _) = seed(&k, "apiserver").await;
+    drop(server);
+    k.running.shutdown().await.unwrap();
+}
+
+/// The seed scenario with Apache Kafka between the shim and the detector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_scenario_through_kafka() {
+    let _serial = SERIAL.lock().await;
+    let broker = Broker::start(Kind::Kafka);
+    let k = Kaudit::start(&format!(
+        "[bus]\nkind = \"kafka\"\n[bus.kafka]\nbrokers = \"{}\"\n",
+        broker.url()
+    ))
+    .await;
+    let (server, _, _) = seed(&k, "apiserver").await;
+    drop(server);
+    k.running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_apiservers_post_over_tls_with_a_token_or_a_certificate_and_their_startup_is_quiet() {
+    let _serial = SERIAL.lock().await;
+    let k = Kaudit::start("").await;
+    let telemetry = k.telemetry;
+    let (server, _, got) = seed(&k, "apiserver").await;
 
     // The file backend's log, scanned, gives the same alerts as the webhook.
     let scan = Command::new(env!("CARGO_BIN_EXE_kaudit"))
@@ -216,39 +311,76 @@ path = "{alerts}"
         alerts.iter().map(|a| (a.rule.clone(), a.audit_id.clone())).collect()
     };
     assert_eq!(ids(&scanned), ids(&got));
+
+    // `kaudit tail` following the same file (a process of its own, on its own memory bus) gives
+    // the webhook's alerts too, including those of a change made while it follows.
+    let tail_alerts = k.dir.path().join("tail-alerts.jsonl");
+    let tail_pipeline = k.dir.path().join("tail.toml");
+    std::fs::write(
+        &tail_pipeline,
+        format!(
+            "[detector]\nrules = [\"{}\"]\ndedup = {{ enabled = false }}\n[[outputs]]\nkind = \"file\"\npath = \"{}\"\n",
+            common::repo().join("rules").display(),
+            tail_alerts.display()
+        ),
+    )
+    .unwrap();
+    let mut tail = common::brokers::Proc::spawn(
+        "tail",
+        &[
+            "tail",
+            &server.audit_log().display().to_string(),
+            "--pipeline",
+            &tail_pipeline.display().to_string(),
+            "--cluster",
+            CLUSTER,
+            "--checkpoint",
+            &k.dir.path().join("tail.checkpoint").display().to_string(),
+        ],
+        &[],
+        k.dir.path(),
+    );
+    let late = server.kubectl(
+        &[
+            "create",
+            "clusterrolebinding",
+            "late-admin",
+            "--clusterrole=cluster-admin",
+            "--user=late",
+        ],
+        None,
+    );
+    assert!(late.status.success(), "{}", String::from_utf8_lossy(&late.stderr));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let webhook: Vec<Alert> = k.alerts().into_iter().filter(|a| a.cluster == CLUSTER).collect();
+        let followed = alerts(&tail_alerts);
+        let late_seen = webhook.iter().any(|a| a.output.contains("late-admin"));
+        if late_seen && ids(&followed) == ids(&webhook) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tail: {:#?}\nwebhook: {:#?}\n{}",
+            by_rule(&followed),
+            by_rule(&webhook),
+            tail.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tail.terminate();
     drop(server);
 
     // A second apiserver authenticates with a client certificate (its CN names the cluster).
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    let (cert, key) = (write("client.pem", &pki.client.0), write("client.key", &pki.client.1));
-    let kubeconfig = Command::new(env!("CARGO_BIN_EXE_kaudit"))
-        .args(["webhook-config", "--cluster", MTLS_CLUSTER, "--server"])
-        .arg(format!("https://localhost:{port}"))
-        .arg("--certificate-authority")
-        .arg(dir.path().join("ca.pem"))
-        .arg("--client-certificate")
-        .arg(&cert)
-        .arg("--client-key")
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(
-        kubeconfig.status.success(),
-        "{}",
-        String::from_utf8_lossy(&kubeconfig.stderr)
+    let baseline = k.alerts().len();
+    let evaluated_before = evaluated(telemetry).await as usize;
+    let second = Apiserver::start(
+        &k.dir.path().join("apiserver-mtls"),
+        &request_response_policy(),
+        &k.webhook_kubeconfig(true),
     );
-    std::fs::write(&webhook, &kubeconfig.stdout).unwrap();
-    let second = Apiserver::start(&dir.path().join("apiserver-mtls"), &request_response_policy(), &webhook);
-    let before = wait_for_webhook(&second, total, telemetry).await;
-    assert_eq!(
-        alerts(&alerts_file).len(),
-        got.len(),
-        "the second start-up raised alerts"
-    );
+    let before = wait_for_webhook(&second, evaluated_before, telemetry).await;
+    assert_eq!(k.alerts().len(), baseline, "the second start-up raised alerts");
     let created = second.kubectl(
         &[
             "create",
@@ -262,7 +394,7 @@ path = "{alerts}"
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
     let deadline = Instant::now() + Duration::from_secs(30);
     let new = loop {
-        let new: Vec<Alert> = alerts(&alerts_file).into_iter().skip(got.len()).collect();
+        let new: Vec<Alert> = k.alerts().into_iter().skip(baseline).collect();
         if new.iter().any(|a| a.rule == "Binding to cluster-admin") {
             break new;
         }
@@ -297,23 +429,16 @@ path = "{alerts}"
     assert!(
         flagged.contains("ConfigMap with private credentials") && !never.contains("ConfigMap with private credentials")
     );
-    std::fs::write(&token_file, TOKEN).unwrap();
-    let kubeconfig = Command::new(env!("CARGO_BIN_EXE_kaudit"))
-        .args(["webhook-config", "--cluster", CLUSTER, "--server"])
-        .arg(format!("https://localhost:{port}"))
-        .arg("--token-file")
-        .arg(&token_file)
-        .arg("--certificate-authority")
-        .arg(dir.path().join("ca.pem"))
-        .output()
-        .unwrap();
-    std::fs::write(&webhook, &kubeconfig.stdout).unwrap();
     let before = evaluated(telemetry).await as usize;
-    let seen = alerts(&alerts_file).len();
-    let third = Apiserver::start(&dir.path().join("apiserver-policy"), &policy_file, &webhook);
+    let seen = k.alerts().len();
+    let third = Apiserver::start(
+        &k.dir.path().join("apiserver-policy"),
+        &policy_file,
+        &k.webhook_kubeconfig(false),
+    );
     session(&third);
     wait_for_webhook(&third, before, telemetry).await;
-    let fired: Vec<Alert> = alerts(&alerts_file).into_iter().skip(seen).collect();
+    let fired: Vec<Alert> = k.alerts().into_iter().skip(seen).collect();
     let fired_rules: BTreeSet<&str> = fired.iter().map(|a| a.rule.as_str()).collect();
     let wrongly_never: Vec<&&str> = never.intersection(&fired_rules).collect();
     assert!(
@@ -336,7 +461,7 @@ path = "{alerts}"
         by_rule(&fired)
     );
     drop(third);
-    running.shutdown().await.unwrap();
+    k.running.shutdown().await.unwrap();
 }
 
 /// The rules the session above must fire, and no other.
@@ -405,7 +530,7 @@ async fn stored_events(url: &str) -> BTreeMap<(String, String), usize> {
 /// events stream, exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_loses_no_event_of_a_real_apiserver() {
-    use common::brokers::{Broker, Kind};
+    let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let pki = common::pki::pki();
     let token_file = dir.path().join("token");
