@@ -6,10 +6,11 @@
 //! `detector` consumes, the `engine` evaluates the rules (compiled path, the CEL interpreter as
 //! reference), `dedup` applies windows and rate limits → `alert` encodes, redacts and publishes.
 //! `pipeline` wires the roles; `scan`, `policy` and `falco` are the offline tools; `telemetry`
-//! exports metrics and health.
+//! exports metrics and health; `cli` is the command line over all of it.
 
 pub mod alert;
 pub mod audit;
+pub mod cli;
 pub mod engine;
 pub mod falco;
 pub mod scan;
