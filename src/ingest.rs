@@ -38,8 +38,7 @@ pub fn check_cluster_name(name: &str) -> Result<(), String> {
 }
 
 /// One decoded item and, where the source has one, a stable id for it (NATS drops a message
-/// whose id it has seen within its duplicate window, so a re-sent item is stored once). Items
-/// without one get an id from their content ([`content_id`]).
+/// whose id it has seen within its duplicate window, so a re-sent item is stored once).
 pub struct Item {
     pub record: Result<Record, Malformed>,
     pub id: Option<String>,
@@ -49,19 +48,6 @@ impl From<Result<Record, Malformed>> for Item {
     fn from(record: Result<Record, Malformed>) -> Item {
         Item { record, id: None }
     }
-}
-
-/// The id of an event that came without one (the webhook's): its cluster and its text. An
-/// apiserver re-sends a refused batch unchanged, so the events of it that were stored before the
-/// refusal keep their ids and NATS stores them once (within its duplicate window); another
-/// cluster's identical text has another id, so one cluster cannot make another's events vanish.
-fn content_id(cluster: &str, event: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    let mut hash = Sha256::new();
-    hash.update(cluster.as_bytes());
-    hash.update([0]);
-    hash.update(event);
-    hex::encode(&hash.finalize()[..16])
 }
 
 /// Who is publishing: its own cluster, and which clusters its envelopes may name.
@@ -118,7 +104,7 @@ impl Batch {
                 Ok((event, cluster)) => batch.events.push(Message {
                     key: cluster.clone(),
                     route: cluster.clone(),
-                    id: item.id.or_else(|| Some(content_id(&cluster, event.bytes()))),
+                    id: item.id,
                     payload: event.bytes().clone(),
                     headers: vec![
                         (headers::CLUSTER.into(), cluster),
@@ -209,41 +195,4 @@ fn fit(event: Event, max: usize, index: usize) -> Result<Event, Malformed> {
 
 fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::audit::{envelope::Record, Event};
-
-    fn ids(cluster: &str, events: &[&str]) -> Vec<Option<String>> {
-        let items = events.iter().map(|text| {
-            Item::from(Ok(Record {
-                event: Event::from_json(text.as_bytes().to_vec()).unwrap(),
-                cluster: None,
-            }))
-        });
-        let source = Source {
-            cluster,
-            may_name: &|_| false,
-        };
-        Batch::build(items, &source, 1 << 20)
-            .events
-            .into_iter()
-            .map(|m| m.id)
-            .collect()
-    }
-
-    #[test]
-    fn events_without_an_id_get_one_from_their_cluster_and_text() {
-        let a = r#"{"auditID":"a","stage":"ResponseComplete"}"#;
-        let b = r#"{"auditID":"b","stage":"ResponseComplete"}"#;
-        let first = ids("prod", &[a, b]);
-        // A re-sent batch: the same ids, which NATS stores once.
-        assert_eq!(first, ids("prod", &[a, b]));
-        assert_ne!(first[0], first[1]);
-        // The same text from another cluster is another event.
-        assert_ne!(first[0], ids("staging", &[a])[0]);
-        assert_eq!(first[0].as_ref().unwrap().len(), 32);
-    }
 }

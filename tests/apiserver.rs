@@ -36,16 +36,7 @@ fn logged(server: &Apiserver) -> usize {
 
 /// `kaudit_events_evaluated_total` of the in-process pipeline.
 async fn evaluated(telemetry: std::net::SocketAddr) -> u64 {
-    let text = reqwest::get(format!("http://{telemetry}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with("kaudit_events_evaluated_total"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0)
+    common::evaluated(&telemetry.to_string()).await.unwrap_or(0)
 }
 
 /// Waits until the detector has evaluated `before` events plus as many as `server`'s file log
@@ -258,34 +249,35 @@ async fn seed(k: &Kaudit, name: &str) -> (Apiserver, usize, Vec<Alert>) {
     (server, total, got)
 }
 
-/// The seed scenario with NATS JetStream between the shim and the detector.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_seed_scenario_through_nats() {
+/// The `[bus]` section for `broker` (publishes give up after 2 s: the outage test waits for 503s).
+fn bus_section(broker: &Broker) -> String {
+    match broker.kind {
+        Kind::Nats => format!(
+            "[bus]\nkind = \"nats\"\n[bus.nats]\nurl = \"{}\"\npublish_timeout_secs = 2\n",
+            broker.url()
+        ),
+        Kind::Kafka => format!("[bus]\nkind = \"kafka\"\n[bus.kafka]\nbrokers = \"{}\"\n", broker.url()),
+    }
+}
+
+/// The seed scenario with a real broker between the shim and the detector.
+async fn seed_through(kind: Kind) {
     let _serial = SERIAL.lock().await;
-    let broker = Broker::start(Kind::Nats);
-    let k = Kaudit::start(&format!(
-        "[bus]\nkind = \"nats\"\n[bus.nats]\nurl = \"{}\"\n",
-        broker.url()
-    ))
-    .await;
+    let broker = Broker::start(kind);
+    let k = Kaudit::start(&bus_section(&broker)).await;
     let (server, _, _) = seed(&k, "apiserver").await;
     drop(server);
     k.running.shutdown().await.unwrap();
 }
 
-/// The seed scenario with Apache Kafka between the shim and the detector.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_scenario_through_nats() {
+    seed_through(Kind::Nats).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_scenario_through_kafka() {
-    let _serial = SERIAL.lock().await;
-    let broker = Broker::start(Kind::Kafka);
-    let k = Kaudit::start(&format!(
-        "[bus]\nkind = \"kafka\"\n[bus.kafka]\nbrokers = \"{}\"\n",
-        broker.url()
-    ))
-    .await;
-    let (server, _, _) = seed(&k, "apiserver").await;
-    drop(server);
-    k.running.shutdown().await.unwrap();
+    seed_through(Kind::Kafka).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -531,48 +523,13 @@ async fn stored_events(url: &str) -> BTreeMap<(String, String), usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_loses_no_event_of_a_real_apiserver() {
     let _serial = SERIAL.lock().await;
-    let dir = tempfile::tempdir().unwrap();
-    let pki = common::pki::pki();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, TOKEN).unwrap();
     let mut broker = Broker::start(Kind::Nats);
-    let toml = format!(
-        r#"
-[shim]
-listen = "127.0.0.1:0"
-clusters = [{{ name = "{CLUSTER}", token_file = "{token}" }}]
-tls = {tls}
-retry_after_secs = 1
-[telemetry]
-listen = "127.0.0.1:0"
-[bus]
-kind = "nats"
-[bus.nats]
-url = "{url}"
-publish_timeout_secs = 2
-"#,
-        token = token_file.display(),
-        tls = pki.shim_tls(dir.path(), false),
-        url = broker.url(),
+    let k = Kaudit::start(&bus_section(&broker)).await;
+    let server = Apiserver::start(
+        &k.dir.path().join("apiserver"),
+        &request_response_policy(),
+        &k.webhook_kubeconfig(false),
     );
-    let config_file = dir.path().join("pipeline.toml");
-    std::fs::write(&config_file, toml).unwrap();
-    let config = PipelineConfig::load_with_env(Some(&config_file), Some(Default::default())).unwrap();
-    let running = start(config, Roles::Shim).await.unwrap();
-    let port = running.addr.unwrap().port();
-    let kubeconfig = Command::new(env!("CARGO_BIN_EXE_kaudit"))
-        .args(["webhook-config", "--cluster", CLUSTER, "--server"])
-        .arg(format!("https://localhost:{port}"))
-        .arg("--token-file")
-        .arg(&token_file)
-        .arg("--certificate-authority")
-        .arg(dir.path().join("ca.pem"))
-        .output()
-        .unwrap();
-    assert!(kubeconfig.status.success());
-    let webhook = dir.path().join("webhook.kubeconfig");
-    std::fs::write(&webhook, &kubeconfig.stdout).unwrap();
-    let server = Apiserver::start(&dir.path().join("apiserver"), &request_response_policy(), &webhook);
 
     broker.kill();
     for i in 0..5 {
@@ -625,7 +582,7 @@ publish_timeout_secs = 2
     );
     // The outage was seen: batches were refused with 503 (the shim has no other answer for a
     // broker that is gone; a 500 would have been counted under another reason).
-    let metrics = reqwest::get(format!("http://{}/metrics", running.telemetry_addr.unwrap()))
+    let metrics = reqwest::get(format!("http://{}/metrics", k.telemetry))
         .await
         .unwrap()
         .text()
@@ -657,5 +614,5 @@ publish_timeout_secs = 2
         refusals("unavailable")
     );
     drop(server);
-    running.shutdown().await.unwrap();
+    k.running.shutdown().await.unwrap();
 }

@@ -163,15 +163,7 @@ impl Pipeline {
 }
 
 async fn evaluated(port: u16) -> Option<u64> {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find(|l| l.starts_with("kaudit_events_evaluated_total"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    common::evaluated(&format!("127.0.0.1:{port}")).await
 }
 
 /// Collects alerts from the alerts topic (a consumer group of the test's own).

@@ -177,18 +177,14 @@ fn http_post(port: u16, path: &str, body: &str) -> String {
 
 #[test]
 fn webhook_config_prints_a_kubeconfig() {
-    let out = kaudit()
-        .args([
-            "webhook-config",
-            "--cluster",
-            "prod",
-            "--server",
-            "https://kaudit.example:8765/",
-            "--token-file",
-            "/etc/kaudit/token",
-        ])
-        .output()
-        .unwrap();
+    let webhook_config = |server: &str| {
+        kaudit()
+            .args(["webhook-config", "--cluster", "prod", "--server", server])
+            .args(["--token-file", "/etc/kaudit/token"])
+            .output()
+            .unwrap()
+    };
+    let out = webhook_config("https://kaudit.example:8765/");
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
@@ -198,18 +194,7 @@ fn webhook_config_prints_a_kubeconfig() {
     assert!(text.contains(r#"tokenFile: "/etc/kaudit/token""#), "{text}");
     assert!(text.contains("kind: Config"), "{text}");
     // A token for an http:// server would never be sent: refused, saying why.
-    let out = kaudit()
-        .args([
-            "webhook-config",
-            "--cluster",
-            "prod",
-            "--server",
-            "http://kaudit.example:8765",
-            "--token-file",
-            "/etc/kaudit/token",
-        ])
-        .output()
-        .unwrap();
+    let out = webhook_config("http://kaudit.example:8765");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("only to an https:// server"), "{err}");

@@ -9,13 +9,7 @@ use std::process::{Command, Output};
 
 /// `../shared/tools/kube-apiserver`: the scripts that build and run the apiserver.
 fn tools() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/kube-apiserver");
-    assert!(
-        dir.join("run.sh").is_file(),
-        "{} is absent: the real-apiserver tests need ../shared beside the repository",
-        dir.display()
-    );
-    dir
+    super::shared_dir().join("tools/kube-apiserver")
 }
 
 /// Where build.sh put the apiserver.

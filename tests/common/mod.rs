@@ -28,6 +28,20 @@ pub fn shared_dir() -> PathBuf {
     dir
 }
 
+/// `kaudit_events_evaluated_total` of the kaudit whose telemetry listens on `addr`
+/// (`host:port`); `None` while it does not answer.
+pub async fn evaluated(addr: &str) -> Option<u64> {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with("kaudit_events_evaluated_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

@@ -7,8 +7,10 @@
 //! `<topic>.<route>` (`kaudit.alerts.<priority>`) and readers share one durable pull consumer.
 //! Publish waits for every JetStream ack; consumers (`max_ack_pending` and `ack_wait` from the
 //! config) acknowledge with `double_ack` — which waits for the server — only after their alerts
-//! are stored. Messages that carry a `Nats-Msg-Id` (alerts: the alert id) are dropped by the
-//! stream when redelivered within its duplicate window.
+//! are stored. Every message carries a `Nats-Msg-Id` — its own id (alerts: the alert id; a log
+//! line's: file and offset) or else a digest of its key and payload ([`content_id`]) — and the
+//! stream drops one it has stored within its duplicate window: the events of a batch an apiserver
+//! re-sends after a refusal are stored once, even those stored before the refusal.
 
 pub mod partitions;
 
@@ -70,6 +72,18 @@ pub struct NatsBus {
     config: NatsConfig,
     /// Topics whose messages are spread over partitions (the events topic).
     partitioned: Vec<String>,
+}
+
+/// The id of a message that came without one: its key (for events, the cluster) and its payload.
+/// An apiserver re-sends a refused batch unchanged, so its events keep their ids; another
+/// cluster's identical event has another id, so one cluster cannot make another's events vanish.
+fn content_id(key: &str, payload: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(key.as_bytes());
+    hash.update([0]);
+    hash.update(payload);
+    hex::encode(&hash.finalize()[..16])
 }
 
 /// `kaudit.events` → `KAUDIT_EVENTS`.
@@ -171,12 +185,11 @@ impl Bus for NatsBus {
             for (k, v) in &m.headers {
                 headers.insert(k.as_str(), v.as_str());
             }
-            let mut publish = jetstream::message::PublishMessage::build()
+            let id = m.id.clone().unwrap_or_else(|| content_id(&m.key, &m.payload));
+            let publish = jetstream::message::PublishMessage::build()
                 .payload(m.payload)
-                .headers(headers);
-            if let Some(id) = &m.id {
-                publish = publish.message_id(id);
-            }
+                .headers(headers)
+                .message_id(id);
             let subject = if self.partitioned.iter().any(|t| t == topic) {
                 let p = partitions::partition(&m.key, self.config.partitions);
                 format!("{topic}.{p}.{}", token(&m.route))
@@ -324,5 +337,22 @@ fn delivery(m: jetstream::Message) -> Delivery {
     Delivery {
         message,
         token: AckToken::Nats(Box::new(m)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::content_id;
+
+    #[test]
+    fn messages_without_an_id_get_one_from_their_key_and_payload() {
+        let (a, b) = (br#"{"auditID":"a"}"#.as_slice(), br#"{"auditID":"b"}"#.as_slice());
+        // A re-sent event: the same id, which the stream stores once.
+        assert_eq!(content_id("prod", a), content_id("prod", a));
+        assert_ne!(content_id("prod", a), content_id("prod", b));
+        // The same text from another cluster is another event; the key cannot run into the text.
+        assert_ne!(content_id("prod", a), content_id("staging", a));
+        assert_ne!(content_id("ab", b"c"), content_id("a", b"bc"));
+        assert_eq!(content_id("prod", a).len(), 32);
     }
 }
