@@ -1,7 +1,9 @@
 //! Reads the alerts topic for a while and reports alerts/s and POST-to-alert latency: the time
 //! from the shim receiving an event (the `kaudit-received` header the alert carries) to the
 //! alert arriving here. `cargo run --release --example alertlat -- PIPELINE.toml SECONDS`
-//! (uses the pipeline's bus settings; KAUDIT__* variables apply).
+//! (uses the pipeline's bus settings; KAUDIT__* variables apply). Only alerts for events received
+//! after it printed `ready` count: a benchmark warms its pipeline up first, and those alerts
+//! (read from the start of the topic by this new group) measure the warm-up, not the pipeline.
 
 use kaudit::bus::headers;
 use kaudit::config::PipelineConfig;
@@ -17,6 +19,7 @@ async fn main() -> anyhow::Result<()> {
     let mut sub = bus
         .subscribe(&config.bus.alerts_topic, &format!("alertlat-{}", std::process::id()))
         .await?;
+    let ready = chrono::Utc::now();
     println!("ready");
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let (mut latencies, mut first, mut last) = (Vec::new(), None, Instant::now());
@@ -29,6 +32,9 @@ async fn main() -> anyhow::Result<()> {
         for d in &batch {
             if let Some(received) = d.message.header(headers::RECEIVED) {
                 if let Ok(t) = chrono::DateTime::parse_from_rfc3339(received) {
+                    if t < ready {
+                        continue;
+                    }
                     latencies.push((now - t.with_timezone(&chrono::Utc)).to_std().unwrap_or_default());
                 }
             }

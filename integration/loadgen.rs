@@ -3,7 +3,9 @@
 //! accepted and response-time percentiles. Bounded in count and time; loopback only.
 //!
 //! `cargo run --release --example loadgen -- --url http://127.0.0.1:8765/k8s_audit
-//!   [--seconds 20] [--concurrency 8] [--batch 400] [--token T] [--max-batches N] [--rate EPS]`
+//!   [--seconds 20] [--concurrency 8] [--batch 400] [--token T] [--max-batches N] [--rate EPS]
+//!   [--clusters N]` — with N > 1, worker w posts as cluster `<url>-<w mod N>`: one cluster's
+//!   events stay on one partition, so spreading detectors needs several clusters.
 
 #[path = "events.rs"]
 mod events;
@@ -19,6 +21,7 @@ struct Args {
     max_batches: u64,
     /// Target events/s over all workers (0: as fast as answers come).
     rate: f64,
+    clusters: usize,
 }
 
 fn args() -> Args {
@@ -30,6 +33,7 @@ fn args() -> Args {
         token: None,
         max_batches: 1_000_000,
         rate: 0.0,
+        clusters: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -42,6 +46,7 @@ fn args() -> Args {
             "--token" => a.token = Some(v),
             "--max-batches" => a.max_batches = v.parse().unwrap(),
             "--rate" => a.rate = v.parse().unwrap(),
+            "--clusters" => a.clusters = v.parse().unwrap(),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -89,7 +94,11 @@ async fn main() {
         let (client, bodies, url, token, sent) = (
             client.clone(),
             bodies.clone(),
-            a.url.clone(),
+            if a.clusters > 1 {
+                format!("{}-{}", a.url, w % a.clusters)
+            } else {
+                a.url.clone()
+            },
             a.token.clone(),
             sent.clone(),
         );

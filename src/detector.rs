@@ -178,19 +178,21 @@ impl Detector {
     }
 }
 
-/// Hands alerts to every sink, retrying a failing sink (with backoff) until it takes them.
+/// Hands alerts to every sink at once, retrying a failing sink (with backoff) until it takes
+/// them; returns when all have them.
 async fn deliver(sinks: &[Arc<dyn Sink>], alerts: &[Alert]) {
     if alerts.is_empty() {
         return;
     }
-    for sink in sinks {
+    futures::future::join_all(sinks.iter().map(|sink| async move {
         let mut backoff = Duration::from_millis(100);
         while let Err(e) = sink.send(alerts).await {
             tracing::warn!("alert sink failed, retrying in {backoff:?}: {e:#}");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-    }
+    }))
+    .await;
 }
 
 /// The dedup timer: summaries of windows that closed while no event came, purge of stale keys.
