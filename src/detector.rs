@@ -252,7 +252,7 @@ pub fn evaluate(
                 traceparent: trace_id.map(|t| format!("00-{t}-{:016x}-01", rand::random::<u64>())),
                 received: message.header(headers::RECEIVED).map(String::from),
             };
-            match deduper.admit(rules, firing, &view, cluster, origin, &mut alerts) {
+            match deduper.admit(rules, firing, &view, cluster, delivery.shard(), origin, &mut alerts) {
                 Verdict::Suppressed => metrics()
                     .alerts_suppressed
                     .add(1, &[KeyValue::new("rule", rule.name.clone())]),

@@ -100,7 +100,7 @@ pub fn scan(files: &[PathBuf], rules: &RuleSet, options: &Options, out: &mut dyn
                             event: Some(record.event.clone()),
                             ..Default::default()
                         };
-                        match deduper.admit(rules, firing, &view, cluster, origin, &mut alerts) {
+                        match deduper.admit(rules, firing, &view, cluster, 0, origin, &mut alerts) {
                             Verdict::Suppressed => summary.suppressed += 1,
                             Verdict::Late => summary.late += 1,
                             Verdict::Passed | Verdict::Held => {}

@@ -223,7 +223,7 @@ fn expected_alerts(events: &[(String, String)], kind: Kind) -> Vec<Alert> {
         let event = Event::from_json(json.clone().into_bytes()).unwrap();
         let view = event.view();
         for firing in rules.evaluate(&view, cluster) {
-            deduper.admit(&rules, firing, &view, cluster, Default::default(), &mut alerts);
+            deduper.admit(&rules, firing, &view, cluster, 0, Default::default(), &mut alerts);
         }
     }
     alerts

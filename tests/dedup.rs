@@ -213,3 +213,67 @@ fn live_keys_are_capped_and_evictions_counted() {
     assert!(live <= 500, "{live} keys live");
     assert!(deduper.evicted() > 0);
 }
+
+/// A partition moving from one detector to another mid-burst: the state handed over keeps one
+/// first alert per key, the repeats' count whole, and a threshold window filling on.
+#[test]
+fn state_handed_over_with_a_shard_keeps_first_alerts_counts_and_windows() {
+    const WINDOWED: &str = r#"
+- rule: Many execs
+  desc: five execs by one user within ten minutes
+  condition: objectRef.subresource == 'exec' && stage == 'ResponseStarted'
+  output: execs by {user.username}
+  priority: warning
+  threshold: { count: 5, window: 10m, key: [cluster, user.username] }
+"#;
+    let mut text = RULES.to_string();
+    text.push_str(WINDOWED);
+    let rules = RuleSet::from_text("dedup.yaml", &text, Matching::All).unwrap();
+    let admit = |deduper: &Deduper, range: std::ops::Range<usize>, shard: u32, out: &mut Vec<Alert>| {
+        for i in range {
+            let event = kaudit::audit::Event::from_json(exec(i, "alice", i as f64)).unwrap();
+            let view = event.view();
+            for firing in rules.evaluate(&view, "c1") {
+                deduper.admit(&rules, firing, &view, "c1", shard, Default::default(), out);
+            }
+        }
+    };
+    let (first, second) = (
+        Deduper::new(&DedupConfig::default()).unwrap(),
+        Deduper::new(&DedupConfig::default()).unwrap(),
+    );
+    let mut out = Vec::new();
+    admit(&first, 0..3, 3, &mut out);
+    // Another shard stays behind.
+    admit(&first, 100..101, 4, &mut out);
+    second.take_over(3, &first.give_up(3)).unwrap();
+    assert_eq!(first.live_keys().1, 1, "shard 4's window stays with its owner");
+    admit(&second, 3..10, 3, &mut out);
+    second.flush(&mut out);
+    let exec_alerts: Vec<&Alert> = out.iter().filter(|a| a.rule == "Exec" && a.cluster == "c1").collect();
+    let firsts = exec_alerts.iter().filter(|a| a.dedup.suppressed == 0).count();
+    assert_eq!(
+        firsts, 2,
+        "one first alert for shard 3's key and one for shard 4's: {exec_alerts:#?}"
+    );
+    let summary: Vec<&&Alert> = exec_alerts.iter().filter(|a| a.dedup.suppressed > 0).collect();
+    assert_eq!(summary.len(), 1, "{exec_alerts:#?}");
+    assert_eq!(
+        summary[0].dedup.suppressed, 9,
+        "two repeats before the move, seven after"
+    );
+    assert_eq!(summary[0].dedup.first_seen, "2026-11-20T10:00:01.000000Z");
+    let windows: Vec<&Alert> = out.iter().filter(|a| a.rule == "Many execs").collect();
+    assert_eq!(
+        windows.len(),
+        2,
+        "matches 0-4 (three before the move) and 5-9: {windows:#?}"
+    );
+    assert_eq!(
+        windows[0].window.as_ref().unwrap().first_seen,
+        "2026-11-20T10:00:00.000000Z"
+    );
+    // What cannot be read is an error naming the shard, never a silent fresh start.
+    let err = second.take_over(5, b"{not json").unwrap_err().to_string();
+    assert!(err.contains("shard 5"), "{err}");
+}

@@ -245,7 +245,7 @@ fn dedup_state_survives_a_reload_for_rules_that_remain() {
             .find(|f| set.rule(f.rule).name == "Exec")
             .unwrap();
         let mut out = Vec::new();
-        deduper.admit(set, firing, &view, "c1", Default::default(), &mut out)
+        deduper.admit(set, firing, &view, "c1", 0, Default::default(), &mut out)
     };
     assert_eq!(verdict(&before, 1), Verdict::Passed);
     assert_eq!(verdict(&after, 2), Verdict::Suppressed, "the key's window carried over");

@@ -60,6 +60,19 @@ pub struct Delivery {
     pub(crate) token: AckToken,
 }
 
+impl Delivery {
+    /// The partition the delivery came from: a Kafka partition, a NATS partition subject
+    /// (`<topic>.<partition>.<cluster>`), 0 where the topic is not partitioned. State kept per
+    /// key (dedup, windows) moves with it.
+    pub fn shard(&self) -> crate::dedup::Shard {
+        match &self.token {
+            AckToken::Memory => 0,
+            AckToken::Kafka { partition, .. } => *partition as u32,
+            AckToken::Nats(m) => m.subject.rsplit('.').nth(1).and_then(|p| p.parse().ok()).unwrap_or(0),
+        }
+    }
+}
+
 /// What a transport needs to commit a delivery.
 #[derive(Debug)]
 pub(crate) enum AckToken {

@@ -18,7 +18,11 @@
 //!
 //! State lives with the detector that owns the key: events are partitioned by cluster (Kafka
 //! partitions; NATS partition subjects) and every key includes the cluster, so one key is seen by
-//! one detector. State is memory only: a detector that restarts starts its windows afresh.
+//! one detector. The state is kept per partition (a [`Shard`]): when a partition moves to another
+//! detector (one joins or leaves the group), the one giving it up hands its rate limits, held
+//! repeats and windows over ([`Deduper::give_up`] → the bus → [`Deduper::take_over`]), so the
+//! group still sends one first alert per key and exact counts. A detector killed without a
+//! hand-over leaves its successor the last state handed over: more alerts, never fewer.
 
 pub mod window;
 
@@ -31,7 +35,7 @@ use governor::clock::Clock;
 use governor::nanos::Nanos;
 use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -182,7 +186,26 @@ fn sample(mut alert: Alert) -> Alert {
     alert
 }
 
+/// Which part of the input a key's state belongs to: the partition its events come from (0 for
+/// an input that is not partitioned).
+pub type Shard = u32;
+
 /// Everything behind the lock: one batch is admitted at a time, in event order.
+struct Shards {
+    by: HashMap<Shard, State>,
+    lateness: Duration,
+    /// Evictions counted by shards given up since.
+    evicted: u64,
+}
+
+impl Shards {
+    fn get(&mut self, shard: Shard, max_keys: usize) -> &mut State {
+        let lateness = self.lateness;
+        self.by.entry(shard).or_insert_with(|| State::new(lateness, max_keys))
+    }
+}
+
+/// One shard's state.
 struct State {
     clock: EventClock,
     limits: HashMap<DedupPolicy, Limit>,
@@ -196,13 +219,29 @@ struct State {
     evicted: u64,
 }
 
+impl State {
+    fn new(lateness: Duration, max_keys: usize) -> State {
+        State {
+            clock: EventClock::default(),
+            limits: HashMap::new(),
+            pending: HashMap::new(),
+            next_close: u64::MAX,
+            windows: Windows::new(lateness, max_keys),
+            newest: 0,
+            newest_at: Instant::now(),
+            evicted: 0,
+        }
+    }
+}
+
 pub struct Deduper {
     hostname: String,
     enabled: bool,
     default: Option<DedupPolicy>,
     summaries: bool,
+    /// Live keys kept per shard (rate limits and windows, each).
     max_keys: usize,
-    state: Mutex<State>,
+    state: Mutex<Shards>,
 }
 
 impl Deduper {
@@ -225,38 +264,36 @@ impl Deduper {
             default,
             summaries: config.summaries,
             max_keys: config.max_keys.max(1),
-            state: Mutex::new(State {
-                clock: EventClock::default(),
-                limits: HashMap::new(),
-                pending: HashMap::new(),
-                next_close: u64::MAX,
-                windows: Windows::new(lateness, config.max_keys),
-                newest: 0,
-                newest_at: Instant::now(),
+            state: Mutex::new(Shards {
+                by: HashMap::new(),
+                lateness,
                 evicted: 0,
             }),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shards> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// From a rule's match to the alerts it yields: the rule's window (stateful rules), then the
     /// alert (rendered only now for stateful rules), then its rate limit. The alerts to publish go
     /// to `out` (a summary of a closed window may precede the alert itself).
+    #[allow(clippy::too_many_arguments)]
     pub fn admit(
         &self,
         rules: &RuleSet,
         mut firing: Firing,
         view: &EventView<'_>,
         cluster: &str,
+        shard: Shard,
         origin: Origin,
         out: &mut Vec<Alert>,
     ) -> Verdict {
         let rule = rules.rule(firing.rule);
         let now = event_nanos(&view.time().unwrap_or_default());
-        let mut state = self.lock();
+        let mut shards = self.lock();
+        let state = shards.get(shard, self.max_keys);
         let window = match (&rule.window, &firing.observation) {
             (Some(window), Some(obs)) => match state.windows.observe(&window.policy, obs, now) {
                 Outcome::Held => return Verdict::Held,
@@ -280,13 +317,13 @@ impl Deduper {
         let mut alert = Alert::new(rule, firing, view, cluster, &self.hostname);
         alert.window = window;
         alert.origin = origin;
-        self.limit(&mut state, rule, alert, out)
+        self.limit(state, rule, alert, out)
     }
 
     /// The rate limit alone, for an alert already made (benchmarks, tools).
     pub fn admit_alert(&self, rule: &Rule, alert: Alert, out: &mut Vec<Alert>) -> Verdict {
-        let mut state = self.lock();
-        self.limit(&mut state, rule, alert, out)
+        let mut shards = self.lock();
+        self.limit(shards.get(0, self.max_keys), rule, alert, out)
     }
 
     fn limit(&self, state: &mut State, rule: &Rule, mut alert: Alert, out: &mut Vec<Alert>) -> Verdict {
@@ -369,37 +406,124 @@ impl Deduper {
     /// The detector's timer: event time goes on with the wall clock while no event arrives;
     /// summaries of windows closed by then go to `out`, stale keys are purged.
     pub fn tick(&self, out: &mut Vec<Alert>) {
-        let mut state = self.lock();
-        if state.newest == 0 {
-            return;
+        let mut shards = self.lock();
+        for state in shards.by.values_mut() {
+            if state.newest == 0 {
+                continue;
+            }
+            let now = state.newest + state.newest_at.elapsed().as_nanos() as u64;
+            if self.summaries {
+                self.close_windows(state, now, out);
+            }
+            purge(state, now);
         }
-        let now = state.newest + state.newest_at.elapsed().as_nanos() as u64;
-        if self.summaries {
-            self.close_windows(&mut state, now, out);
-        }
-        purge(&mut state, now);
     }
 
     /// Summary alerts for every key that still holds suppressed repeats (the end of a scan).
     pub fn flush(&self, out: &mut Vec<Alert>) {
-        let mut state = self.lock();
-        let mut all: Vec<Alert> = state.pending.drain().map(|(_, p)| summary(p)).collect();
-        state.next_close = u64::MAX;
+        let mut shards = self.lock();
+        let mut all: Vec<Alert> = Vec::new();
+        for state in shards.by.values_mut() {
+            all.extend(state.pending.drain().map(|(_, p)| summary(p)));
+            state.next_close = u64::MAX;
+        }
         all.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.id.cmp(&b.id)));
         out.extend(all);
     }
 
     /// Keys with live state: rate limits, and windows.
     pub fn live_keys(&self) -> (usize, usize) {
-        let state = self.lock();
-        let limits = state.limits.values().map(|l| l.keys.map().len()).sum();
-        (limits, state.windows.len())
+        let shards = self.lock();
+        let limits = shards
+            .by
+            .values()
+            .flat_map(|s| s.limits.values())
+            .map(|l| l.keys.map().len())
+            .sum();
+        (limits, shards.by.values().map(|s| s.windows.len()).sum())
     }
 
     /// Keys evicted because `max_keys` was reached (rate limits and windows).
     pub fn evicted(&self) -> u64 {
-        let state = self.lock();
-        state.evicted + state.windows.evicted
+        let shards = self.lock();
+        shards.evicted + shards.by.values().map(|s| s.evicted + s.windows.evicted).sum::<u64>()
+    }
+
+    /// Removes a shard's state and returns it serialized, for whoever takes the shard over
+    /// (an empty shard too: its successor must not restore an older hand-over).
+    pub fn give_up(&self, shard: Shard) -> Vec<u8> {
+        let mut shards = self.lock();
+        let Some(mut state) = shards.by.remove(&shard) else {
+            return serde_json::to_vec(&Handover::default()).expect("a hand-over serializes");
+        };
+        shards.evicted += state.evicted + state.windows.evicted;
+        let handover = Handover {
+            limits: state
+                .limits
+                .iter()
+                .map(|(policy, limit)| HandoverLimit {
+                    window_ns: policy.window.as_nanos() as u64,
+                    burst: policy.burst.get(),
+                    keys: limit.keys.map().iter().map(|(k, t)| (*k, u64::from(*t))).collect(),
+                })
+                .collect(),
+            pending: state
+                .pending
+                .into_iter()
+                .map(|(key, p)| HandoverPending {
+                    key,
+                    suppressed: p.suppressed,
+                    first_seen: p.first_seen,
+                    last_seen: p.last_seen,
+                    closes: p.closes,
+                    event: p.sample.origin.event.as_ref().map(|e| e.bytes().to_vec()),
+                    sample: p.sample,
+                })
+                .collect(),
+            windows: state.windows.entries(),
+            newest: state.newest,
+        };
+        serde_json::to_vec(&handover).expect("a hand-over serializes")
+    }
+
+    /// Installs a shard's state handed over by its previous owner (replacing what this one
+    /// holds for it: nothing, unless it owned the shard before).
+    pub fn take_over(&self, shard: Shard, bytes: &[u8]) -> anyhow::Result<()> {
+        let handover: Handover = serde_json::from_slice(bytes)
+            .map_err(|e| anyhow::anyhow!("the state handed over for shard {shard} is unreadable: {e}"))?;
+        let mut shards = self.lock();
+        let mut state = State::new(shards.lateness, self.max_keys);
+        for l in handover.limits {
+            let policy = DedupPolicy {
+                window: Duration::from_nanos(l.window_ns),
+                burst: std::num::NonZeroU32::new(l.burst).unwrap_or(std::num::NonZeroU32::MIN),
+            };
+            let limit = new_limit(&policy, &state.clock);
+            limit
+                .keys
+                .map()
+                .extend(l.keys.into_iter().map(|(k, t)| (k, Nanos::from(t))));
+            state.limits.insert(policy, limit);
+        }
+        for p in handover.pending {
+            let mut sample = p.sample;
+            sample.origin.event = p.event.and_then(|e| crate::audit::Event::from_json(e).ok());
+            state.next_close = state.next_close.min(p.closes);
+            state.pending.insert(
+                p.key,
+                Pending {
+                    suppressed: p.suppressed,
+                    first_seen: p.first_seen,
+                    last_seen: p.last_seen,
+                    closes: p.closes,
+                    sample,
+                },
+            );
+        }
+        state.windows.restore(handover.windows);
+        state.newest = handover.newest;
+        shards.by.insert(shard, state);
+        Ok(())
     }
 
     fn close_windows(&self, state: &mut State, now: u64, out: &mut Vec<Alert>) {
@@ -440,6 +564,35 @@ impl Deduper {
             state.evicted += (before - map.len()) as u64;
         }
     }
+}
+
+/// A shard's state as it travels to the shard's next owner.
+#[derive(Default, Serialize, Deserialize)]
+struct Handover {
+    limits: Vec<HandoverLimit>,
+    pending: Vec<HandoverPending>,
+    windows: Vec<(u64, window::KeyState)>,
+    newest: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HandoverLimit {
+    window_ns: u64,
+    burst: u32,
+    /// Key fingerprint → theoretical arrival time (event-time nanoseconds).
+    keys: Vec<(u64, u64)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct HandoverPending {
+    key: String,
+    suppressed: u64,
+    first_seen: String,
+    last_seen: String,
+    closes: u64,
+    sample: Alert,
+    /// The sample's event (an alert's own JSON leaves it out).
+    event: Option<Vec<u8>>,
 }
 
 /// Forgets keys whose window has passed at `now` (their state equals a fresh key's).

@@ -38,8 +38,8 @@ pub enum Outcome {
     Late,
 }
 
-#[derive(Debug, Default)]
-struct KeyState {
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct KeyState {
     /// Newest event time seen for the key.
     newest: u64,
     /// `(event time, value or step bits)`, in arrival order.
@@ -130,6 +130,16 @@ impl Windows {
 
     pub fn len(&self) -> usize {
         self.keys.len()
+    }
+
+    /// Every key's state, leaving none (a shard handed over).
+    pub fn entries(&mut self) -> Vec<(u64, KeyState)> {
+        self.keys.drain().collect()
+    }
+
+    /// Keys handed over by a previous owner.
+    pub fn restore(&mut self, entries: Vec<(u64, KeyState)>) {
+        self.keys.extend(entries);
     }
 
     pub fn is_empty(&self) -> bool {

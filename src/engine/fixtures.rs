@@ -106,7 +106,7 @@ fn stream_alerts(set: &RuleSet, rule: &Rule, events: &[Event]) -> Vec<Alert> {
         let view = event.view();
         for firing in set.evaluate(&view, "test") {
             if set.rule(firing.rule).name == rule.name {
-                deduper.admit(set, firing, &view, "test", Default::default(), &mut alerts);
+                deduper.admit(set, firing, &view, "test", 0, Default::default(), &mut alerts);
             }
         }
     }
