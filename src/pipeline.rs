@@ -130,16 +130,18 @@ pub async fn start(config: PipelineConfig, roles: Roles) -> anyhow::Result<Runni
         running.rules = Some(rules.clone());
         let sinks = sink::build(&config.outputs, &bus, &config.bus, &config.redaction).await?;
         let stats = Arc::new(DetectorStats::default());
+        let deduper = Arc::new(crate::dedup::Deduper::new(&config.detector.dedup)?);
         let detector = Detector {
             rules,
-            deduper: Arc::new(crate::dedup::Deduper::new(&config.detector.dedup)?),
+            deduper: deduper.clone(),
             sinks,
             batch_size: config.detector.batch_size,
             stats: stats.clone(),
             event_budget: (config.detector.event_budget_ms > 0)
                 .then(|| Duration::from_millis(config.detector.event_budget_ms)),
         };
-        let sub = bus.subscribe(&config.bus.events_topic, &config.detector.group).await?;
+        let mut sub = bus.subscribe(&config.bus.events_topic, &config.detector.group).await?;
+        sub.keep_state(deduper).await?;
         running.detector = Some(tokio::spawn(async move { detector.run(sub, detector_rx).await }));
         running.detector_stats = Some(stats);
     }

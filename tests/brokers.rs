@@ -726,6 +726,131 @@ async fn kafka_burst_yields_one_first_alert_per_key_across_two_detectors() {
     burst_dedup(Kind::Kafka).await;
 }
 
+/// Partitions moving between detectors mid-burst: a second detector joins after the first third
+/// of six clusters' bursts, the first leaves after the second third. The dedup state moves with
+/// each partition (hand-over), so the group sends exactly one first alert per cluster's key and
+/// the counts of all alerts add up to the events.
+async fn handover_on_join_and_leave(kind: Kind) {
+    const N: usize = 300;
+    let clusters = ["east-1", "east-2", "east-3", "west-1", "west-2", "west-3"];
+    let mut p = Pipeline::start(kind, 1, true);
+    p.settled().await;
+    let alerts = collect_alerts(bus_config(&p.broker));
+    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let bursts: Vec<(&str, Vec<String>)> = clusters.iter().map(|c| (*c, burst_events(c, N))).collect();
+    let shim = p.url("");
+    let post = |range: std::ops::Range<usize>| {
+        let (client, bursts, shim) = (&client, &bursts, &shim);
+        async move {
+            for start in range.step_by(50) {
+                for (cluster, events) in bursts {
+                    let items: Vec<&str> = events[start..start + 50].iter().map(String::as_str).collect();
+                    let r = client
+                        .post(format!("{shim}{cluster}"))
+                        .body(event_list(&items))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 200);
+                }
+            }
+        }
+    };
+    let evaluated_by = |ports: &[u16]| -> u64 {
+        ports
+            .iter()
+            .map(|port| futures::executor::block_on(evaluated(*port)).unwrap_or(0))
+            .sum()
+    };
+    let first = p.detectors[0].1;
+    post(0..N / 3).await;
+    wait_until("the first third evaluated", Duration::from_secs(60), || {
+        evaluated_by(&[first]) >= (clusters.len() * N / 3) as u64
+    })
+    .await;
+    // A detector joins: every partition is revoked (state handed over) and reassigned.
+    p.add_detector(1);
+    p.settled().await;
+    let second = p.detectors[1].1;
+    post(N / 3..2 * N / 3).await;
+    wait_until("the second third evaluated", Duration::from_secs(60), || {
+        evaluated_by(&[first, second]) >= (clusters.len() * 2 * N / 3) as u64
+    })
+    .await;
+    assert!(
+        evaluated_by(&[second]) > 0,
+        "the second detector should have taken partitions\n{}",
+        p.logs()
+    );
+    // The first leaves: its partitions (and their state) go to the second.
+    let by_first = evaluated_by(&[first]);
+    p.detectors[0].0.terminate();
+    let assignments = |text: &str| text.matches("partitions assigned").count();
+    let second_log = |p: &Pipeline| p.detectors[1].0.log_text();
+    wait_until(
+        "the second detector to take every partition",
+        Duration::from_secs(60),
+        || assignments(&second_log(&p)) >= 2,
+    )
+    .await;
+    post(2 * N / 3..N).await;
+    wait_until("every event evaluated", Duration::from_secs(60), || {
+        by_first + evaluated_by(&[second]) >= (clusters.len() * N) as u64
+    })
+    .await;
+    p.detectors[1].0.terminate();
+    let exec = |a: &Alert| a.rule == "Exec or attach into pod";
+    let sums = || {
+        let mut sums: HashMap<String, u64> = HashMap::new();
+        let distinct: HashMap<String, Alert> = alerts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|a| exec(a))
+            .map(|a| (a.id.clone(), a.clone()))
+            .collect();
+        for a in distinct.values() {
+            *sums.entry(a.cluster.clone()).or_default() += a.dedup.count;
+        }
+        (sums, distinct)
+    };
+    let complete = eventually(Duration::from_secs(60), || {
+        let (s, _) = sums();
+        s.len() == clusters.len() && s.values().all(|&n| n >= N as u64)
+    })
+    .await;
+    let (counts, distinct) = sums();
+    assert!(complete, "counts per cluster: {counts:?}\n{}", p.logs());
+    for cluster in clusters {
+        let firsts: Vec<&Alert> = distinct
+            .values()
+            .filter(|a| a.cluster == cluster && a.dedup.suppressed == 0)
+            .collect();
+        assert_eq!(
+            firsts.len(),
+            1,
+            "{kind:?} {cluster}: first alerts {firsts:#?}\n{}",
+            p.logs()
+        );
+        assert_eq!(
+            counts[cluster], N as u64,
+            "{kind:?} {cluster}: counts add up to the events"
+        );
+    }
+    let handed = second_log(&p).matches("took over the state").count();
+    eprintln!(
+        "{kind:?}: {} distinct alerts for {} events of {} clusters; the second detector took over {handed} partitions' state",
+        distinct.len(),
+        clusters.len() * N,
+        clusters.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_dedup_state_moves_with_partitions_on_join_and_leave() {
+    handover_on_join_and_leave(Kind::Kafka).await;
+}
+
 /// An OCSF output on a topic of its own: the topic is made at start (Kafka topic, NATS stream),
 /// and its messages carry the dedup key and the CloudEvents headers of the encoding.
 async fn ocsf_output_on_its_own_topic(kind: Kind) {

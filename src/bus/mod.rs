@@ -102,6 +102,16 @@ pub trait Bus: Send + Sync {
     }
 }
 
+/// State a consumer keeps per partition (dedup, windows), moved with the partition: when this
+/// consumer gives a partition up, the bus takes the state and stores it; whichever consumer takes
+/// the partition next gets it before the partition's first delivery.
+pub trait PartitionState: Send + Sync {
+    /// Removes and returns the state of a partition given up.
+    fn give_up(&self, shard: crate::dedup::Shard) -> Vec<u8>;
+    /// Installs the state stored for a partition taken over.
+    fn take_over(&self, shard: crate::dedup::Shard, state: &[u8]) -> anyhow::Result<()>;
+}
+
 #[async_trait]
 pub trait Subscription: Send {
     /// Waits for at least one delivery, then returns up to `max`; `None` when the bus closed.
@@ -109,6 +119,12 @@ pub trait Subscription: Send {
 
     /// Marks deliveries as done; the broker will not hand them out again.
     async fn commit(&mut self, deliveries: Vec<Delivery>) -> anyhow::Result<()>;
+
+    /// Moves `state` with the partitions this subscription is given and gives up. A bus whose
+    /// one consumer never loses its input (the in-process bus) has nothing to move.
+    async fn keep_state(&mut self, _state: std::sync::Arc<dyn PartitionState>) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// Which bus a pipeline uses, and the topics.

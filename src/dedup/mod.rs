@@ -566,6 +566,15 @@ impl Deduper {
     }
 }
 
+impl crate::bus::PartitionState for Deduper {
+    fn give_up(&self, shard: Shard) -> Vec<u8> {
+        Deduper::give_up(self, shard)
+    }
+    fn take_over(&self, shard: Shard, state: &[u8]) -> anyhow::Result<()> {
+        Deduper::take_over(self, shard, state)
+    }
+}
+
 /// A shard's state as it travels to the shard's next owner.
 #[derive(Default, Serialize, Deserialize)]
 struct Handover {

@@ -9,11 +9,15 @@
 //! batches are committed before partitions are given up; deliveries in progress on revoked
 //! partitions are handed to the new owner again (at least once, same alert ids).
 //! TLS and SASL (PLAIN/SCRAM) are librdkafka properties passed through from the config.
+//! A detector's per-partition state moves with the partition through a hand-over topic
+//! ([`handover`]).
 //! Dropping a subscription leaves the group (committing finished batches) on a thread of its own
 //! and waits for that at most [`CLOSE_WAIT`]: librdkafka's close waits without bound for a broker
 //! that is gone, and a detector must stop within its deadline all the same.
 
-use super::{AckToken, Bus, Delivery, Message, PublishError, Subscription};
+mod handover;
+
+use super::{AckToken, Bus, Delivery, Message, PartitionState, PublishError, Subscription};
 use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -24,7 +28,8 @@ use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -234,6 +239,12 @@ impl Bus for KafkaBus {
         if let Some(id) = &self.config.group_instance_id {
             client.set("group.instance.id", id);
         }
+        let context = GroupContext {
+            done: done.clone(),
+            handover: Arc::default(),
+            revokes: Arc::default(),
+        };
+        let (handover, revokes) = (context.handover.clone(), context.revokes.clone());
         let consumer: StreamConsumer<GroupContext> = client
             .set("group.id", group)
             .set("enable.auto.commit", "false")
@@ -242,12 +253,18 @@ impl Bus for KafkaBus {
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .set("fetch.wait.max.ms", "20")
-            .create_with_context(GroupContext { done: done.clone() })?;
+            .create_with_context(context)?;
         consumer.subscribe(&[topic])?;
         Ok(Box::new(KafkaSubscription {
             consumer: Some(consumer),
             done,
             started: Default::default(),
+            handover,
+            revokes,
+            topic: topic.to_string(),
+            group: group.to_string(),
+            config: self.config.clone(),
+            producer: self.current(),
         }))
     }
 }
@@ -292,9 +309,17 @@ async fn publish_with(producer: &FutureProducer, topic: &str, messages: &[Messag
     Ok(())
 }
 
-/// Commits finished offsets before partitions are revoked.
+/// Commits finished offsets before partitions are revoked, and moves partition state.
 struct GroupContext {
     done: Arc<Mutex<HashMap<(String, i32), i64>>>,
+    /// Set once the subscriber keeps state per partition.
+    handover: Arc<Mutex<Option<handover::Handover>>>,
+    /// Revocations so far: deliveries fetched before one may belong to a partition given up.
+    revokes: Arc<AtomicU64>,
+}
+
+fn partition_numbers(tpl: &TopicPartitionList) -> Vec<i32> {
+    tpl.elements().iter().map(|p| p.partition()).collect()
 }
 
 impl ClientContext for GroupContext {}
@@ -309,7 +334,12 @@ impl ConsumerContext for GroupContext {
     }
 
     fn pre_rebalance(&self, consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let handover = self.handover.lock().unwrap_or_else(|e| e.into_inner());
+        if let (Rebalance::Assign(partitions), Some(handover)) = (rebalance, handover.as_ref()) {
+            handover.take_over(&partition_numbers(partitions));
+        }
         if let Rebalance::Revoke(partitions) = rebalance {
+            self.revokes.fetch_add(1, Ordering::SeqCst);
             let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
             let mut tpl = TopicPartitionList::new();
             for p in partitions.elements() {
@@ -321,6 +351,9 @@ impl ConsumerContext for GroupContext {
                 if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
                     tracing::warn!("commit on revoke failed: {e}");
                 }
+            }
+            if let Some(handover) = handover.as_ref() {
+                handover.give_up(&partition_numbers(partitions));
             }
         }
     }
@@ -344,7 +377,13 @@ struct KafkaSubscription {
     consumer: Option<StreamConsumer<GroupContext>>,
     done: Arc<Mutex<HashMap<(String, i32), i64>>>,
     /// Partitions this consumer has read from, to log where it started in each.
-    started: std::collections::HashSet<(String, i32)>,
+    started: HashSet<(String, i32)>,
+    handover: Arc<Mutex<Option<handover::Handover>>>,
+    revokes: Arc<AtomicU64>,
+    topic: String,
+    group: String,
+    config: KafkaConfig,
+    producer: FutureProducer,
 }
 
 const BATCH_LINGER: Duration = Duration::from_millis(5);
@@ -381,6 +420,7 @@ impl KafkaSubscription {
 #[async_trait]
 impl Subscription for KafkaSubscription {
     async fn next(&mut self, max: usize) -> anyhow::Result<Option<Vec<Delivery>>> {
+        let revokes = self.revokes.load(Ordering::SeqCst);
         let mut out = Vec::new();
         let consumer = self.consumer.as_ref().expect("the consumer is taken only on drop");
         while out.len() < max.max(1) {
@@ -434,7 +474,33 @@ impl Subscription for KafkaSubscription {
                 }
             }
         }
+        if self.revokes.load(Ordering::SeqCst) != revokes {
+            // Partitions were given up (with their state) while this batch was fetched: what came
+            // from them is their new owner's to evaluate.
+            let assigned: HashSet<(String, i32)> = consumer
+                .assignment()?
+                .elements()
+                .iter()
+                .map(|p| (p.topic().to_string(), p.partition()))
+                .collect();
+            out.retain(|d| match &d.token {
+                AckToken::Kafka { topic, partition, .. } => assigned.contains(&(topic.clone(), *partition)),
+                _ => true,
+            });
+        }
         Ok(Some(out))
+    }
+
+    async fn keep_state(&mut self, state: Arc<dyn PartitionState>) -> anyhow::Result<()> {
+        let topic = handover::topic(&self.topic, &self.group);
+        ensure_handover_topic(&self.config, &self.producer, &self.topic, &topic).await?;
+        *self.handover.lock().unwrap_or_else(|e| e.into_inner()) = Some(handover::Handover {
+            state,
+            producer: self.producer.clone(),
+            topic,
+            config: self.config.clone(),
+        });
+        Ok(())
     }
 
     async fn commit(&mut self, deliveries: Vec<Delivery>) -> anyhow::Result<()> {
@@ -467,4 +533,69 @@ impl Subscription for KafkaSubscription {
             }
         }
     }
+}
+
+/// Makes the hand-over topic of an events topic: as many partitions (partition p's state goes to
+/// partition p), kept a week.
+async fn ensure_handover_topic(
+    config: &KafkaConfig,
+    producer: &FutureProducer,
+    events: &str,
+    topic: &str,
+) -> anyhow::Result<()> {
+    let partitions = |name: &str| {
+        let (producer, name) = (producer.clone(), name.to_string());
+        async move {
+            let metadata = tokio::task::spawn_blocking(move || {
+                producer.client().fetch_metadata(Some(&name), Duration::from_secs(10))
+            })
+            .await??;
+            anyhow::Ok(
+                metadata
+                    .topics()
+                    .first()
+                    .filter(|t| t.error().is_none())
+                    .map(|t| t.partitions().len() as i32)
+                    .unwrap_or(0),
+            )
+        }
+    };
+    let wanted = partitions(events).await?;
+    anyhow::ensure!(
+        wanted > 0,
+        "the events topic {events} has no partitions at {}",
+        config.brokers
+    );
+    let existing = partitions(topic).await?;
+    if existing >= wanted {
+        return Ok(());
+    }
+    anyhow::ensure!(
+        existing == 0,
+        "the hand-over topic {topic} has {existing} partitions, fewer than {events}'s {wanted}: \
+         add partitions to it (kafka-topics --alter --partitions {wanted})"
+    );
+    anyhow::ensure!(
+        config.create_topics,
+        "the hand-over topic {topic} does not exist at {} and create_topics is off: create it with \
+         {wanted} partitions",
+        config.brokers
+    );
+    let admin: AdminClient<DefaultClientContext> = config.client().create()?;
+    let new = NewTopic::new(topic, wanted, TopicReplication::Fixed(config.replication))
+        .set("retention.ms", handover::RETENTION_MS);
+    for result in admin
+        .create_topics(
+            &[new],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await?
+    {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("cannot create Kafka topic {topic}: {code}"),
+        }
+    }
+    tracing::info!(topic, partitions = wanted, "created the hand-over topic");
+    Ok(())
 }
