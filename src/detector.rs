@@ -75,8 +75,9 @@ pub struct DetectorStats {
 pub struct Detector {
     /// The rule set in use, swapped by hot reload between batches.
     pub rules: Arc<Reloader>,
-    /// Stateful windows and rate limits (state lives with this detector: events are partitioned
-    /// by cluster, so a key that includes the cluster is seen by one detector).
+    /// Stateful windows and rate limits, per partition (events are partitioned by cluster, so a
+    /// key that includes the cluster is seen by one detector; its state moves with the
+    /// partition where the bus can store it).
     pub deduper: Arc<crate::dedup::Deduper>,
     pub sinks: Vec<Arc<dyn Sink>>,
     pub batch_size: usize,
@@ -101,6 +102,8 @@ impl Detector {
         let mut summaries = Vec::new();
         self.deduper.flush(&mut summaries);
         self.deliver(&summaries).await;
+        // What is left (rate limits, windows) goes to the partitions' next owners.
+        sub.leave().await;
         result
     }
 

@@ -1,7 +1,8 @@
 //! The pipeline through real brokers, for Apache Kafka and NATS JetStream: a shim process and
 //! two detector processes. End to end with three clusters, a `kill -9` of a detector in the
 //! middle of a 50k-event stream, a broker outage under load (these with dedup off: they check
-//! that every match arrives), and a burst deduplicated exactly across two detectors.
+//! that every match arrives), a burst deduplicated exactly across two detectors, and (Kafka)
+//! dedup state moving with partitions as a detector joins and another leaves.
 
 mod common;
 
@@ -229,7 +230,7 @@ fn expected_alerts(events: &[(String, String)], kind: Kind) -> Vec<Alert> {
     alerts
 }
 
-/// Rules with a window: their state lives in the detector's memory only.
+/// Rules with a window: a detector killed with `kill -9` hands none of their state over.
 fn stateful_rules(kind: Kind) -> HashSet<String> {
     let rules = RuleSet::load(&[rules_path(kind)], Matching::All).unwrap();
     rules
@@ -397,7 +398,7 @@ async fn kill_a_detector(kind: Kind) {
     p.settled().await;
     let alerts = collect_alerts(bus_config(&p.broker));
     let events = generated(50_000);
-    // Window state is memory: the killed detector's windows are lost, so stateful rules'
+    // A killed detector hands no state over: its windows are lost, so stateful rules'
     // alerts may differ after the takeover (a stated limit); every per-event alert must arrive.
     let stateful = stateful_rules(kind);
     let expected_list: Vec<Alert> = expected_alerts(&events, kind)
@@ -732,7 +733,8 @@ async fn kafka_burst_yields_one_first_alert_per_key_across_two_detectors() {
 /// the counts of all alerts add up to the events.
 async fn handover_on_join_and_leave(kind: Kind) {
     const N: usize = 300;
-    let clusters = ["east-1", "east-2", "east-3", "west-1", "west-2", "west-3"];
+    // CRC-32 spreads these over both NATS partitions (3 and 3) and all six Kafka ones.
+    let clusters = ["east-1", "east-2", "west-3", "prod-a", "prod-b", "ap-1"];
     let mut p = Pipeline::start(kind, 1, true);
     p.settled().await;
     let alerts = collect_alerts(bus_config(&p.broker));
@@ -785,12 +787,11 @@ async fn handover_on_join_and_leave(kind: Kind) {
     // The first leaves: its partitions (and their state) go to the second.
     let by_first = evaluated_by(&[first]);
     p.detectors[0].0.terminate();
-    let assignments = |text: &str| text.matches("partitions assigned").count();
     let second_log = |p: &Pipeline| p.detectors[1].0.log_text();
     wait_until(
         "the second detector to take every partition",
         Duration::from_secs(60),
-        || assignments(&second_log(&p)) >= 2,
+        || holds_every_partition(&second_log(&p), kind),
     )
     .await;
     post(2 * N / 3..N).await;
@@ -846,9 +847,32 @@ async fn handover_on_join_and_leave(kind: Kind) {
     );
 }
 
+/// Whether a detector's newest assignment (its log's last) is every partition of the events
+/// topic (the test pipelines': Kafka 6, NATS 2).
+fn holds_every_partition(log: &str, kind: Kind) -> bool {
+    let newest = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("partitions assigned") || l.contains("partitions revoked"));
+    let Some(held) = newest.and_then(|l| l.split("partitions assigned: ").nth(1)) else {
+        return false;
+    };
+    match kind {
+        // `kaudit.events[0] kaudit.events[1] ...`
+        Kind::Kafka => held.matches('[').count() == 6,
+        // `0,1 member=...`
+        Kind::Nats => held.split_whitespace().next().map_or(0, |l| l.split(',').count()) == 2,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_dedup_state_moves_with_partitions_on_join_and_leave() {
     handover_on_join_and_leave(Kind::Kafka).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_dedup_state_moves_with_partitions_on_join_and_leave() {
+    handover_on_join_and_leave(Kind::Nats).await;
 }
 
 /// An OCSF output on a topic of its own: the topic is made at start (Kafka topic, NATS stream),

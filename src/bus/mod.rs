@@ -125,6 +125,10 @@ pub trait Subscription: Send {
     async fn keep_state(&mut self, _state: std::sync::Arc<dyn PartitionState>) -> anyhow::Result<()> {
         Ok(())
     }
+
+    /// Gives every partition up, with its state, before the subscriber stops (NATS: hands the
+    /// leases back; Kafka does it when the subscription is dropped, as its consumer leaves).
+    async fn leave(&mut self) {}
 }
 
 /// Which bus a pipeline uses, and the topics.

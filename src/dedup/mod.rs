@@ -54,7 +54,8 @@ pub struct DedupConfig {
     /// Report suppressed repeats in a summary alert when their window closes (otherwise in the
     /// next alert of the key).
     pub summaries: bool,
-    /// Live keys kept (rate limits and windows, each); beyond it the oldest are evicted.
+    /// Live keys kept per partition (rate limits and windows, each); beyond it the oldest are
+    /// evicted.
     pub max_keys: usize,
     /// How far out of event-time order a stateful rule's matches may arrive.
     pub allowed_lateness: String,

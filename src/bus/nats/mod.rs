@@ -12,6 +12,7 @@
 //! stream drops one it has stored within its duplicate window: the events of a batch an apiserver
 //! re-sends after a refusal are stored once, even those stored before the refusal.
 
+mod handover;
 pub mod partitions;
 
 use super::{AckToken, Bus, Delivery, Message, PublishError, Subscription};

@@ -12,15 +12,21 @@
 //! that dies stops renewing: after the lease time its partitions are free and the others take
 //! them, and what it had not acknowledged is redelivered after `ack_wait`.
 //!
+//! A detector's per-partition state moves with the partition ([`super::handover`]): a partition
+//! handed back (share exceeded, or the detector stopping) has its state stored before its lease
+//! is deleted, and a partition taken has the stored state installed before its first delivery.
+//! Both happen inside [`Subscription::next`], between the detector's batches.
+//!
 //! The gap a lease cannot close: a detector frozen past its lease time (a long GC-like stall)
 //! may consume for a moment beside the new owner; Kafka's session timeout has the same hole.
 
-use super::{NatsConfig, NatsSubscription};
-use crate::bus::{Delivery, Subscription};
+use super::{handover, NatsConfig, NatsSubscription};
+use crate::bus::{AckToken, Delivery, PartitionState, Subscription};
 use async_nats::jetstream::{self, consumer::pull, kv};
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -48,7 +54,10 @@ struct Leases {
 
 enum Change {
     Acquired(u32),
-    Released(u32),
+    /// Over our share: to hand back (with its state) and then delete the lease.
+    HandBack(u32),
+    /// The lease was lost (not renewed in time): another may hold the partition already.
+    Lost(u32),
 }
 
 impl Leases {
@@ -81,14 +90,13 @@ impl Leases {
             if renewed {
                 holding.insert(p);
             } else {
-                changes.push(Change::Released(p));
+                changes.push(Change::Lost(p));
             }
         }
         while holding.len() > share {
             let p = *holding.iter().next_back().expect("not empty");
             holding.remove(&p);
-            self.kv.delete(self.owner_key(p)).await?;
-            changes.push(Change::Released(p));
+            changes.push(Change::HandBack(p));
         }
         // Start looking at a member-specific partition, so that joiners do not all race for 0.
         let start = partition(&self.member, self.partitions);
@@ -114,16 +122,41 @@ impl Leases {
     }
 }
 
+/// What the lease manager tells the subscription about partitions (in order, before any
+/// delivery of a partition acquired).
+enum Control {
+    Acquired(u32),
+    HandBack(u32),
+    Lost(u32),
+}
+
+type Tasks = Arc<Mutex<BTreeMap<u32, JoinHandle<()>>>>;
+
 /// A subscription to the partitions this detector holds a lease on.
 pub struct PartitionedSubscription {
     rx: mpsc::Receiver<Vec<Delivery>>,
+    control: mpsc::UnboundedReceiver<Control>,
     leftover: Vec<Delivery>,
     manager: JoinHandle<()>,
+    /// Each partition's consuming task.
+    tasks: Tasks,
+    leases: Arc<Leases>,
+    /// Partitions whose deliveries this detector evaluates.
+    held: BTreeSet<u32>,
+    /// Partitions given up: deliveries from them still queued here are their new owner's.
+    given_up: HashSet<u32>,
+    js: jetstream::Context,
+    replicas: usize,
+    /// Set by [`Subscription::keep_state`]: the state and where hand-overs are stored.
+    state: Option<(Arc<dyn PartitionState>, kv::Store)>,
 }
 
 impl Drop for PartitionedSubscription {
     fn drop(&mut self) {
         self.manager.abort();
+        for task in self.tasks.lock().unwrap_or_else(|e| e.into_inner()).values() {
+            task.abort();
+        }
     }
 }
 
@@ -137,7 +170,7 @@ impl PartitionedSubscription {
     ) -> anyhow::Result<PartitionedSubscription> {
         let ttl = Duration::from_secs(config.lease_secs.max(1));
         let kv = lease_bucket(js, ttl, config.replicas).await?;
-        let leases = Leases {
+        let leases = Arc::new(Leases {
             kv,
             group: super::token(group),
             member: format!(
@@ -147,8 +180,10 @@ impl PartitionedSubscription {
                 rand::random::<u32>()
             ),
             partitions: config.partitions.max(1),
-        };
+        });
         let (tx, rx) = mpsc::channel(4);
+        let (control_tx, control) = mpsc::unbounded_channel();
+        let tasks: Tasks = Arc::default();
         let (topic, ack_wait, max_ack_pending) = (topic.to_string(), config.ack_wait_secs, config.max_ack_pending);
         let consumer_config = move |name: String, p: u32| pull::Config {
             durable_name: Some(name),
@@ -158,18 +193,32 @@ impl PartitionedSubscription {
             filter_subject: format!("{topic}.{p}.>"),
             ..Default::default()
         };
+        let (manager_leases, consuming) = (leases.clone(), tasks.clone());
         let manager = tokio::spawn(async move {
-            let mut consuming: BTreeMap<u32, JoinHandle<()>> = BTreeMap::new();
+            let leases = manager_leases;
+            let stop = |p: u32| {
+                if let Some(task) = consuming.lock().unwrap_or_else(|e| e.into_inner()).remove(&p) {
+                    task.abort();
+                }
+            };
             loop {
-                let owned: BTreeSet<u32> = consuming.keys().copied().collect();
+                let owned: BTreeSet<u32> = consuming
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .keys()
+                    .copied()
+                    .collect();
                 match leases.round(&owned).await {
                     Ok(changes) if !changes.is_empty() => {
                         for change in changes {
                             match change {
-                                Change::Released(p) => {
-                                    if let Some(task) = consuming.remove(&p) {
-                                        task.abort();
-                                    }
+                                Change::Lost(p) => {
+                                    stop(p);
+                                    let _ = control_tx.send(Control::Lost(p));
+                                }
+                                Change::HandBack(p) => {
+                                    stop(p);
+                                    let _ = control_tx.send(Control::HandBack(p));
                                 }
                                 Change::Acquired(p) => {
                                     let name = format!("{}-p{p}", leases.group);
@@ -178,16 +227,15 @@ impl PartitionedSubscription {
                                         .await
                                     {
                                         Ok(consumer) => {
-                                            consuming.insert(
-                                                p,
-                                                tokio::spawn(forward(
-                                                    NatsSubscription {
-                                                        consumer,
-                                                        messages: None,
-                                                    },
-                                                    tx.clone(),
-                                                )),
-                                            );
+                                            let _ = control_tx.send(Control::Acquired(p));
+                                            let task = tokio::spawn(forward(
+                                                NatsSubscription {
+                                                    consumer,
+                                                    messages: None,
+                                                },
+                                                tx.clone(),
+                                            ));
+                                            consuming.lock().unwrap_or_else(|e| e.into_inner()).insert(p, task);
                                         }
                                         Err(e) => {
                                             tracing::warn!(
@@ -199,7 +247,12 @@ impl PartitionedSubscription {
                                 }
                             }
                         }
-                        let list: Vec<String> = consuming.keys().map(u32::to_string).collect();
+                        let list: Vec<String> = consuming
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .keys()
+                            .map(u32::to_string)
+                            .collect();
                         tracing::info!(
                             member = leases.member,
                             "partitions assigned: {}",
@@ -218,9 +271,121 @@ impl PartitionedSubscription {
         });
         Ok(PartitionedSubscription {
             rx,
+            control,
             leftover: Vec::new(),
             manager,
+            tasks,
+            leases,
+            held: BTreeSet::new(),
+            given_up: HashSet::new(),
+            js: js.clone(),
+            replicas: config.replicas,
+            state: None,
         })
+    }
+
+    /// Acts on what the lease manager said, in order.
+    async fn apply_control(&mut self) {
+        while let Ok(control) = self.control.try_recv() {
+            self.apply_one(control).await;
+        }
+    }
+
+    async fn apply_one(&mut self, control: Control) {
+        {
+            match control {
+                Control::Acquired(p) => {
+                    self.held.insert(p);
+                    self.given_up.remove(&p);
+                    self.take_over(p).await;
+                }
+                Control::HandBack(p) => self.hand_back(p).await,
+                Control::Lost(p) => {
+                    self.give_up(p).await;
+                    if let Some((state, _)) = &self.state {
+                        // Another detector may hold the partition already: what we knew of it
+                        // is not ours to store.
+                        state.give_up(p);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops evaluating a partition: deliveries of it still queued here go back to the stream.
+    async fn give_up(&mut self, p: u32) {
+        self.held.remove(&p);
+        self.given_up.insert(p);
+        let (theirs, ours): (Vec<Delivery>, Vec<Delivery>) = std::mem::take(&mut self.leftover)
+            .into_iter()
+            .partition(|d| d.shard() == p);
+        self.leftover = ours;
+        nak(theirs).await;
+    }
+
+    /// Stores a partition's state, then deletes our lease on it.
+    async fn hand_back(&mut self, p: u32) {
+        self.give_up(p).await;
+        if let Some((state, store)) = &self.state {
+            let bytes = state.give_up(p);
+            match handover::write(store, &self.leases.group, p, &bytes).await {
+                Ok(()) => tracing::info!(
+                    partition = p,
+                    bytes = bytes.len(),
+                    "handed over the state of a partition given up"
+                ),
+                Err(e) => tracing::warn!(
+                    partition = p,
+                    "could not hand over the state of a partition given up; its next owner starts \
+                     from the previous hand-over: {e:#}"
+                ),
+            }
+        }
+        let key = self.leases.owner_key(p);
+        match self.leases.kv.entry(&key).await {
+            Ok(Some(e)) if e.operation == kv::Operation::Put && e.value.as_ref() == self.leases.member.as_bytes() => {
+                if let Err(e) = self.leases.kv.delete_expect_revision(&key, Some(e.revision)).await {
+                    tracing::warn!(partition = p, "could not hand the lease back (it expires instead): {e}");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn take_over(&mut self, p: u32) {
+        let Some((state, store)) = &self.state else { return };
+        match handover::read(store, &self.leases.group, p).await {
+            Ok(Some(bytes)) => match state.take_over(p, &bytes) {
+                Ok(()) => tracing::info!(partition = p, bytes = bytes.len(), "took over the state of a partition"),
+                Err(e) => tracing::warn!(partition = p, "starting the partition afresh: {e:#}"),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                partition = p,
+                "could not read the partition's hand-over; starting it afresh: {e:#}"
+            ),
+        }
+    }
+
+    /// Keeps the deliveries of partitions still held; the others go back to the stream.
+    async fn keep_held(&mut self, batch: Vec<Delivery>) {
+        if self.given_up.is_empty() {
+            self.leftover.extend(batch);
+            return;
+        }
+        let (theirs, ours): (Vec<Delivery>, Vec<Delivery>) =
+            batch.into_iter().partition(|d| self.given_up.contains(&d.shard()));
+        self.leftover.extend(ours);
+        nak(theirs).await;
+    }
+}
+
+/// Hands deliveries back to the stream at once (rather than after `ack_wait`).
+async fn nak(deliveries: Vec<Delivery>) {
+    for d in deliveries {
+        if let AckToken::Nats(m) = d.token {
+            let _ = m.ack_with(jetstream::AckKind::Nak(None)).await;
+        }
     }
 }
 
@@ -271,15 +436,29 @@ async fn forward(mut sub: NatsSubscription, tx: mpsc::Sender<Vec<Delivery>>) {
 #[async_trait]
 impl Subscription for PartitionedSubscription {
     async fn next(&mut self, max: usize) -> anyhow::Result<Option<Vec<Delivery>>> {
-        if self.leftover.is_empty() {
-            match self.rx.recv().await {
-                Some(batch) => self.leftover = batch,
-                None => return Ok(None),
+        loop {
+            self.apply_control().await;
+            if !self.leftover.is_empty() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                control = self.control.recv() => {
+                    if let Some(control) = control {
+                        self.apply_one(control).await;
+                    }
+                }
+                batch = self.rx.recv() => match batch {
+                    Some(batch) => self.keep_held(batch).await,
+                    None => return Ok(None),
+                },
             }
         }
         while self.leftover.len() < max {
+            // A partition acquired meanwhile has its state installed before its deliveries.
+            self.apply_control().await;
             match self.rx.try_recv() {
-                Ok(more) => self.leftover.extend(more),
+                Ok(more) => self.keep_held(more).await,
                 Err(_) => break,
             }
         }
@@ -289,6 +468,28 @@ impl Subscription for PartitionedSubscription {
 
     async fn commit(&mut self, deliveries: Vec<Delivery>) -> anyhow::Result<()> {
         super::ack(deliveries).await
+    }
+
+    async fn keep_state(&mut self, state: Arc<dyn PartitionState>) -> anyhow::Result<()> {
+        let store = handover::bucket(&self.js, self.replicas).await?;
+        self.state = Some((state, store));
+        Ok(())
+    }
+
+    async fn leave(&mut self) {
+        self.manager.abort();
+        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()))
+            .into_values()
+            .collect();
+        for task in tasks {
+            task.abort();
+        }
+        self.apply_control().await;
+        for p in self.held.clone() {
+            self.hand_back(p).await;
+        }
+        let member = format!("{}.members.{}", self.leases.group, self.leases.member);
+        let _ = self.leases.kv.delete(member).await;
     }
 }
 
