@@ -56,7 +56,7 @@ fn admit_all(deduper: &Deduper, rules: &RuleSet, alerts: Vec<Alert>) -> f64 {
     let mut out = Vec::with_capacity(2);
     let started = Instant::now();
     for a in alerts {
-        deduper.admit_alert(rule, a, &mut out);
+        deduper.limit(rule, a, 0, &mut out);
         out.clear();
     }
     started.elapsed().as_secs_f64()
@@ -98,7 +98,7 @@ fn main() {
     let mut late = alerts(1).remove(0);
     late.time = "2026-11-20T11:00:00Z".into();
     late.dedup.key = "f".repeat(32);
-    on.admit_alert(&rules.rules()[0], late, &mut Vec::new());
+    on.limit(&rules.rules()[0], late, 0, &mut Vec::new());
     let started = Instant::now();
     on.tick(&mut Vec::new());
     println!(

@@ -7,10 +7,11 @@
 //! counted and committed: it cannot become valid by being retried.
 
 use crate::alert::sink::Sink;
-use crate::alert::{Alert, Origin};
+use crate::alert::Alert;
 use crate::audit::Event;
 use crate::bus::{headers, Delivery, Subscription};
 use crate::dedup::Verdict;
+use crate::detect::{Detect, Source};
 use crate::engine::reload::Reloader;
 use crate::engine::{Matching, RuleSet};
 use crate::telemetry::metrics;
@@ -232,6 +233,13 @@ pub fn evaluate(
     deduper: &crate::dedup::Deduper,
     budget: Option<Duration>,
 ) -> Vec<Alert> {
+    let hostname = crate::hostname();
+    let detect = Detect {
+        rules,
+        deduper,
+        hostname: &hostname,
+        budget,
+    };
     let mut alerts = Vec::new();
     for delivery in batch {
         let message = &delivery.message;
@@ -245,30 +253,25 @@ pub fn evaluate(
             }
         };
         stats.events.fetch_add(1, Ordering::Relaxed);
-        let view = event.view();
-        for firing in rules.evaluate_within(&view, cluster, budget) {
-            let rule = rules.rule(firing.rule);
-            // Continue the shim's trace: same trace id, a span of our own.
-            let trace_id = message.header(headers::TRACEPARENT).and_then(|tp| tp.split('-').nth(1));
-            let origin = Origin {
-                event: Some(event.clone()),
-                traceparent: trace_id.map(|t| format!("00-{t}-{:016x}-01", rand::random::<u64>())),
-                received: message.header(headers::RECEIVED).map(String::from),
-            };
-            match deduper.admit(rules, firing, &view, cluster, delivery.shard(), origin, &mut alerts) {
-                Verdict::Suppressed => metrics()
-                    .alerts_suppressed
-                    .add(1, &[KeyValue::new("rule", rule.name.clone())]),
-                Verdict::Late => metrics()
-                    .window_late
-                    .add(1, &[KeyValue::new("rule", rule.name.clone())]),
-                Verdict::Passed => {
-                    if let Some(a) = alerts.last() {
-                        tracing::debug!(trace_id, rule = a.rule, alert_id = a.id, "alert");
-                    }
-                }
-                Verdict::Held => {}
+        // Continue the shim's trace: same trace id, a span of our own.
+        let trace_id = message.header(headers::TRACEPARENT).and_then(|tp| tp.split('-').nth(1));
+        let source = Source {
+            cluster,
+            shard: delivery.shard(),
+            trace_id,
+            received: message.header(headers::RECEIVED),
+        };
+        let before = alerts.len();
+        for (rule, verdict) in detect.event(&event, &source, &mut alerts) {
+            let rule = KeyValue::new("rule", rules.rule(rule).name.clone());
+            match verdict {
+                Verdict::Suppressed => metrics().alerts_suppressed.add(1, &[rule]),
+                Verdict::Late => metrics().window_late.add(1, &[rule]),
+                Verdict::Passed | Verdict::Held => {}
             }
+        }
+        for a in &alerts[before..] {
+            tracing::debug!(trace_id, rule = a.rule, alert_id = a.id, "alert");
         }
     }
     alerts

@@ -26,6 +26,7 @@ pub fn hostname() -> String {
 pub mod bus;
 pub mod config;
 pub mod dedup;
+pub mod detect;
 pub mod detector;
 pub mod ingest;
 pub mod pipeline;

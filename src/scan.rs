@@ -9,6 +9,7 @@ use crate::alert::encode::{Encoder, Encoding};
 use crate::alert::Alert;
 use crate::audit::{DocumentReader, Format};
 use crate::dedup::Verdict;
+use crate::detect::{Detect, Source};
 use crate::engine::RuleSet;
 use anyhow::Context as _;
 use std::io::{IsTerminal, Read, Write};
@@ -71,6 +72,13 @@ impl Default for Options {
 /// get summary alerts.
 pub fn scan(files: &[PathBuf], rules: &RuleSet, options: &Options, out: &mut dyn Write) -> anyhow::Result<Summary> {
     let deduper = crate::dedup::Deduper::new(&options.dedup)?;
+    let hostname = crate::hostname();
+    let detect = Detect {
+        rules,
+        deduper: &deduper,
+        hostname: &hostname,
+        budget: None,
+    };
     let mut alerts = Vec::new();
     let start = Instant::now();
     let mut summary = Summary::default();
@@ -93,14 +101,12 @@ pub fn scan(files: &[PathBuf], rules: &RuleSet, options: &Options, out: &mut dyn
             match item.with_context(|| format!("cannot read {name}"))? {
                 Ok(record) => {
                     summary.events += 1;
-                    let cluster = record.cluster.as_deref().unwrap_or(&options.cluster);
-                    let view = record.event.view();
-                    for firing in rules.evaluate(&view, cluster) {
-                        let origin = crate::alert::Origin {
-                            event: Some(record.event.clone()),
-                            ..Default::default()
-                        };
-                        match deduper.admit(rules, firing, &view, cluster, 0, origin, &mut alerts) {
+                    let source = Source {
+                        cluster: record.cluster.as_deref().unwrap_or(&options.cluster),
+                        ..Default::default()
+                    };
+                    for (_, verdict) in detect.event(&record.event, &source, &mut alerts) {
+                        match verdict {
                             Verdict::Suppressed => summary.suppressed += 1,
                             Verdict::Late => summary.late += 1,
                             Verdict::Passed | Verdict::Held => {}

@@ -177,7 +177,7 @@ fn admit_users(deduper: &Deduper, users: usize) -> usize {
         let rule = rules.rule(firing.rule);
         let alert = Alert::new(rule, firing, &view, "c1", "h");
         let mut out = Vec::new();
-        if deduper.admit_alert(rule, alert, &mut out) == Verdict::Passed {
+        if deduper.limit(rule, alert, 0, &mut out) == Verdict::Passed {
             passed += 1;
         }
     }
@@ -230,12 +230,20 @@ fn state_handed_over_with_a_shard_keeps_first_alerts_counts_and_windows() {
     text.push_str(WINDOWED);
     let rules = RuleSet::from_text("dedup.yaml", &text, Matching::All).unwrap();
     let admit = |deduper: &Deduper, range: std::ops::Range<usize>, shard: u32, out: &mut Vec<Alert>| {
+        let detect = kaudit::detect::Detect {
+            rules: &rules,
+            deduper,
+            hostname: "h",
+            budget: None,
+        };
+        let source = kaudit::detect::Source {
+            cluster: "c1",
+            shard,
+            ..Default::default()
+        };
         for i in range {
             let event = kaudit::audit::Event::from_json(exec(i, "alice", i as f64)).unwrap();
-            let view = event.view();
-            for firing in rules.evaluate(&view, "c1") {
-                deduper.admit(&rules, firing, &view, "c1", shard, Default::default(), out);
-            }
+            detect.event(&event, &source, out);
         }
     };
     let (first, second) = (

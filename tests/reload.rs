@@ -238,14 +238,22 @@ fn dedup_state_survives_a_reload_for_rules_that_remain() {
     let deduper = Deduper::new(&DedupConfig::default()).unwrap();
     let verdict = |set: &RuleSet, n: usize| {
         let event = Event::from_json(exec(n).to_string()).unwrap();
-        let view = event.view();
-        let firing = set
-            .evaluate(&view, "c1")
+        let detect = kaudit::detect::Detect {
+            rules: set,
+            deduper: &deduper,
+            hostname: "h",
+            budget: None,
+        };
+        let source = kaudit::detect::Source {
+            cluster: "c1",
+            ..Default::default()
+        };
+        let verdicts = detect.event(&event, &source, &mut Vec::new());
+        verdicts
             .into_iter()
-            .find(|f| set.rule(f.rule).name == "Exec")
-            .unwrap();
-        let mut out = Vec::new();
-        deduper.admit(set, firing, &view, "c1", 0, Default::default(), &mut out)
+            .find(|(rule, _)| set.rule(*rule).name == "Exec")
+            .unwrap()
+            .1
     };
     assert_eq!(verdict(&before, 1), Verdict::Passed);
     assert_eq!(verdict(&after, 2), Verdict::Suppressed, "the key's window carried over");

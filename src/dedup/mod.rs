@@ -1,7 +1,8 @@
 //! After the engine: stateful windows, then rate-limited dedup, all on event time.
 //!
 //! A match of a stateful rule (`threshold`, `distinct`, `sequence`) first goes through its
-//! window ([`window`]); only a window that fires becomes an alert. Every alert then goes through
+//! window ([`Deduper::window`]); only a window that fires becomes an alert (the detect stage,
+//! `crate::detect`, makes it). Every alert then goes through
 //! its rule's rate limit: `dedup: {key, window, burst}`, the pipeline's default for rules that
 //! say nothing, or `dedup: off`. The limit is governor's GCRA, keyed by a 64-bit fingerprint of
 //! the dedup key, in a state store of our own (one `u64 → u64` map: 16 bytes a key plus the
@@ -26,11 +27,10 @@
 
 pub mod window;
 
-use crate::alert::{Alert, Origin, WindowInfo};
-use crate::audit::EventView;
+use crate::alert::{Alert, WindowInfo};
 use crate::engine::rules::DedupDef;
 use crate::engine::stateful::{parse_duration, DedupPolicy, DedupSetting, WindowKind};
-use crate::engine::{Firing, Rule, RuleSet};
+use crate::engine::{Observation, Rule};
 use governor::clock::Clock;
 use governor::nanos::Nanos;
 use governor::state::StateStore;
@@ -86,6 +86,19 @@ impl DedupConfig {
             ..DedupConfig::default()
         }
     }
+}
+
+/// What a stateful rule's window made of a match.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Windowed {
+    /// The rule has no window: every match is an alert.
+    None,
+    /// The window fired: the alert carries it.
+    Fired(WindowInfo),
+    /// Counted; the window has not fired.
+    Held,
+    /// Later than the allowed lateness: dropped.
+    Late,
 }
 
 /// What happened to one match.
@@ -236,7 +249,6 @@ impl State {
 }
 
 pub struct Deduper {
-    hostname: String,
     enabled: bool,
     default: Option<DedupPolicy>,
     summaries: bool,
@@ -260,7 +272,6 @@ impl Deduper {
         let lateness =
             parse_duration(&config.allowed_lateness).map_err(|e| anyhow::anyhow!("dedup.allowed_lateness: {e}"))?;
         Ok(Deduper {
-            hostname: crate::hostname(),
             enabled: config.enabled,
             default,
             summaries: config.summaries,
@@ -277,57 +288,43 @@ impl Deduper {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// From a rule's match to the alerts it yields: the rule's window (stateful rules), then the
-    /// alert (rendered only now for stateful rules), then its rate limit. The alerts to publish go
-    /// to `out` (a summary of a closed window may precede the alert itself).
-    #[allow(clippy::too_many_arguments)]
-    pub fn admit(
-        &self,
-        rules: &RuleSet,
-        mut firing: Firing,
-        view: &EventView<'_>,
-        cluster: &str,
-        shard: Shard,
-        origin: Origin,
-        out: &mut Vec<Alert>,
-    ) -> Verdict {
-        let rule = rules.rule(firing.rule);
-        let now = event_nanos(&view.time().unwrap_or_default());
-        let mut shards = self.lock();
-        let state = shards.get(shard, self.max_keys);
-        let window = match (&rule.window, &firing.observation) {
-            (Some(window), Some(obs)) => match state.windows.observe(&window.policy, obs, now) {
-                Outcome::Held => return Verdict::Held,
-                Outcome::Late => return Verdict::Late,
-                Outcome::Fired(f) => Some(WindowInfo {
-                    kind: match window.policy.kind {
-                        WindowKind::Threshold => "threshold",
-                        WindowKind::Distinct => "distinct",
-                        WindowKind::Sequence { .. } => "sequence",
-                    }
-                    .into(),
-                    count: f.count,
-                    window: humantime::format_duration(window.policy.window).to_string(),
-                    first_seen: format_nanos(f.first),
-                    last_seen: format_nanos(f.last),
-                }),
-            },
-            _ => None,
+    /// A stateful rule's match (`observation`) at event time `now` through its window;
+    /// [`Windowed::None`] for a rule without one.
+    pub fn window(&self, rule: &Rule, observation: Option<&Observation>, now: u64, shard: Shard) -> Windowed {
+        let (Some(window), Some(obs)) = (&rule.window, observation) else {
+            return Windowed::None;
         };
-        rules.render(&mut firing, view, cluster);
-        let mut alert = Alert::new(rule, firing, view, cluster, &self.hostname);
-        alert.window = window;
-        alert.origin = origin;
-        self.limit(state, rule, alert, out)
-    }
-
-    /// The rate limit alone, for an alert already made (benchmarks, tools).
-    pub fn admit_alert(&self, rule: &Rule, alert: Alert, out: &mut Vec<Alert>) -> Verdict {
         let mut shards = self.lock();
-        self.limit(shards.get(0, self.max_keys), rule, alert, out)
+        match shards
+            .get(shard, self.max_keys)
+            .windows
+            .observe(&window.policy, obs, now)
+        {
+            Outcome::Held => Windowed::Held,
+            Outcome::Late => Windowed::Late,
+            Outcome::Fired(f) => Windowed::Fired(WindowInfo {
+                kind: match window.policy.kind {
+                    WindowKind::Threshold => "threshold",
+                    WindowKind::Distinct => "distinct",
+                    WindowKind::Sequence { .. } => "sequence",
+                }
+                .into(),
+                count: f.count,
+                window: humantime::format_duration(window.policy.window).to_string(),
+                first_seen: format_nanos(f.first),
+                last_seen: format_nanos(f.last),
+            }),
+        }
     }
 
-    fn limit(&self, state: &mut State, rule: &Rule, mut alert: Alert, out: &mut Vec<Alert>) -> Verdict {
+    /// An alert through its rule's rate limit: the alerts to publish go to `out` (a summary of
+    /// the key's closed window may precede the alert itself).
+    pub fn limit(&self, rule: &Rule, alert: Alert, shard: Shard, out: &mut Vec<Alert>) -> Verdict {
+        let mut shards = self.lock();
+        self.limit_in(shards.get(shard, self.max_keys), rule, alert, out)
+    }
+
+    fn limit_in(&self, state: &mut State, rule: &Rule, mut alert: Alert, out: &mut Vec<Alert>) -> Verdict {
         let now = event_nanos(&alert.time);
         if now > state.newest {
             state.newest = now;

@@ -101,15 +101,21 @@ fn read_events(file: &Path) -> Result<Vec<Event>, String> {
 /// Alerts of `rule` from a stream of events, through the windows, rate limits off.
 fn stream_alerts(set: &RuleSet, rule: &Rule, events: &[Event]) -> Vec<Alert> {
     let deduper = Deduper::new(&DedupConfig::off()).expect("dedup off is valid");
+    let detect = crate::detect::Detect {
+        rules: set,
+        deduper: &deduper,
+        hostname: "test",
+        budget: None,
+    };
+    let source = crate::detect::Source {
+        cluster: "test",
+        ..Default::default()
+    };
     let mut alerts = Vec::new();
     for event in events {
-        let view = event.view();
-        for firing in set.evaluate(&view, "test") {
-            if set.rule(firing.rule).name == rule.name {
-                deduper.admit(set, firing, &view, "test", 0, Default::default(), &mut alerts);
-            }
-        }
+        detect.event(event, &source, &mut alerts);
     }
+    alerts.retain(|a| a.rule == rule.name);
     alerts
 }
 

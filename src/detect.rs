@@ -1,0 +1,80 @@
+//! The detect stage: one event through the rules, their windows, the alert and its rate limit.
+//!
+//! Every maker of alerts — the detector, `kaudit scan`, `kaudit rules test` — goes through this
+//! one loop, so an alert means the same wherever it is made: evaluate (the engine) → the rule's
+//! window, for stateful rules (dedup) → render the output (the engine; a stateful rule's only
+//! when its window fires) → the [`Alert`] → its rate limit (dedup). The engine and dedup know
+//! nothing of each other; this stage joins them.
+
+use crate::alert::{Alert, Origin};
+use crate::audit::Event;
+use crate::dedup::{event_nanos, Deduper, Shard, Verdict, Windowed};
+use crate::engine::RuleSet;
+use std::time::Duration;
+
+/// Where an event came from.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Source<'a> {
+    pub cluster: &'a str,
+    /// The partition it was read from: dedup state is kept per partition.
+    pub shard: Shard,
+    /// The trace id of the shim's span (W3C): each alert continues the trace with a span of its own.
+    pub trace_id: Option<&'a str>,
+    /// When the shim received the event (RFC 3339).
+    pub received: Option<&'a str>,
+}
+
+/// The rules and the state one event goes through.
+pub struct Detect<'a> {
+    pub rules: &'a RuleSet,
+    pub deduper: &'a Deduper,
+    /// The host named in alerts.
+    pub hostname: &'a str,
+    /// Most time one event's evaluation may take (rules past it are skipped, and said so).
+    pub budget: Option<Duration>,
+}
+
+impl Detect<'_> {
+    /// Detects on one event: its alerts go to `out` (a summary of a closed rate-limit window may
+    /// come first); returns what became of each rule's match, by rule index.
+    pub fn event(&self, event: &Event, source: &Source<'_>, out: &mut Vec<Alert>) -> Vec<(usize, Verdict)> {
+        let view = event.view();
+        let mut verdicts = Vec::new();
+        let firings = self.rules.evaluate_within(&view, source.cluster, self.budget);
+        if firings.is_empty() {
+            return verdicts;
+        }
+        let now = event_nanos(&view.time().unwrap_or_default());
+        for mut firing in firings {
+            let index = firing.rule;
+            let rule = self.rules.rule(index);
+            let window = match self
+                .deduper
+                .window(rule, firing.observation.as_ref(), now, source.shard)
+            {
+                Windowed::Held => {
+                    verdicts.push((index, Verdict::Held));
+                    continue;
+                }
+                Windowed::Late => {
+                    verdicts.push((index, Verdict::Late));
+                    continue;
+                }
+                Windowed::Fired(window) => Some(window),
+                Windowed::None => None,
+            };
+            self.rules.render(&mut firing, &view, source.cluster);
+            let mut alert = Alert::new(rule, firing, &view, source.cluster, self.hostname);
+            alert.window = window;
+            alert.origin = Origin {
+                event: Some(event.clone()),
+                traceparent: source
+                    .trace_id
+                    .map(|t| format!("00-{t}-{:016x}-01", rand::random::<u64>())),
+                received: source.received.map(String::from),
+            };
+            verdicts.push((index, self.deduper.limit(rule, alert, source.shard, out)));
+        }
+        verdicts
+    }
+}
