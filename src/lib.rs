@@ -3,8 +3,9 @@
 //! Data flows one way: `audit` decodes records (native Events, EventLists, EKS/GKE/AKS
 //! envelopes) → the sources (`shim` for apiservers' webhooks, `tail` for log files) hand them to
 //! `ingest`, which publishes one message per event on the `bus` (memory, Kafka, NATS) → a
-//! `detector` consumes, the `engine` evaluates the rules (compiled path, the CEL interpreter as
-//! reference), `dedup` applies windows and rate limits → `alert` encodes, redacts and publishes.
+//! `detector` consumes and runs each event through the `detect` stage: the `engine` evaluates
+//! the rules (compiled path, the CEL interpreter as reference), `dedup` applies windows and rate
+//! limits (state per partition, moved with it) → `alert` encodes, redacts and publishes.
 //! `pipeline` wires the roles; `scan`, `policy` and `falco` are the offline tools; `telemetry`
 //! exports metrics and health; `cli` is the command line over all of it.
 
