@@ -112,6 +112,34 @@ pub trait PartitionState: Send + Sync {
     fn take_over(&self, shard: crate::dedup::Shard, state: &[u8]) -> anyhow::Result<()>;
 }
 
+/// Installs a partition's stored state (as read from the broker), saying what happened: a
+/// partition whose hand-over cannot be read or installed starts afresh (more alerts, never fewer).
+fn take_over(state: &dyn PartitionState, partition: u32, stored: anyhow::Result<Option<Vec<u8>>>) {
+    match stored {
+        Ok(Some(bytes)) => match state.take_over(partition, &bytes) {
+            Ok(()) => tracing::info!(partition, bytes = bytes.len(), "took over the state of a partition"),
+            Err(e) => tracing::warn!(partition, "starting the partition afresh: {e:#}"),
+        },
+        Ok(None) => {}
+        Err(e) => tracing::warn!(
+            partition,
+            "could not read the partition's hand-over; starting it afresh: {e:#}"
+        ),
+    }
+}
+
+/// Says how storing a partition's state went.
+fn handed_over(partition: u32, bytes: usize, stored: anyhow::Result<()>) {
+    match stored {
+        Ok(()) => tracing::info!(partition, bytes, "handed over the state of a partition given up"),
+        Err(e) => tracing::warn!(
+            partition,
+            "could not hand over the state of a partition given up; its next owner starts from the \
+             previous hand-over: {e:#}"
+        ),
+    }
+}
+
 #[async_trait]
 pub trait Subscription: Send {
     /// Waits for at least one delivery, then returns up to `max`; `None` when the bus closed.

@@ -60,38 +60,15 @@ impl Handover {
     /// then starts from the hand-over before).
     pub fn give_up(&self, partitions: &[i32]) {
         for &p in partitions {
-            let started = Instant::now();
             let state = self.state.give_up(p as u32);
-            match self.write(p, &state) {
-                Ok(()) => tracing::info!(
-                    partition = p,
-                    bytes = state.len(),
-                    took = ?started.elapsed(),
-                    "handed over the state of a partition given up"
-                ),
-                Err(e) => tracing::warn!(
-                    partition = p,
-                    "could not hand over the state of a partition given up; its next owner starts \
-                     from the previous hand-over: {e:#}"
-                ),
-            }
+            crate::bus::handed_over(p as u32, state.len(), self.write(p, &state));
         }
     }
 
     /// Installs the stored state of partitions taken over.
     pub fn take_over(&self, partitions: &[i32]) {
         for &p in partitions {
-            match self.read(p) {
-                Ok(Some(state)) => match self.state.take_over(p as u32, &state) {
-                    Ok(()) => tracing::info!(partition = p, bytes = state.len(), "took over the state of a partition"),
-                    Err(e) => tracing::warn!(partition = p, "starting the partition afresh: {e:#}"),
-                },
-                Ok(None) => {}
-                Err(e) => tracing::warn!(
-                    partition = p,
-                    "could not read the partition's hand-over; starting it afresh: {e:#}"
-                ),
-            }
+            crate::bus::take_over(&*self.state, p as u32, self.read(p));
         }
     }
 

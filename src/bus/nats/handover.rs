@@ -20,28 +20,9 @@ const CHUNK: usize = 512 * 1024;
 /// Hand-overs older than this are gone: a week is longer than any dedup or rule window.
 const KEEP: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// The hand-over bucket, made the way `partitions::lease_bucket` makes the leases' (by hand, for
-/// servers before 2.10).
+/// The hand-over bucket.
 pub async fn bucket(js: &jetstream::Context, replicas: usize) -> anyhow::Result<kv::Store> {
-    let config = jetstream::stream::Config {
-        name: format!("KV_{BUCKET}"),
-        subjects: vec![format!("$KV.{BUCKET}.>")],
-        max_messages_per_subject: 1,
-        max_age: KEEP,
-        discard: jetstream::stream::DiscardPolicy::New,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        num_replicas: replicas,
-        storage: jetstream::stream::StorageType::File,
-        ..Default::default()
-    };
-    js.get_or_create_stream(config)
-        .await
-        .map_err(|e| anyhow::anyhow!("JetStream stream KV_{BUCKET} (partition hand-overs): {e}"))?;
-    js.get_key_value(BUCKET)
-        .await
-        .map_err(|e| anyhow::anyhow!("JetStream key-value bucket {BUCKET}: {e}"))
+    super::partitions::kv_bucket(js, BUCKET, KEEP, replicas, "partition hand-overs").await
 }
 
 fn key(group: &str, partition: u32, chunk: usize) -> String {

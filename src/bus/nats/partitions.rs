@@ -328,18 +328,8 @@ impl PartitionedSubscription {
         self.give_up(p).await;
         if let Some((state, store)) = &self.state {
             let bytes = state.give_up(p);
-            match handover::write(store, &self.leases.group, p, &bytes).await {
-                Ok(()) => tracing::info!(
-                    partition = p,
-                    bytes = bytes.len(),
-                    "handed over the state of a partition given up"
-                ),
-                Err(e) => tracing::warn!(
-                    partition = p,
-                    "could not hand over the state of a partition given up; its next owner starts \
-                     from the previous hand-over: {e:#}"
-                ),
-            }
+            let stored = handover::write(store, &self.leases.group, p, &bytes).await;
+            crate::bus::handed_over(p, bytes.len(), stored);
         }
         let key = self.leases.owner_key(p);
         match self.leases.kv.entry(&key).await {
@@ -354,17 +344,7 @@ impl PartitionedSubscription {
 
     async fn take_over(&mut self, p: u32) {
         let Some((state, store)) = &self.state else { return };
-        match handover::read(store, &self.leases.group, p).await {
-            Ok(Some(bytes)) => match state.take_over(p, &bytes) {
-                Ok(()) => tracing::info!(partition = p, bytes = bytes.len(), "took over the state of a partition"),
-                Err(e) => tracing::warn!(partition = p, "starting the partition afresh: {e:#}"),
-            },
-            Ok(None) => {}
-            Err(e) => tracing::warn!(
-                partition = p,
-                "could not read the partition's hand-over; starting it afresh: {e:#}"
-            ),
-        }
+        crate::bus::take_over(&**state, p, handover::read(store, &self.leases.group, p).await);
     }
 
     /// Keeps the deliveries of partitions still held; the others go back to the stream.
@@ -389,15 +369,26 @@ async fn nak(deliveries: Vec<Delivery>) {
     }
 }
 
-/// The leases bucket. Its stream is made by hand, the way JetStream's key-value convention
-/// lays it out (`KV_<bucket>`, subjects `$KV.<bucket>.>`), because async-nats's
-/// `create_key_value` cannot read the answer of servers before 2.10.
+/// The leases bucket (entries expire after the lease time).
 async fn lease_bucket(js: &jetstream::Context, ttl: Duration, replicas: usize) -> anyhow::Result<kv::Store> {
+    kv_bucket(js, BUCKET, ttl, replicas, "partition leases").await
+}
+
+/// A key-value bucket whose entries are kept `max_age`. Its stream is made by hand, the way
+/// JetStream's key-value convention lays it out (`KV_<bucket>`, subjects `$KV.<bucket>.>`),
+/// because async-nats's `create_key_value` cannot read the answer of servers before 2.10.
+pub(super) async fn kv_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    max_age: Duration,
+    replicas: usize,
+    what: &str,
+) -> anyhow::Result<kv::Store> {
     let config = jetstream::stream::Config {
-        name: format!("KV_{BUCKET}"),
-        subjects: vec![format!("$KV.{BUCKET}.>")],
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
         max_messages_per_subject: 1,
-        max_age: ttl,
+        max_age,
         discard: jetstream::stream::DiscardPolicy::New,
         allow_rollup: true,
         deny_delete: true,
@@ -408,10 +399,10 @@ async fn lease_bucket(js: &jetstream::Context, ttl: Duration, replicas: usize) -
     };
     js.get_or_create_stream(config)
         .await
-        .map_err(|e| anyhow::anyhow!("JetStream stream KV_{BUCKET} (partition leases): {e}"))?;
-    js.get_key_value(BUCKET)
+        .map_err(|e| anyhow::anyhow!("JetStream stream KV_{bucket} ({what}): {e}"))?;
+    js.get_key_value(bucket)
         .await
-        .map_err(|e| anyhow::anyhow!("JetStream key-value bucket {BUCKET}: {e}"))
+        .map_err(|e| anyhow::anyhow!("JetStream key-value bucket {bucket}: {e}"))
 }
 
 /// Moves one partition's deliveries into the subscription's channel until aborted.
