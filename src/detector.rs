@@ -9,11 +9,13 @@
 use crate::alert::sink::Sink;
 use crate::alert::Alert;
 use crate::audit::Event;
+use crate::backoff::Backoff;
 use crate::bus::{headers, Delivery, Subscription};
 use crate::dedup::Verdict;
 use crate::detect::{Detect, Source};
 use crate::engine::reload::Reloader;
 use crate::engine::{Matching, RuleSet};
+use crate::shutdown::Shutdown;
 use crate::telemetry::metrics;
 use opentelemetry::KeyValue;
 use serde::Deserialize;
@@ -21,7 +23,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -95,7 +96,7 @@ const TICK: Duration = Duration::from_secs(1);
 
 impl Detector {
     /// Runs until `stop` turns true, then drains what is already queued and returns.
-    pub async fn run(&self, mut sub: Box<dyn Subscription>, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    pub async fn run(&self, mut sub: Box<dyn Subscription>, mut stop: Shutdown) -> anyhow::Result<()> {
         let ticker = tokio::spawn(tick(self.deduper.clone(), self.sinks.clone(), stop.clone()));
         let result = self.consume(&mut *sub, &mut stop).await;
         ticker.abort();
@@ -108,10 +109,10 @@ impl Detector {
         result
     }
 
-    async fn consume(&self, sub: &mut dyn Subscription, stop: &mut watch::Receiver<bool>) -> anyhow::Result<()> {
-        let mut backoff = Duration::from_millis(100);
+    async fn consume(&self, sub: &mut dyn Subscription, stop: &mut Shutdown) -> anyhow::Result<()> {
+        let mut backoff = Backoff::default();
         loop {
-            let batch = if *stop.borrow() {
+            let batch = if stop.is_stopping() {
                 match tokio::time::timeout(DRAIN_QUIET, sub.next(self.batch_size)).await {
                     Ok(batch) => batch,
                     Err(_) => return Ok(()),
@@ -119,25 +120,25 @@ impl Detector {
             } else {
                 tokio::select! {
                     batch = sub.next(self.batch_size) => batch,
-                    _ = stop.changed() => continue,
+                    _ = stop.stopped() => continue,
                 }
             };
             // A broker that is away is waited for, never a reason to stop detecting.
             let batch = match batch {
                 Ok(Some(batch)) => batch,
                 Ok(None) => return Ok(()),
-                Err(e) if *stop.borrow() => {
+                Err(e) if stop.is_stopping() => {
                     tracing::warn!("consuming failed while stopping; what is uncommitted is delivered again: {e:#}");
                     return Ok(());
                 }
                 Err(e) => {
-                    tracing::warn!("consuming failed, retrying in {backoff:?}: {e:#}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    let delay = backoff.next_delay();
+                    tracing::warn!("consuming failed, retrying in {delay:?}: {e:#}");
+                    tokio::time::sleep(delay).await;
                     continue;
                 }
             };
-            backoff = Duration::from_millis(100);
+            backoff.reset();
             self.process(sub, batch).await?;
         }
     }
@@ -189,21 +190,21 @@ async fn deliver(sinks: &[Arc<dyn Sink>], alerts: &[Alert]) {
         return;
     }
     futures::future::join_all(sinks.iter().map(|sink| async move {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::default();
         while let Err(e) = sink.send(alerts).await {
-            tracing::warn!("alert sink failed, retrying in {backoff:?}: {e:#}");
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            let delay = backoff.next_delay();
+            tracing::warn!("alert sink failed, retrying in {delay:?}: {e:#}");
+            tokio::time::sleep(delay).await;
         }
     }))
     .await;
 }
 
 /// The dedup timer: summaries of windows that closed while no event came, purge of stale keys.
-async fn tick(deduper: Arc<crate::dedup::Deduper>, sinks: Vec<Arc<dyn Sink>>, stop: watch::Receiver<bool>) {
+async fn tick(deduper: Arc<crate::dedup::Deduper>, sinks: Vec<Arc<dyn Sink>>, stop: Shutdown) {
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while !*stop.borrow() {
+    while !stop.is_stopping() {
         interval.tick().await;
         let d = deduper.clone();
         let (summaries, live, evicted) = tokio::task::spawn_blocking(move || {

@@ -76,24 +76,18 @@ impl Batch {
             let checked = item.record.and_then(|record| {
                 let cluster = match record.cluster {
                     Some(named) if check_cluster_name(&named).is_err() => {
-                        return Err(Malformed {
-                            position: Position::Item(index),
-                            reason: check_cluster_name(&named).err().unwrap_or_default(),
-                            text: String::from_utf8_lossy(
-                                &record.event.bytes()[..record.event.bytes().len().min(64 * 1024)],
-                            )
-                            .into_owned(),
-                        })
+                        return Err(Malformed::new(
+                            Position::Item(index),
+                            check_cluster_name(&named).err().unwrap_or_default(),
+                            record.event.bytes(),
+                        ))
                     }
                     Some(named) if named != source.cluster && !(source.may_name)(&named) => {
-                        return Err(Malformed {
-                            position: Position::Item(index),
-                            reason: format!("the record names cluster {named}, which this source may not publish for"),
-                            text: String::from_utf8_lossy(
-                                &record.event.bytes()[..record.event.bytes().len().min(64 * 1024)],
-                            )
-                            .into_owned(),
-                        })
+                        return Err(Malformed::new(
+                            Position::Item(index),
+                            format!("the record names cluster {named}, which this source may not publish for"),
+                            record.event.bytes(),
+                        ))
                     }
                     Some(named) => named,
                     None => source.cluster.to_string(),
@@ -186,11 +180,11 @@ fn fit(event: Event, max: usize, index: usize) -> Result<Event, Malformed> {
         metrics().events_truncated.add(1, &[]);
         return Ok(truncated);
     }
-    Err(Malformed {
-        position: Position::Item(index),
-        reason: format!("event of {size} bytes exceeds max_event_bytes ({max}) even without its objects"),
-        text: String::from_utf8_lossy(&truncated.bytes()[..max.min(64 * 1024)]).into_owned(),
-    })
+    Err(Malformed::new(
+        Position::Item(index),
+        format!("event of {size} bytes exceeds max_event_bytes ({max}) even without its objects"),
+        &truncated.bytes()[..max],
+    ))
 }
 
 fn now_rfc3339() -> String {

@@ -24,6 +24,7 @@ pub const EVALUATION_STACK_BYTES: usize = 16 * 1024 * 1024;
 pub fn hostname() -> String {
     gethostname::gethostname().to_string_lossy().into_owned()
 }
+pub mod backoff;
 pub mod bus;
 pub mod config;
 pub mod dedup;
@@ -33,5 +34,6 @@ pub mod ingest;
 pub mod pipeline;
 pub mod policy;
 pub mod shim;
+pub mod shutdown;
 pub mod tail;
 pub mod telemetry;

@@ -11,12 +11,12 @@ use crate::config::PipelineConfig;
 use crate::detector::{Detector, DetectorStats};
 use crate::engine::reload::Reloader;
 use crate::shim::{server, Shim};
+use crate::shutdown::{self, Trigger};
 use crate::telemetry::metrics;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// A started pipeline: where it listens, and how to stop it.
@@ -29,8 +29,8 @@ pub struct Running {
     pub detector_stats: Option<Arc<DetectorStats>>,
     /// The detector's rule set (hot-reloaded).
     pub rules: Option<Arc<Reloader>>,
-    stop_ingress: watch::Sender<bool>,
-    stop_detector: watch::Sender<bool>,
+    stop_ingress: Trigger,
+    stop_detector: Trigger,
     ingress: Option<JoinHandle<anyhow::Result<()>>>,
     detector: Option<JoinHandle<anyhow::Result<()>>>,
     /// How long the detector may take to stop.
@@ -41,11 +41,11 @@ impl Running {
     /// Stops the ingress (the shim finishing its requests, or the tail its batch), then the
     /// detector (draining its queue).
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
-        let _ = self.stop_ingress.send(true);
+        self.stop_ingress.stop();
         if let Some(ingress) = self.ingress.take() {
             ingress.await??;
         }
-        let _ = self.stop_detector.send(true);
+        self.stop_detector.stop();
         if let Some(mut detector) = self.detector.take() {
             match tokio::time::timeout(self.shutdown_timeout, &mut detector).await {
                 Ok(result) => result??,
@@ -98,8 +98,8 @@ pub enum Roles {
 
 pub async fn start(config: PipelineConfig, roles: Roles) -> anyhow::Result<Running> {
     let bus = bus::connect(&config.bus).await?;
-    let (stop_ingress, ingress_rx) = watch::channel(false);
-    let (stop_detector, detector_rx) = watch::channel(false);
+    let (stop_ingress, ingress_rx) = shutdown::channel();
+    let (stop_detector, detector_rx) = shutdown::channel();
     let mut running = Running {
         addr: None,
         telemetry_addr: None,
@@ -170,9 +170,7 @@ pub async fn start(config: PipelineConfig, roles: Roles) -> anyhow::Result<Runni
         let mut rx = ingress_rx.clone();
         tokio::spawn(async move {
             let _ = axum::serve(listener, crate::telemetry::routes())
-                .with_graceful_shutdown(async move {
-                    let _ = rx.changed().await;
-                })
+                .with_graceful_shutdown(async move { rx.stopped().await })
                 .await;
         });
     }

@@ -37,7 +37,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// What `kaudit tail` follows and how.
 #[derive(Debug, Clone)]
@@ -454,7 +453,7 @@ pub async fn run(
     events_topic: String,
     dead_letter_topic: String,
     max_event_bytes: usize,
-    mut stop: watch::Receiver<bool>,
+    mut stop: crate::shutdown::Shutdown,
 ) -> anyhow::Result<()> {
     let checkpoint = Checkpoint::load(&config.checkpoint)?;
     let mut follower = Follower::open(config.file.clone(), checkpoint);
@@ -466,7 +465,7 @@ pub async fn run(
     };
     tracing::info!(file = %config.file.display(), checkpoint = %config.checkpoint.display(), "tailing");
     loop {
-        if *stop.borrow() {
+        if stop.is_stopping() {
             break;
         }
         let chunk = tokio::task::block_in_place(|| follower.next_chunk(config.batch_lines))?;
@@ -474,24 +473,24 @@ pub async fn run(
             metrics().tail_lag_bytes.record(follower.lag(), &file_label);
             tokio::select! {
                 _ = tokio::time::sleep(config.poll) => {}
-                _ = stop.changed() => {}
+                _ = stop.stopped() => {}
             }
             continue;
         }
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = crate::backoff::Backoff::default();
         loop {
             let batch = Batch::build(items(&chunk, config.format), &source, max_event_bytes);
             match batch.publish(bus.as_ref(), &events_topic, &dead_letter_topic).await {
                 Ok(()) => break,
                 Err(e @ (PublishError::Saturated(_) | PublishError::Unavailable(_))) => {
-                    tracing::warn!("publish failed, retrying the batch in {backoff:?}: {e}");
+                    let delay = backoff.next_delay();
+                    tracing::warn!("publish failed, retrying the batch in {delay:?}: {e}");
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(delay) => {}
                         // Stopping with the batch unacknowledged: the checkpoint stays before
                         // it, so it is read again next time.
-                        _ = stop.changed() => return Ok(()),
+                        _ = stop.stopped() => return Ok(()),
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
@@ -524,11 +523,7 @@ fn items(chunk: &Chunk, format: Format) -> Vec<Item> {
                 format!("{}:{}", chunk.fingerprint, line.offset)
             };
             out.push(Item {
-                record: record.map_err(|reason| Malformed {
-                    position,
-                    reason,
-                    text: String::from_utf8_lossy(&text[..text.len().min(64 * 1024)]).into_owned(),
-                }),
+                record: record.map_err(|reason| Malformed::new(position, reason, text)),
                 id: Some(id),
             });
         }

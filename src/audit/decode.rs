@@ -53,14 +53,18 @@ impl fmt::Display for Malformed {
 
 impl std::error::Error for Malformed {}
 
+/// Most of a bad item's text a dead letter keeps.
 const MAX_DEAD_LETTER_TEXT: usize = 64 * 1024;
 
-fn malformed(position: Position, reason: impl Into<String>, text: &[u8]) -> Malformed {
-    let cut = &text[..text.len().min(MAX_DEAD_LETTER_TEXT)];
-    Malformed {
-        position,
-        reason: reason.into(),
-        text: String::from_utf8_lossy(cut).into_owned(),
+impl Malformed {
+    /// A bad item at `position`, keeping at most 64 KiB of its text for the dead-letter topic.
+    pub fn new(position: Position, reason: impl Into<String>, text: &[u8]) -> Malformed {
+        let cut = &text[..text.len().min(MAX_DEAD_LETTER_TEXT)];
+        Malformed {
+            position,
+            reason: reason.into(),
+            text: String::from_utf8_lossy(cut).into_owned(),
+        }
     }
 }
 
@@ -102,7 +106,7 @@ impl<'a> Doc<'a> {
 
     fn records_at(&self, position: Position, text: &[u8]) -> Vec<Result<Record, Malformed>> {
         if let Some(at) = self.invalid_in(text) {
-            return vec![Err(malformed(
+            return vec![Err(Malformed::new(
                 position,
                 format!("not UTF-8 (at byte {at} of the item)"),
                 text,
@@ -110,7 +114,7 @@ impl<'a> Doc<'a> {
         }
         envelope::unwrap_within(self.format, text, self.budget)
             .into_iter()
-            .map(|r| r.map_err(|reason| malformed(position, reason, text)))
+            .map(|r| r.map_err(|reason| Malformed::new(position, reason, text)))
             .collect()
     }
 
@@ -203,7 +207,11 @@ fn decode_concatenated<'a>(doc: &Doc<'a>, text: &'a str) -> Option<Vec<Result<Re
         match raw {
             Ok(raw) => out.extend(doc.records_at(Position::Item(i + 1), raw.get().as_bytes())),
             Err(e) => {
-                out.push(Err(malformed(Position::Item(i + 1), format!("not JSON: {e}"), b"")));
+                out.push(Err(Malformed::new(
+                    Position::Item(i + 1),
+                    format!("not JSON: {e}"),
+                    b"",
+                )));
                 break;
             }
         }
@@ -310,7 +318,7 @@ impl DocumentReader {
         let mut whole = std::mem::take(&mut self.buf);
         self.input.read_to_end(&mut whole)?;
         let items = decode_document(&whole, self.format)
-            .unwrap_or_else(|reason| vec![Err(malformed(Position::Item(0), reason, &whole))]);
+            .unwrap_or_else(|reason| vec![Err(Malformed::new(Position::Item(0), reason, &whole))]);
         self.pending = items.into();
         self.mode = Mode::Done;
         Ok(())

@@ -19,7 +19,6 @@ use opentelemetry::KeyValue;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tokio::sync::watch;
 
 /// What the polled rule files look like: path, size, modification time.
 type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
@@ -94,7 +93,7 @@ impl Reloader {
     }
 
     /// Reloads on SIGHUP and, with a `poll` interval, when the files change; until `stop`.
-    pub async fn watch(self: Arc<Self>, poll: Option<Duration>, mut stop: watch::Receiver<bool>) {
+    pub async fn watch(self: Arc<Self>, poll: Option<Duration>, mut stop: crate::shutdown::Shutdown) {
         #[cfg(unix)]
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut previous = fingerprint(&self.paths);
@@ -117,7 +116,7 @@ impl Reloader {
                 }
             };
             tokio::select! {
-                _ = stop.changed() => return,
+                _ = stop.stopped() => return,
                 _ = hangup => {
                     tracing::info!("SIGHUP: reloading rules");
                     let this = self.clone();

@@ -10,6 +10,7 @@
 
 use super::auth::{Authenticator, PeerCluster};
 use super::TlsConfig;
+use crate::shutdown::Shutdown;
 use crate::telemetry::metrics;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -19,7 +20,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_rustls::rustls;
 
 /// How long shutdown waits for open connections to finish their requests.
@@ -73,7 +74,7 @@ pub async fn serve(
     tls: Option<&TlsConfig>,
     auth: Arc<Authenticator>,
     limits: Limits,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Shutdown,
 ) -> anyhow::Result<()> {
     let acceptor = tls.map(tls_acceptor).transpose()?;
     let mut builder = Builder::new(TokioExecutor::new());
@@ -100,7 +101,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = stop.changed() => break,
+            _ = stop.stopped() => break,
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             drop(stream);
@@ -206,7 +207,7 @@ async fn drive<C>(
     conn: C,
     activity: &Activity,
     idle_timeout: Duration,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Shutdown,
     remote: std::net::SocketAddr,
 ) where
     C: std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + GracefulConn,
@@ -229,7 +230,7 @@ async fn drive<C>(
                     closing = true;
                 }
             }
-            _ = stop.changed(), if !closing => {
+            _ = stop.stopped(), if !closing => {
                 conn.as_mut().graceful();
                 closing = true;
             }
