@@ -34,7 +34,17 @@ pub struct Detect<'a> {
     pub budget: Option<Duration>,
 }
 
-impl Detect<'_> {
+impl<'a> Detect<'a> {
+    /// This host's name in alerts, no budget.
+    pub fn new(rules: &'a RuleSet, deduper: &'a Deduper) -> Detect<'a> {
+        Detect {
+            rules,
+            deduper,
+            hostname: crate::hostname(),
+            budget: None,
+        }
+    }
+
     /// Detects on one event: its alerts go to `out` (a summary of a closed rate-limit window may
     /// come first); returns what became of each rule's match, by rule index.
     pub fn event(&self, event: &Event, source: &Source<'_>, out: &mut Vec<Alert>) -> Vec<(usize, Verdict)> {

@@ -234,12 +234,9 @@ pub fn evaluate(
     deduper: &crate::dedup::Deduper,
     budget: Option<Duration>,
 ) -> Vec<Alert> {
-    let hostname = crate::hostname();
     let detect = Detect {
-        rules,
-        deduper,
-        hostname: &hostname,
         budget,
+        ..Detect::new(rules, deduper)
     };
     let mut alerts = Vec::new();
     for delivery in batch {

@@ -20,9 +20,10 @@ pub mod scan;
 /// [`engine::MAX_EXPR_DEPTH`] levels of the interpreter's recursion even in a debug build.
 pub const EVALUATION_STACK_BYTES: usize = 16 * 1024 * 1024;
 
-/// This machine's name, as alerts carry it (`hostname`, as in Falco).
-pub fn hostname() -> String {
-    gethostname::gethostname().to_string_lossy().into_owned()
+/// This machine's name, as alerts carry it (`hostname`, as in Falco); read once.
+pub fn hostname() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| gethostname::gethostname().to_string_lossy().into_owned())
 }
 pub mod backoff;
 pub mod bus;

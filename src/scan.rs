@@ -72,13 +72,7 @@ impl Default for Options {
 /// get summary alerts.
 pub fn scan(files: &[PathBuf], rules: &RuleSet, options: &Options, out: &mut dyn Write) -> anyhow::Result<Summary> {
     let deduper = crate::dedup::Deduper::new(&options.dedup)?;
-    let hostname = crate::hostname();
-    let detect = Detect {
-        rules,
-        deduper: &deduper,
-        hostname: &hostname,
-        budget: None,
-    };
+    let detect = Detect::new(rules, &deduper);
     let mut alerts = Vec::new();
     let start = Instant::now();
     let mut summary = Summary::default();

@@ -219,13 +219,7 @@ fn expected(events: &[(String, String)], kind: Kind) -> HashMap<String, String> 
 fn expected_alerts(events: &[(String, String)], kind: Kind) -> Vec<Alert> {
     let rules = RuleSet::load(&[rules_path(kind)], Matching::All).unwrap();
     let deduper = kaudit::dedup::Deduper::new(&kaudit::dedup::DedupConfig::off()).unwrap();
-    let hostname = kaudit::hostname();
-    let detect = kaudit::detect::Detect {
-        rules: &rules,
-        deduper: &deduper,
-        hostname: &hostname,
-        budget: None,
-    };
+    let detect = kaudit::detect::Detect::new(&rules, &deduper);
     let mut alerts = Vec::new();
     for (cluster, json) in events {
         let event = Event::from_json(json.clone().into_bytes()).unwrap();

@@ -230,12 +230,7 @@ fn state_handed_over_with_a_shard_keeps_first_alerts_counts_and_windows() {
     text.push_str(WINDOWED);
     let rules = RuleSet::from_text("dedup.yaml", &text, Matching::All).unwrap();
     let admit = |deduper: &Deduper, range: std::ops::Range<usize>, shard: u32, out: &mut Vec<Alert>| {
-        let detect = kaudit::detect::Detect {
-            rules: &rules,
-            deduper,
-            hostname: "h",
-            budget: None,
-        };
+        let detect = kaudit::detect::Detect::new(&rules, deduper);
         let source = kaudit::detect::Source {
             cluster: "c1",
             shard,

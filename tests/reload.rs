@@ -238,12 +238,7 @@ fn dedup_state_survives_a_reload_for_rules_that_remain() {
     let deduper = Deduper::new(&DedupConfig::default()).unwrap();
     let verdict = |set: &RuleSet, n: usize| {
         let event = Event::from_json(exec(n).to_string()).unwrap();
-        let detect = kaudit::detect::Detect {
-            rules: set,
-            deduper: &deduper,
-            hostname: "h",
-            budget: None,
-        };
+        let detect = kaudit::detect::Detect::new(set, &deduper);
         let source = kaudit::detect::Source {
             cluster: "c1",
             ..Default::default()

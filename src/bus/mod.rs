@@ -60,11 +60,15 @@ pub struct Delivery {
     pub(crate) token: AckToken,
 }
 
+/// A partition of the input (a Kafka partition, a NATS partition subject; 0 where the input is
+/// not partitioned): state kept per key (dedup, windows) belongs to one and moves with it.
+pub type Shard = u32;
+
 impl Delivery {
     /// The partition the delivery came from: a Kafka partition, a NATS partition subject
     /// (`<topic>.<partition>.<cluster>`), 0 where the topic is not partitioned. State kept per
     /// key (dedup, windows) moves with it.
-    pub fn shard(&self) -> crate::dedup::Shard {
+    pub fn shard(&self) -> Shard {
         match &self.token {
             AckToken::Memory => 0,
             AckToken::Kafka { partition, .. } => *partition as u32,
@@ -107,9 +111,9 @@ pub trait Bus: Send + Sync {
 /// the partition next gets it before the partition's first delivery.
 pub trait PartitionState: Send + Sync {
     /// Removes and returns the state of a partition given up.
-    fn give_up(&self, shard: crate::dedup::Shard) -> Vec<u8>;
+    fn give_up(&self, shard: Shard) -> Vec<u8>;
     /// Installs the state stored for a partition taken over.
-    fn take_over(&self, shard: crate::dedup::Shard, state: &[u8]) -> anyhow::Result<()>;
+    fn take_over(&self, shard: Shard, state: &[u8]) -> anyhow::Result<()>;
 }
 
 /// Installs a partition's stored state (as read from the broker), saying what happened: a

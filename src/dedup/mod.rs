@@ -200,9 +200,7 @@ fn sample(mut alert: Alert) -> Alert {
     alert
 }
 
-/// Which part of the input a key's state belongs to: the partition its events come from (0 for
-/// an input that is not partitioned).
-pub type Shard = u32;
+pub use crate::bus::Shard;
 
 /// Everything behind the lock: one batch is admitted at a time, in event order.
 struct Shards {

@@ -101,12 +101,7 @@ fn read_events(file: &Path) -> Result<Vec<Event>, String> {
 /// Alerts of `rule` from a stream of events, through the windows, rate limits off.
 fn stream_alerts(set: &RuleSet, rule: &Rule, events: &[Event]) -> Vec<Alert> {
     let deduper = Deduper::new(&DedupConfig::off()).expect("dedup off is valid");
-    let detect = crate::detect::Detect {
-        rules: set,
-        deduper: &deduper,
-        hostname: "test",
-        budget: None,
-    };
+    let detect = crate::detect::Detect::new(set, &deduper);
     let source = crate::detect::Source {
         cluster: "test",
         ..Default::default()
