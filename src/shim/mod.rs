@@ -25,7 +25,7 @@ pub mod server;
 use crate::audit::Format;
 use crate::bus::{Bus, PublishError};
 use crate::ingest::{self, Batch};
-use crate::telemetry::metrics;
+use crate::telemetry::{metrics, otel};
 use auth::{Authenticator, PeerCluster, Refusal};
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
@@ -33,12 +33,13 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Json, Router};
+use opentelemetry::trace::{SpanKind, TraceContextExt};
 use opentelemetry::KeyValue;
 use serde::Deserialize;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Semaphore;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -326,6 +327,9 @@ fn retry_later(shim: &Shim, reason: &'static str, status: StatusCode, message: S
     response
 }
 
+/// One request, in a span of its own: a trace starts here, sampled by our ratio. A
+/// `traceparent` the sender sent (an apiserver with tracing on) is linked, not followed, so that
+/// a client cannot make us record every event it sends.
 async fn handle(
     shim: &Shim,
     peer: Option<String>,
@@ -334,7 +338,31 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
+    let sender = otel::extract(headers.iter().filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))));
+    let request = otel::start_linked("shim request", SpanKind::Server, &sender);
+    let response = accept(&request, shim, peer, path_cluster, format, headers, body).await;
+    let span = request.span();
+    span.set_attribute(KeyValue::new(
+        "http.response.status_code",
+        i64::from(response.status().as_u16()),
+    ));
+    if response.status().is_server_error() {
+        span.set_status(opentelemetry::trace::Status::error("not accepted"));
+    }
+    response
+}
+
+async fn accept(
+    request: &opentelemetry::Context,
+    shim: &Shim,
+    peer: Option<String>,
+    path_cluster: Option<String>,
+    format: Format,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
     let received = Instant::now();
+    let authenticating = SystemTime::now();
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let cluster = match shim
         .auth
@@ -356,6 +384,10 @@ async fn handle(
             )
         }
     };
+    otel::record("authenticate", request, authenticating, SystemTime::now(), Vec::new());
+    request
+        .span()
+        .set_attribute(KeyValue::new("kaudit.cluster", cluster.clone()));
     if let Err(e) = ingest::check_cluster_name(&cluster) {
         return reject("bad_cluster", StatusCode::BAD_REQUEST, e);
     }
@@ -367,6 +399,7 @@ async fn handle(
             "too many requests in flight".into(),
         );
     };
+    let decoding = SystemTime::now();
     let (body, held) = match read_body(shim, headers, body).await {
         Ok(read) => read,
         Err(refused) => return refused,
@@ -392,8 +425,18 @@ async fn handle(
         Ok((items, held))
     })
     .await;
+    let decoded_attributes = |items: usize| vec![KeyValue::new("kaudit.items", items as i64)];
     let (items, _held) = match decoded {
-        Ok(Ok(decoded)) => decoded,
+        Ok(Ok(decoded)) => {
+            otel::record(
+                "decode",
+                request,
+                decoding,
+                SystemTime::now(),
+                decoded_attributes(decoded.0.len()),
+            );
+            decoded
+        }
         Ok(Err(Decoding::TooLarge)) => {
             return reject(
                 "too_large",
@@ -424,17 +467,32 @@ async fn handle(
         cluster: &cluster,
         may_name: &may_name,
     };
+    // The events carry the publish span's context: a detector continues the trace from it.
+    let publish = otel::start("publish", SpanKind::Producer, request);
     let batch = Batch::build(
         items.into_iter().map(ingest::Item::from),
         &source,
         shim.config.max_event_bytes,
+        &publish,
     );
     let (accepted, dead_lettered) = (batch.events.len(), batch.dead.len());
-    let span = tracing::debug_span!("batch", cluster);
-    let published = batch.publish(shim.bus.as_ref(), &shim.events_topic, &shim.dead_letter_topic);
-    match tracing::Instrument::instrument(published, span.clone()).await {
+    publish.span().set_attributes([
+        KeyValue::new("kaudit.events", accepted as i64),
+        KeyValue::new("kaudit.dead_lettered", dead_lettered as i64),
+    ]);
+    let published = batch
+        .publish(shim.bus.as_ref(), &shim.events_topic, &shim.dead_letter_topic)
+        .await;
+    otel::end(&publish);
+    match published {
         Ok(()) => {
-            tracing::debug!(parent: &span, accepted, dead_lettered, "batch published");
+            tracing::debug!(
+                cluster,
+                accepted,
+                dead_lettered,
+                trace_id = otel::trace_id(request),
+                "batch published"
+            );
             metrics().publish_seconds.record(received.elapsed().as_secs_f64(), &[]);
             (
                 StatusCode::OK,

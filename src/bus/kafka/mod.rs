@@ -253,6 +253,7 @@ impl Bus for KafkaBus {
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .set("fetch.wait.max.ms", "20")
+            .set("statistics.interval.ms", LAG_EVERY)
             .create_with_context(context)?;
         consumer.subscribe(&[topic])?;
         Ok(Box::new(KafkaSubscription {
@@ -322,7 +323,29 @@ fn partition_numbers(tpl: &TopicPartitionList) -> Vec<i32> {
     tpl.elements().iter().map(|p| p.partition()).collect()
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    /// librdkafka's statistics (every `LAG_EVERY`): the lag of each partition of the subscribed
+    /// topic, from the last committed offset; -1 (not ours) counts as 0.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for topic in statistics.topics.values() {
+            for (p, partition) in &topic.partitions {
+                if *p < 0 {
+                    continue;
+                }
+                let label = [opentelemetry::KeyValue::new("partition", i64::from(*p))];
+                let lag = if partition.desired {
+                    partition.consumer_lag.max(0)
+                } else {
+                    0
+                };
+                crate::telemetry::metrics().consumer_lag.record(lag as u64, &label);
+            }
+        }
+    }
+}
+
+/// How often librdkafka reports a consumer's statistics (its lag among them).
+const LAG_EVERY: &str = "10000";
 
 impl ConsumerContext for GroupContext {
     fn post_rebalance(&self, _consumer: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

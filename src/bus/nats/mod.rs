@@ -235,16 +235,60 @@ impl Bus for NatsBus {
             )
             .await
             .map_err(|e| anyhow::anyhow!("JetStream consumer {group} on {topic}: {e}"))?;
-        Ok(Box::new(NatsSubscription {
-            consumer,
-            messages: None,
-        }))
+        Ok(Box::new(NatsSubscription::new(consumer, 0)))
     }
 }
 
 struct NatsSubscription {
     consumer: jetstream::consumer::Consumer<pull::Config>,
     messages: Option<pull::Stream>,
+    _lag: LagProbe,
+}
+
+impl NatsSubscription {
+    /// Reads `consumer`, which reads `partition`.
+    fn new(consumer: jetstream::consumer::Consumer<pull::Config>, partition: u32) -> NatsSubscription {
+        NatsSubscription {
+            _lag: LagProbe::start(consumer.clone(), partition),
+            consumer,
+            messages: None,
+        }
+    }
+}
+
+/// How often a consumer's lag is asked for.
+const LAG_EVERY: Duration = Duration::from_secs(10);
+
+/// Reports a consumer's lag (`kaudit_consumer_lag`: messages not yet delivered plus delivered
+/// and not yet acknowledged) while its subscription lives; 0 once it is dropped.
+struct LagProbe {
+    task: tokio::task::JoinHandle<()>,
+    partition: u32,
+}
+
+impl LagProbe {
+    fn start(consumer: jetstream::consumer::Consumer<pull::Config>, partition: u32) -> LagProbe {
+        let task = tokio::spawn(async move {
+            let label = [opentelemetry::KeyValue::new("partition", i64::from(partition))];
+            let mut every = tokio::time::interval(LAG_EVERY);
+            loop {
+                every.tick().await;
+                if let Ok(info) = consumer.get_info().await {
+                    let lag = info.num_pending + info.num_ack_pending as u64;
+                    crate::telemetry::metrics().consumer_lag.record(lag, &label);
+                }
+            }
+        });
+        LagProbe { task, partition }
+    }
+}
+
+impl Drop for LagProbe {
+    fn drop(&mut self) {
+        self.task.abort();
+        let label = [opentelemetry::KeyValue::new("partition", i64::from(self.partition))];
+        crate::telemetry::metrics().consumer_lag.record(0, &label);
+    }
 }
 
 /// How long `next` keeps collecting once it has a first message.

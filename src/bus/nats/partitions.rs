@@ -228,13 +228,8 @@ impl PartitionedSubscription {
                                     {
                                         Ok(consumer) => {
                                             let _ = control_tx.send(Control::Acquired(p));
-                                            let task = tokio::spawn(forward(
-                                                NatsSubscription {
-                                                    consumer,
-                                                    messages: None,
-                                                },
-                                                tx.clone(),
-                                            ));
+                                            let task =
+                                                tokio::spawn(forward(NatsSubscription::new(consumer, p), tx.clone()));
                                             consuming.lock().unwrap_or_else(|e| e.into_inner()).insert(p, task);
                                         }
                                         Err(e) => {

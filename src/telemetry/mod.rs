@@ -1,7 +1,7 @@
-//! Metrics and logs. OpenTelemetry instruments exported in Prometheus text format on
+//! Metrics, traces and logs. OpenTelemetry instruments exported in Prometheus text format on
 //! `/metrics`, with `/healthz` (the process runs) and `/readyz` (its bus is connected), on a
-//! listener of their own (`[telemetry] listen`);
-//! logs through `tracing` on stderr.
+//! listener of their own (`[telemetry] listen`), and pushed over OTLP with the traces when an
+//! endpoint is configured ([`otel`]); logs through `tracing` on stderr.
 //!
 //! Metric names (Prometheus adds `_total` to counters):
 //! `kaudit_events_received` {cluster}, `kaudit_events_published` {cluster},
@@ -11,7 +11,8 @@
 //! `kaudit_alerts_summarized`, `kaudit_window_late_matches` {rule}, `kaudit_dedup_keys` {kind},
 //! `kaudit_dedup_keys_evicted`, `kaudit_rules_reloads` {result}, `kaudit_rules_reload_failed`,
 //! `kaudit_rules_loaded`, `kaudit_tail_lag_bytes` {file}, `kaudit_tail_rotations_lost` {file},
-//! `kaudit_rule_evaluation_errors` {rule}, `kaudit_publish_seconds` and
+//! `kaudit_rule_evaluation_errors` {rule}, `kaudit_consumer_lag` {partition},
+//! `kaudit_publish_seconds` and
 //! `kaudit_evaluate_seconds` (histograms).
 
 use crate::engine::RuleSet;
@@ -24,6 +25,8 @@ use serde::Deserialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+pub mod otel;
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetryConfig {
@@ -31,6 +34,9 @@ pub struct TelemetryConfig {
     /// Never the shim's ingest port: metrics name every cluster and rule and show which rules
     /// fired, which a client holding one cluster's token must not read.
     pub listen: Option<String>,
+    /// OTLP export of traces and metrics (off unless an endpoint is named here or in
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub otlp: otel::OtlpConfig,
 }
 
 pub struct Metrics {
@@ -51,6 +57,7 @@ pub struct Metrics {
     pub rules_reload_failed: Gauge<u64>,
     pub rules_loaded: Gauge<u64>,
     pub tail_rotations_lost: Counter<u64>,
+    pub consumer_lag: Gauge<u64>,
     pub publish_seconds: Histogram<f64>,
     pub evaluate_seconds: Histogram<f64>,
     registry: prometheus::Registry,
@@ -59,14 +66,38 @@ pub struct Metrics {
     ready: AtomicBool,
 }
 
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
 /// The process's metrics.
 pub fn metrics() -> &'static Metrics {
-    static METRICS: OnceLock<Metrics> = OnceLock::new();
-    METRICS.get_or_init(Metrics::new)
+    METRICS.get_or_init(|| Metrics::new(None))
 }
 
+/// Makes the process's metrics with `reader` (OTLP) beside Prometheus; an error if they are
+/// already in use.
+fn export_metrics(
+    reader: opentelemetry_sdk::metrics::PeriodicReader<opentelemetry_otlp::MetricExporter>,
+    resource: opentelemetry_sdk::Resource,
+) -> anyhow::Result<SdkMeterProvider> {
+    let mut made = false;
+    let metrics = METRICS.get_or_init(|| {
+        made = true;
+        Metrics::new(Some((reader, resource)))
+    });
+    anyhow::ensure!(
+        made,
+        "metrics were in use before telemetry::otel::init: they are not exported over OTLP"
+    );
+    Ok(metrics.provider.clone())
+}
+
+type OtlpReader = (
+    opentelemetry_sdk::metrics::PeriodicReader<opentelemetry_otlp::MetricExporter>,
+    opentelemetry_sdk::Resource,
+);
+
 impl Metrics {
-    fn new() -> Metrics {
+    fn new(otlp: Option<OtlpReader>) -> Metrics {
         let registry = prometheus::Registry::new();
         let exporter = opentelemetry_prometheus::exporter()
             .with_registry(registry.clone())
@@ -74,7 +105,11 @@ impl Metrics {
             .scope_info_enabled(false)
             .build()
             .expect("a fresh registry accepts the exporter");
-        let provider = SdkMeterProvider::builder().with_reader(exporter).build();
+        let mut provider = SdkMeterProvider::builder().with_reader(exporter);
+        if let Some((reader, resource)) = otlp {
+            provider = provider.with_reader(reader).with_resource(resource);
+        }
+        let provider = provider.build();
         let meter = provider.meter("kaudit");
         let rule_sets: Arc<Mutex<Vec<Arc<RuleSet>>>> = Arc::default();
         let sets = rule_sets.clone();
@@ -161,6 +196,12 @@ impl Metrics {
             tail_rotations_lost: meter
                 .u64_counter("kaudit_tail_rotations_lost")
                 .with_description("Rotations whose unread remainder could not be found (deleted, compressed), by file")
+                .build(),
+            consumer_lag: meter
+                .u64_gauge("kaudit_consumer_lag")
+                .with_description(
+                    "Events of a partition this detector reads and has not yet committed, by partition (0 once it is no longer ours)",
+                )
                 .build(),
             publish_seconds: meter
                 .f64_histogram("kaudit_publish")
