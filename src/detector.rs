@@ -20,6 +20,7 @@ use crate::telemetry::{metrics, otel};
 use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -151,13 +152,23 @@ impl Detector {
         let stats = self.stats.clone();
         let deduper = self.deduper.clone();
         let budget = self.event_budget;
-        let (batch, Evaluated { alerts, traced }) = tokio::task::spawn_blocking(move || {
+        let (
+            batch,
+            Evaluated {
+                alerts,
+                traced,
+                clusters,
+            },
+        ) = tokio::task::spawn_blocking(move || {
             let evaluated = evaluate(&rules, &batch, &stats, &deduper, budget);
             (batch, evaluated)
         })
         .await?;
         metrics().evaluate_seconds.record(started.elapsed().as_secs_f64(), &[]);
-        metrics().events_evaluated.add(batch.len() as u64, &[]);
+        for (cluster, n) in clusters {
+            let label = KeyValue::new("cluster", crate::telemetry::cluster_label(&cluster));
+            metrics().events_evaluated.add(n, &[label]);
+        }
         for alert in &alerts {
             metrics().alerts.add(
                 1,
@@ -247,6 +258,8 @@ async fn tick(deduper: Arc<crate::dedup::Deduper>, sinks: Vec<Arc<dyn Sink>>, st
 struct Evaluated {
     alerts: Vec<Alert>,
     traced: Vec<(opentelemetry::Context, usize)>,
+    /// Events evaluated, by cluster.
+    clusters: HashMap<String, u64>,
 }
 
 /// Evaluates a batch; the cluster of each event comes from its message, never its body.
@@ -263,6 +276,7 @@ fn evaluate(
     };
     let mut alerts = Vec::new();
     let mut traced = Vec::new();
+    let mut clusters: HashMap<String, u64> = HashMap::new();
     for delivery in batch {
         let message = &delivery.message;
         let cluster = message.header(headers::CLUSTER).unwrap_or(&message.key);
@@ -275,6 +289,12 @@ fn evaluate(
             }
         };
         stats.events.fetch_add(1, Ordering::Relaxed);
+        match clusters.get_mut(cluster) {
+            Some(n) => *n += 1,
+            None => {
+                clusters.insert(cluster.to_string(), 1);
+            }
+        }
         // Continue the shim's trace: a span of our own for a sampled event.
         let parent = otel::extract(message.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let span = otel::sampled(&parent).then(|| otel::start("detect", SpanKind::Consumer, &parent));
@@ -313,5 +333,9 @@ fn evaluate(
             );
         }
     }
-    Evaluated { alerts, traced }
+    Evaluated {
+        alerts,
+        traced,
+        clusters,
+    }
 }

@@ -186,4 +186,43 @@ mod tests {
         assert_eq!(reloader.reload(), Ok(1));
         assert_eq!(reloader.last_error(), None);
     }
+
+    /// A ConfigMap volume as the kubelet writes it: `rules.yaml -> ..data/rules.yaml`, `..data ->
+    /// ..<timestamp>`; an update writes a new timestamped folder and swaps `..data` by rename.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn a_configmap_volume_swap_is_reloaded() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let version = |name: &str, text: &str| {
+            let at = dir.path().join(name);
+            std::fs::create_dir(&at).unwrap();
+            std::fs::write(at.join("rules.yaml"), text).unwrap();
+        };
+        version("..2026_12_01_10_00_00.1", RULE);
+        symlink("..2026_12_01_10_00_00.1", dir.path().join("..data")).unwrap();
+        symlink("..data/rules.yaml", dir.path().join("rules.yaml")).unwrap();
+        let reloader = Arc::new(Reloader::new(vec![dir.path().to_path_buf()], Matching::All).unwrap());
+        assert_eq!(
+            reloader.rules().rules().len(),
+            1,
+            "only the visible file, not the folders"
+        );
+        let (stop, stopped) = crate::shutdown::channel();
+        let watching = tokio::spawn(reloader.clone().watch(Some(Duration::from_millis(20)), stopped));
+
+        let two =
+            format!("{RULE}- rule: Two\n  desc: d\n  condition: verb == 'delete'\n  output: o\n  priority: notice\n");
+        version("..2026_12_01_10_05_00.2", &two);
+        symlink("..2026_12_01_10_05_00.2", dir.path().join("..data_tmp")).unwrap();
+        std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data")).unwrap();
+        std::fs::remove_dir_all(dir.path().join("..2026_12_01_10_00_00.1")).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while reloader.rules().rules().len() != 2 {
+            assert!(std::time::Instant::now() < deadline, "the swap was not reloaded");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.stop();
+        let _ = watching.await;
+    }
 }

@@ -7,7 +7,7 @@
 //! `kaudit_events_received` {cluster}, `kaudit_events_published` {cluster},
 //! `kaudit_requests_rejected` {reason}, `kaudit_events_dead_lettered` {cluster},
 //! `kaudit_events_truncated`,
-//! `kaudit_events_evaluated`, `kaudit_alerts` {rule, priority}, `kaudit_alerts_suppressed` {rule},
+//! `kaudit_events_evaluated` {cluster}, `kaudit_alerts` {rule, priority}, `kaudit_alerts_suppressed` {rule},
 //! `kaudit_alerts_summarized`, `kaudit_window_late_matches` {rule}, `kaudit_dedup_keys` {kind},
 //! `kaudit_dedup_keys_evicted`, `kaudit_rules_reloads` {result}, `kaudit_rules_reload_failed`,
 //! `kaudit_rules_loaded`, `kaudit_tail_lag_bytes` {file}, `kaudit_tail_rotations_lost` {file},
@@ -151,7 +151,7 @@ impl Metrics {
                 .build(),
             events_evaluated: meter
                 .u64_counter("kaudit_events_evaluated")
-                .with_description("Audit events evaluated by the detector")
+                .with_description("Audit events evaluated by the detector, by cluster")
                 .build(),
             alerts: meter
                 .u64_counter("kaudit_alerts")
