@@ -7,7 +7,8 @@
 //! the rules (compiled path, the CEL interpreter as reference), `dedup` applies windows and rate
 //! limits (state per partition, moved with it) → `alert` encodes, redacts and publishes.
 //! `pipeline` wires the roles; `scan`, `policy` and `falco` are the offline tools; `telemetry`
-//! exports metrics and health; `cli` is the command line over all of it.
+//! exports metrics, traces (one trace per event, across the bus) and health; `cli` is the
+//! command line over all of it.
 
 pub mod alert;
 pub mod audit;

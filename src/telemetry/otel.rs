@@ -175,44 +175,43 @@ pub fn init(config: &OtlpConfig, role: &str) -> anyhow::Result<Guard> {
     Ok(Guard { meters })
 }
 
+/// Builds an OTLP exporter from `builder` (spans' or metrics') for `protocol`, sending to `at`
+/// or, without one, where its `OTEL_EXPORTER_OTLP_*` variables say.
+macro_rules! exporter {
+    ($builder:expr, $protocol:expr, $at:expr) => {
+        match $protocol {
+            Protocol::Grpc => {
+                let b = $builder.with_tonic();
+                match $at {
+                    Some(at) => b.with_endpoint(at).build()?,
+                    None => b.build()?,
+                }
+            }
+            protocol => {
+                let b = $builder.with_http().with_protocol(protocol);
+                match $at {
+                    Some(at) => b.with_endpoint(at).build()?,
+                    None => b.build()?,
+                }
+            }
+        }
+    };
+}
+
 fn span_exporter(export: &Export) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
-    let builder = opentelemetry_otlp::SpanExporter::builder();
-    Ok(match export.protocol {
-        Protocol::Grpc => {
-            let b = builder.with_tonic();
-            match &export.traces {
-                Some(at) => b.with_endpoint(at).build()?,
-                None => b.build()?,
-            }
-        }
-        protocol => {
-            let b = builder.with_http().with_protocol(protocol);
-            match &export.traces {
-                Some(at) => b.with_endpoint(at).build()?,
-                None => b.build()?,
-            }
-        }
-    })
+    Ok(exporter!(
+        opentelemetry_otlp::SpanExporter::builder(),
+        export.protocol,
+        &export.traces
+    ))
 }
 
 fn metric_exporter(export: &Export) -> anyhow::Result<opentelemetry_otlp::MetricExporter> {
-    let builder = opentelemetry_otlp::MetricExporter::builder();
-    Ok(match export.protocol {
-        Protocol::Grpc => {
-            let b = builder.with_tonic();
-            match &export.metrics {
-                Some(at) => b.with_endpoint(at).build()?,
-                None => b.build()?,
-            }
-        }
-        protocol => {
-            let b = builder.with_http().with_protocol(protocol);
-            match &export.metrics {
-                Some(at) => b.with_endpoint(at).build()?,
-                None => b.build()?,
-            }
-        }
-    })
+    Ok(exporter!(
+        opentelemetry_otlp::MetricExporter::builder(),
+        export.protocol,
+        &export.metrics
+    ))
 }
 
 /// A span started now as a child of `parent` (which may hold a remote context read from a
