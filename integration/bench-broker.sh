@@ -38,7 +38,7 @@ sleep 3   # let the consumer group settle
 # keys of their own and alertlat counts only events received after it is ready.
 ./target/release/examples/loadgen --url "http://127.0.0.1:$sport/k8s_audit/warmup" --clusters 8 --seconds 5 --concurrency 8 --rate "$rate" > /dev/null
 sleep 2   # the warm-up evaluated
-evaluated() { curl -s "http://127.0.0.1:$1/metrics" | awk '/^kaudit_events_evaluated_total/ {print $2}'; }
+evaluated() { curl -s "http://127.0.0.1:$1/metrics" | awk '/^kaudit_events_evaluated_total/ {s += $NF} END {print s + 0}'; }
 before=()
 for mp in "${mports[@]}"; do before+=("$(evaluated "$mp")"); done
 ./target/release/examples/alertlat "$pipeline" $((secs + 8)) > "$work/alertlat.out" & latpid=$!

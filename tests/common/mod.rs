@@ -29,7 +29,7 @@ pub fn shared_dir() -> PathBuf {
 }
 
 /// `kaudit_events_evaluated_total` of the kaudit whose telemetry listens on `addr`
-/// (`host:port`); `None` while it does not answer.
+/// (`host:port`), all clusters together; `None` while it does not answer.
 pub async fn evaluated(addr: &str) -> Option<u64> {
     let text = reqwest::get(format!("http://{addr}/metrics"))
         .await
@@ -37,9 +37,12 @@ pub async fn evaluated(addr: &str) -> Option<u64> {
         .text()
         .await
         .ok()?;
-    text.lines()
-        .find(|l| l.starts_with("kaudit_events_evaluated_total"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    Some(
+        text.lines()
+            .filter(|l| l.starts_with("kaudit_events_evaluated_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum(),
+    )
 }
 
 pub fn repo() -> PathBuf {
