@@ -8,6 +8,7 @@
 //! In CEL a field is `falco_field(root, 'name', 'arg')`: a list of strings computed here from one
 //! top-level part of the event (`root`), never an error.
 
+use crate::engine::json::J;
 use serde_json::Value;
 
 /// What a field reads and whether it is a list field.
@@ -114,20 +115,98 @@ pub fn info(field: &str, arg: Option<&str>) -> Option<FieldInfo> {
     }
 }
 
-/// Falco's text for a JSON value: strings as they are, anything else as compact JSON.
-pub fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+/// A JSON tree the extraction reads: `serde_json` (the interpreter's value, converted) or the
+/// compiled path's tree borrowed from the event ([`J`]), so one extraction serves both.
+pub trait Tree: Sized {
+    fn get(&self, key: &str) -> Option<&Self>;
+    fn as_str(&self) -> Option<&str>;
+    fn items(&self) -> Option<&[Self]>;
+    /// An object's keys, each once, sorted (as `serde_json`'s map keeps them).
+    fn keys(&self) -> Option<Vec<&str>>;
+    fn is_true(&self) -> bool;
+    /// Falco's text for a value: strings as they are, anything else as compact JSON.
+    fn text(&self) -> String;
+    fn pretty(&self) -> String;
+}
+
+impl Tree for Value {
+    fn get(&self, key: &str) -> Option<&Value> {
+        Value::get(self, key)
+    }
+    fn as_str(&self) -> Option<&str> {
+        Value::as_str(self)
+    }
+    fn items(&self) -> Option<&[Value]> {
+        self.as_array().map(Vec::as_slice)
+    }
+    fn keys(&self) -> Option<Vec<&str>> {
+        self.as_object().map(|m| m.keys().map(String::as_str).collect())
+    }
+    fn is_true(&self) -> bool {
+        self == &Value::Bool(true)
+    }
+    fn text(&self) -> String {
+        match self {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+    fn pretty(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
     }
 }
 
-fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
-    path.iter().try_fold(v, |v, k| v.get(*k))
+/// The borrowed tree reads as its `serde_json` conversion would (`J::to_json`); the caller
+/// makes sure no part of it is nested too deep.
+impl Tree for J<'_> {
+    fn get(&self, key: &str) -> Option<&Self> {
+        J::get(self, key)
+    }
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            J::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+    fn items(&self) -> Option<&[Self]> {
+        match self {
+            J::Arr(items) => Some(items),
+            _ => None,
+        }
+    }
+    fn keys(&self) -> Option<Vec<&str>> {
+        match self {
+            J::Obj(entries) => {
+                let mut keys: Vec<&str> = J::distinct_keys(entries).collect();
+                keys.sort_unstable();
+                Some(keys)
+            }
+            _ => None,
+        }
+    }
+    fn is_true(&self) -> bool {
+        matches!(self, J::Bool(true))
+    }
+    fn text(&self) -> String {
+        match self {
+            J::Str(s) => s.to_string(),
+            J::Bool(b) => b.to_string(),
+            J::Int(i) => i.to_string(),
+            J::UInt(u) => u.to_string(),
+            other => other.to_json().map(|v| v.to_string()).unwrap_or_default(),
+        }
+    }
+    fn pretty(&self) -> String {
+        self.to_json().map(|v| v.pretty()).unwrap_or_default()
+    }
 }
 
-fn one(v: Option<&Value>) -> Vec<String> {
-    v.map(|v| vec![text(v)]).unwrap_or_default()
+fn at<'a, T: Tree>(v: &'a T, path: &[&str]) -> Option<&'a T> {
+    path.iter().try_fold(v, |v, k| v.get(k))
+}
+
+fn one<T: Tree>(v: Option<&T>) -> Vec<String> {
+    v.map(|v| vec![v.text()]).unwrap_or_default()
 }
 
 /// An index argument: a non-negative integer without leading zeros.
@@ -139,14 +218,36 @@ fn index(arg: &str) -> Option<usize> {
 }
 
 /// The elements of an array, or the one an index argument picks.
-fn pick<'a>(array: Option<&'a Value>, arg: &str) -> Vec<&'a Value> {
-    let Some(items) = array.and_then(Value::as_array) else {
+fn pick<'a, T: Tree>(array: Option<&'a T>, arg: &str) -> Vec<&'a T> {
+    let Some(items) = array.and_then(T::items) else {
         return Vec::new();
     };
     match index(arg) {
         Some(i) => items.get(i).into_iter().collect(),
         None => items.iter().collect(),
     }
+}
+
+/// A JSON pointer (RFC 6901) into a tree, as `serde_json::Value::pointer` reads one.
+fn pointer<'a, T: Tree>(root: &'a T, pointer: &str) -> Option<&'a T> {
+    if pointer.is_empty() {
+        return Some(root);
+    }
+    if !pointer.starts_with('/') {
+        return None;
+    }
+    pointer.split('/').skip(1).try_fold(root, |target, token| {
+        let token = token.replace("~1", "/").replace("~0", "~");
+        match target.items() {
+            Some(items) => {
+                if token.starts_with('+') || (token.starts_with('0') && token.len() != 1) {
+                    return None;
+                }
+                token.parse::<usize>().ok().and_then(|i| items.get(i))
+            }
+            None => target.get(&token),
+        }
+    })
 }
 
 /// `split(":")[0]`, then `split("@")[0]`, as the plugin does.
@@ -191,7 +292,7 @@ pub fn root_keys(field: &str) -> &'static [&'static str] {
 
 /// The values of `field` (argument `arg`, "" for none) in `root`, the part of the event
 /// [`info`] names.
-pub fn extract(field: &str, arg: &str, root: &Value) -> Vec<String> {
+pub fn extract<T: Tree>(field: &str, arg: &str, root: &T) -> Vec<String> {
     let req = root;
     match field {
         "ka.auditid" => one(root.get("auditID")),
@@ -200,7 +301,7 @@ pub fn extract(field: &str, arg: &str, root: &Value) -> Vec<String> {
         "ka.uri" => one(root.get("requestURI")),
         "ka.useragent" => one(root.get("userAgent")),
         "ka.uri.param" => {
-            let Some(uri) = root.get("requestURI").and_then(Value::as_str) else {
+            let Some(uri) = root.get("requestURI").and_then(T::as_str) else {
                 return Vec::new();
             };
             let query = uri.split_once('?').map(|(_, q)| q).unwrap_or_default();
@@ -213,7 +314,7 @@ pub fn extract(field: &str, arg: &str, root: &Value) -> Vec<String> {
                 .take(1)
                 .collect()
         }
-        "ka.sourceips" => pick(root.get("sourceIPs"), arg).into_iter().map(text).collect(),
+        "ka.sourceips" => pick(root.get("sourceIPs"), arg).into_iter().map(T::text).collect(),
         "ka.auth.decision" => one(root.get("authorization.k8s.io/decision")),
         "ka.auth.reason" => one(root.get("authorization.k8s.io/reason")),
         "ka.auth.openshift.decision" => one(root.get("authentication.openshift.io/decision")),
@@ -224,15 +325,15 @@ pub fn extract(field: &str, arg: &str, root: &Value) -> Vec<String> {
         "ka.security.pod.violations" => one(root.get("pod-security.kubernetes.io/audit-violations")),
         "ka.cluster.name" => one(root.get("cluster_name")),
         "ka.user.name" | "ka.impuser.name" => one(root.get("username")),
-        "ka.user.groups" => pick(root.get("groups"), "").into_iter().map(text).collect(),
+        "ka.user.groups" => pick(root.get("groups"), "").into_iter().map(T::text).collect(),
         "ka.target.name" | "ka.req.configmap.name" => one(root.get("name")),
         "ka.target.namespace" => one(root.get("namespace")),
         "ka.target.resource" => one(root.get("resource")),
         "ka.target.subresource" => one(root.get("subresource")),
         "ka.target.pod.name" => {
-            let is_pod = at(root, &["objectRef", "resource"]).and_then(Value::as_str) == Some("pods");
+            let is_pod = at(root, &["objectRef", "resource"]).and_then(T::as_str) == Some("pods");
             let sub = at(root, &["objectRef", "subresource"])
-                .and_then(Value::as_str)
+                .and_then(T::as_str)
                 .unwrap_or_default();
             if is_pod && sub.is_empty() {
                 one(at(root, &["responseObject", "metadata", "name"]))
@@ -244,23 +345,23 @@ pub fn extract(field: &str, arg: &str, root: &Value) -> Vec<String> {
         "ka.response.code" => one(root.get("code")),
         "ka.response.reason" => one(root.get("reason")),
         "ka.req.binding.role" => one(at(req, &["roleRef", "name"])),
-        "ka.req.binding.subjects" => pick(req.get("subjects"), "").into_iter().map(text).collect(),
+        "ka.req.binding.subjects" => pick(req.get("subjects"), "").into_iter().map(T::text).collect(),
         "ka.req.binding.subjects.user_names" => subject_names(req, "User"),
         "ka.req.binding.subjects.serviceaccount_names" => subject_names(req, "ServiceAccount"),
         "ka.req.binding.subjects.group_names" => subject_names(req, "Group"),
         "ka.req.binding.subjects.serviceaccount_ns_names" => pick(req.get("subjects"), "")
             .into_iter()
-            .filter(|s| s.get("kind").and_then(Value::as_str) == Some("ServiceAccount"))
+            .filter(|s| s.get("kind").and_then(T::as_str) == Some("ServiceAccount"))
             .filter_map(|s| {
                 Some(format!(
                     "{}:{}",
                     s.get("namespace")?.as_str()?,
-                    s.get("name").and_then(Value::as_str).unwrap_or_default()
+                    s.get("name").and_then(T::as_str).unwrap_or_default()
                 ))
             })
             .collect(),
         "ka.req.binding.subject.has_name" => vec!["true".into()],
-        "ka.req.role.rules" => pick(req.get("rules"), arg).into_iter().map(text).collect(),
+        "ka.req.role.rules" => pick(req.get("rules"), arg).into_iter().map(T::text).collect(),
         "ka.req.role.rules.apiGroups"
         | "ka.req.role.rules.resources"
         | "ka.req.role.rules.verbs"
@@ -269,7 +370,7 @@ pub fn extract(field: &str, arg: &str, root: &Value) -> Vec<String> {
             pick(req.get("rules"), arg)
                 .into_iter()
                 .flat_map(|r| pick(r.get(key), ""))
-                .map(text)
+                .map(T::text)
                 .collect()
         }
         "ka.req.configmap.obj" => one(req.get("data")),
@@ -283,25 +384,30 @@ pub fn extract(field: &str, arg: &str, root: &Value) -> Vec<String> {
         "ka.req.pod.fs_group" => one(at(req, &["spec", "securityContext", "fsGroup"])),
         "ka.req.pod.supplemental_groups" => pick(at(req, &["spec", "securityContext", "supplementalGroups"]), "")
             .into_iter()
-            .map(text)
+            .map(T::text)
             .collect(),
         "ka.req.pod.volumes.hostpath" => volumes(req, arg)
             .filter_map(|v| at(v, &["hostPath", "path"]))
-            .map(text)
+            .map(T::text)
             .collect(),
         "ka.req.pod.volumes.flexvolume_driver" => volumes(req, arg)
             .filter_map(|v| at(v, &["flexVolume", "driver"]))
-            .map(text)
+            .map(T::text)
             .collect(),
         "ka.req.pod.volumes.volume_type" => volumes(req, arg)
-            .filter_map(Value::as_object)
-            .flat_map(|v| v.keys().filter(|k| *k != "name").cloned().collect::<Vec<_>>())
+            .filter_map(T::keys)
+            .flat_map(|keys| {
+                keys.into_iter()
+                    .filter(|k| *k != "name")
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
             .collect(),
         "ka.req.volume.hostpath" => {
             let paths: Vec<&str> = volumes(req, "")
-                .filter_map(|v| at(v, &["hostPath", "path"]).and_then(Value::as_str))
+                .filter_map(|v| at(v, &["hostPath", "path"]).and_then(T::as_str))
                 .collect();
-            if at(req, &["spec", "volumes"]).and_then(Value::as_array).is_none() {
+            if at(req, &["spec", "volumes"]).and_then(T::items).is_none() {
                 return Vec::new();
             }
             let hit = paths.iter().any(|p| match arg.strip_suffix('*') {
@@ -311,34 +417,35 @@ pub fn extract(field: &str, arg: &str, root: &Value) -> Vec<String> {
             vec![hit.to_string()]
         }
         "ka.req.container.image" => one(at(req, &["spec", "containers"])
-            .and_then(|c| c.get(0))
+            .and_then(T::items)
+            .and_then(<[T]>::first)
             .and_then(|c| c.get("image"))),
         "ka.req.container.image.repository" => at(req, &["spec", "containers"])
-            .and_then(|c| c.get(0))
+            .and_then(T::items)
+            .and_then(<[T]>::first)
             .and_then(|c| c.get("image"))
-            .and_then(Value::as_str)
+            .and_then(T::as_str)
             .map(|i| vec![falco_repository(i)])
             .unwrap_or_default(),
         "ka.req.container.privileged" => {
-            let Some(containers) = at(req, &["spec", "containers"]).and_then(Value::as_array) else {
+            let Some(containers) = at(req, &["spec", "containers"]).and_then(T::items) else {
                 return Vec::new();
             };
             let any = containers
                 .iter()
-                .any(|c| at(c, &["securityContext", "privileged"]) == Some(&Value::Bool(true)));
+                .any(|c| at(c, &["securityContext", "privileged"]).is_some_and(T::is_true));
             vec![any.to_string()]
         }
         "json.value" | "jevt.value" => {
-            let pointer = match root_relative(arg) {
-                Some(p) => p,
-                None => return Vec::new(),
+            let Some(path) = root_relative(arg) else {
+                return Vec::new();
             };
-            one(root.pointer(&pointer))
+            one(pointer(root, &path))
         }
-        "json.obj" | "jevt.obj" => vec![serde_json::to_string_pretty(root).unwrap_or_default()],
+        "json.obj" | "jevt.obj" => vec![root.pretty()],
         "json.rawtime" | "jevt.rawtime" => root
             .get("stageTimestamp")
-            .and_then(Value::as_str)
+            .and_then(T::as_str)
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
             .and_then(|t| t.timestamp_nanos_opt())
             .map(|n| vec![n.to_string()])
@@ -362,20 +469,20 @@ fn root_relative(arg: &str) -> Option<String> {
     Some(arg.to_string())
 }
 
-fn subject_names(req: &Value, kind: &str) -> Vec<String> {
+fn subject_names<T: Tree>(req: &T, kind: &str) -> Vec<String> {
     pick(req.get("subjects"), "")
         .into_iter()
-        .filter(|s| s.get("kind").and_then(Value::as_str) == Some(kind))
+        .filter(|s| s.get("kind").and_then(T::as_str) == Some(kind))
         .filter_map(|s| s.get("name"))
-        .map(text)
+        .map(T::text)
         .collect()
 }
 
-fn volumes<'a>(req: &'a Value, arg: &str) -> impl Iterator<Item = &'a Value> {
+fn volumes<'a, T: Tree>(req: &'a T, arg: &str) -> impl Iterator<Item = &'a T> {
     pick(at(req, &["spec", "volumes"]), arg).into_iter()
 }
 
-fn container_field(field: &str, arg: &str, req: &Value) -> Vec<String> {
+fn container_field<T: Tree>(field: &str, arg: &str, req: &T) -> Vec<String> {
     let Some(rest) = field.strip_prefix("ka.req.pod.") else {
         return Vec::new();
     };
@@ -383,14 +490,14 @@ fn container_field(field: &str, arg: &str, req: &Value) -> Vec<String> {
         return Vec::new();
     };
     let containers = pick(at(req, &["spec", family]), arg);
-    let sc = |c: &Value, k: &str| at(c, &["securityContext", k]).map(text);
+    let sc = |c: &T, k: &str| at(c, &["securityContext", k]).map(T::text);
     match x {
         // Strict: one container without it and the field is absent.
         "name" | "image" | "image.repository" => {
             let key = if x == "name" { "name" } else { "image" };
             let values: Option<Vec<String>> = containers
                 .iter()
-                .map(|c| c.get(key).and_then(Value::as_str).map(str::to_string))
+                .map(|c| c.get(key).and_then(T::as_str).map(str::to_string))
                 .collect();
             let values = values.unwrap_or_default();
             if x == "image.repository" {
@@ -401,8 +508,8 @@ fn container_field(field: &str, arg: &str, req: &Value) -> Vec<String> {
         }
         "command" | "args" => containers
             .iter()
-            .filter_map(|c| c.get(x).and_then(Value::as_array))
-            .map(|a| a.iter().map(text).collect::<Vec<_>>().join(" "))
+            .filter_map(|c| c.get(x).and_then(T::items))
+            .map(|a| a.iter().map(T::text).collect::<Vec<_>>().join(" "))
             .collect(),
         "privileged" => containers.iter().filter_map(|c| sc(c, "privileged")).collect(),
         "allow_privilege_escalation" => containers
@@ -421,7 +528,7 @@ fn container_field(field: &str, arg: &str, req: &Value) -> Vec<String> {
             } else {
                 "runAsGroup"
             };
-            let pod = at(req, &["spec", "securityContext", key]).map(text);
+            let pod = at(req, &["spec", "securityContext", key]).map(T::text);
             containers
                 .iter()
                 .map(|c| sc(c, key).or_else(|| pod.clone()).unwrap_or_else(|| "0".into()))
@@ -430,14 +537,14 @@ fn container_field(field: &str, arg: &str, req: &Value) -> Vec<String> {
         "proc_mount" => containers.iter().filter_map(|c| sc(c, "procMount")).collect(),
         "add_capabilities" => containers
             .iter()
-            .filter_map(|c| at(c, &["securityContext", "capabilities", "add"]))
-            .map(text)
+            .filter_map(|c| at(*c, &["securityContext", "capabilities", "add"]))
+            .map(T::text)
             .collect(),
         "host_port" => containers
             .iter()
             .flat_map(|c| pick(c.get("ports"), ""))
             .filter_map(|p| p.get("hostPort").or_else(|| p.get("containerPort")))
-            .map(text)
+            .map(T::text)
             .collect(),
         _ => Vec::new(),
     }

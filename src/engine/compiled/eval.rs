@@ -81,7 +81,8 @@ pub struct Frame<'e> {
     trees: Vec<OnceCell<Option<J<'e>>>>,
     macros: Vec<OnceCell<MacroOut>>,
     memos: Vec<OnceCell<MacroOut>>,
-    roots: Vec<OnceCell<Result<serde_json::Value, E>>>,
+    /// Per Falco field root, `_top` gathered (`None` for a field's root, read in place).
+    roots: Vec<OnceCell<Result<Option<J<'e>>, E>>>,
     falco: Vec<OnceCell<Result<Vec<String>, E>>>,
     bindings: OnceCell<Bindings<'e>>,
 }
@@ -199,43 +200,55 @@ impl<'e> Frame<'e> {
         }
     }
 
-    fn root(&self, i: usize) -> Result<&serde_json::Value, E> {
+    /// A Falco field's root: a top-level field, or (`_top`) the event's top-level fields but
+    /// `requestObject`, gathered once. Either is read in place; a part the field reads that is
+    /// nested too deep leaves the rule to the interpreter, as its conversion would.
+    fn falco_root(&self, i: usize) -> Result<&J<'e>, E> {
         let (root, keys) = &self.compiled.roots[i];
         let wanted = |key: &str| keys.is_empty() || keys.contains(&key);
-        self.roots[i]
+        let top = self.roots[i]
             .get_or_init(|| match root {
                 Root::Top => {
-                    let mut map = serde_json::Map::new();
+                    let mut entries = Vec::new();
                     for (i, (key, _)) in self.view.fields().enumerate() {
                         if key == "requestObject" || !wanted(key) {
                             continue;
                         }
                         if let Some(tree) = self.tree(i) {
-                            map.insert(key.to_string(), tree.to_json().ok_or(E::Defer)?);
+                            if tree.has_too_deep() {
+                                return Err(E::Defer);
+                            }
+                            entries.push((Cow::Borrowed(key), tree.clone()));
                         }
                     }
-                    Ok(serde_json::Value::Object(map))
+                    Ok(Some(J::Obj(entries)))
                 }
-                Root::Field(name) => match self.field_by_name(name)? {
-                    J::Obj(entries) if !keys.is_empty() => {
-                        let mut map = serde_json::Map::new();
-                        for (key, value) in entries.iter().filter(|(k, _)| wanted(k)) {
-                            map.insert(key.to_string(), value.to_json().ok_or(E::Defer)?);
-                        }
-                        Ok(serde_json::Value::Object(map))
+                Root::Field(name) => {
+                    let deep = match self.field_by_name(name)? {
+                        J::Obj(entries) => entries.iter().any(|(k, v)| wanted(k) && v.has_too_deep()),
+                        j => j.has_too_deep(),
+                    };
+                    if deep {
+                        Err(E::Defer)
+                    } else {
+                        Ok(None)
                     }
-                    j => j.to_json().ok_or(E::Defer),
-                },
+                }
             })
             .as_ref()
-            .map_err(E::clone)
+            .map_err(E::clone)?;
+        match (top, root) {
+            (Some(top), _) => Ok(top),
+            (None, Root::Field(name)) => self.field_by_name(name),
+            (None, Root::Top) => Err(E::Defer),
+        }
     }
 
     fn falco_field(&self, index: usize) -> Result<&[String], E> {
         self.falco[index]
             .get_or_init(|| {
                 let (root, name, arg) = &self.compiled.falco[index];
-                Ok(crate::falco::fields::extract(name, arg, self.root(*root)?))
+                Ok(crate::falco::fields::extract(name, arg, self.falco_root(*root)?))
             })
             .as_deref()
             .map_err(E::clone)
