@@ -591,3 +591,42 @@ fn planted_secrets_never_leave_in_any_encoding() {
     let text = unredacted(&file);
     assert!(secrets.iter().all(|(_, s)| text.contains(s.as_str())));
 }
+
+#[test]
+fn a_secret_a_rule_quotes_is_redacted_when_the_event_is_not_attached() {
+    // Falco's encoding without the event reads only the fields redaction's structure pass needs.
+    let rules = kaudit::engine::RuleSet::from_text(
+        "quote.yaml",
+        "- rule: Quote\n  desc: quotes a secret\n  condition: objectRef.resource == 'secrets'\n  output: 'data={requestObject.data.password} uri={requestURI}'\n  priority: warning\n",
+        kaudit::engine::Matching::All,
+    )
+    .unwrap();
+    let secret = "c3VwZXJzZWNyZXQxMjM="; // base64 of "supersecret123"
+    let event = serde_json::json!({
+        "kind": "Event", "level": "Request", "auditID": "s-1", "stage": "ResponseComplete", "verb": "create",
+        "user": {"username": "alice"}, "requestURI": "/api/v1/namespaces/shop/secrets",
+        "objectRef": {"resource": "secrets", "namespace": "shop", "name": "db"},
+        "stageTimestamp": "2026-11-20T10:00:00.000000Z",
+        "requestObject": {"kind": "Secret", "data": {"password": secret}}
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_events(dir.path(), &[event.to_string()]);
+    let run = |redactor: Option<Arc<Redactor>>| {
+        let options = kaudit::scan::Options {
+            encoder: Encoder {
+                encoding: Encoding::Falco,
+                include_event: false,
+                redactor,
+            },
+            dedup: kaudit::dedup::DedupConfig::off(),
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        kaudit::scan::scan(&[file.clone()], &rules, &options, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let redacted = run(Some(Arc::new(Redactor::new(&Default::default()).unwrap())));
+    assert!(redacted.contains("data=[REDACTED]"), "{redacted}");
+    assert!(!redacted.contains(secret), "{redacted}");
+    assert!(run(None).contains(secret));
+}

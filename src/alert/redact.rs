@@ -202,6 +202,10 @@ impl Redactor {
         removed
     }
 
+    /// The top-level fields [`Redactor::structure`] reads: an output that does not show the
+    /// event hands it only these (an event with none of the last three holds nothing it removes).
+    pub const STRUCTURE_FIELDS: [&'static str; 4] = ["objectRef", "requestObject", "responseObject", "annotations"];
+
     /// The structural part alone: what an output that does not show the event needs to know
     /// to scrub the text that may quote it.
     pub fn structure(&self, event: &mut Value) -> Vec<String> {

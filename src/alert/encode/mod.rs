@@ -120,12 +120,12 @@ impl Encoder {
         // The event is read when it is shown (OCSF and ECS show parts of it always) or when
         // redaction must know what it holds.
         let shown = self.include_event || self.encoding != Encoding::Falco;
-        let mut event: Option<Value> = alert
-            .origin
-            .event
-            .as_ref()
-            .filter(|_| shown || self.redactor.is_some())
-            .and_then(|e| crate::audit::to_value(e.as_str()).ok());
+        let mut event: Option<Value> = match &alert.origin.event {
+            Some(e) if shown => crate::audit::to_value(e.as_str()).ok(),
+            // Redaction alone reads only the fields its structural pass looks at.
+            Some(e) if self.redactor.is_some() => structure_fields(e),
+            _ => None,
+        };
         let mut output = alert.output.clone();
         let mut output_fields = alert.output_fields.clone();
         if let Some(redactor) = &self.redactor {
@@ -150,6 +150,19 @@ impl Encoder {
             include_event: self.include_event,
         }
     }
+}
+
+/// The fields of an event that redaction's structural pass reads, or `None` when it has none
+/// that could hold a secret (most alerts are on reads without bodies).
+fn structure_fields(event: &crate::audit::Event) -> Option<Value> {
+    let view = event.view();
+    let mut fields = Map::new();
+    for name in Redactor::STRUCTURE_FIELDS {
+        if let Some(value) = view.get(name).and_then(|raw| crate::audit::to_value(raw).ok()) {
+            fields.insert(name.to_string(), value);
+        }
+    }
+    (!fields.keys().all(|k| k == "objectRef")).then_some(Value::Object(fields))
 }
 
 /// MITRE ATT&CK from an alert's tags: tactics (`mitre_<tactic>`, as Falco names them) and
