@@ -12,6 +12,10 @@ use kaudit::audit::Event;
 use kaudit::engine::{Matching, RuleSet};
 use std::hint::black_box;
 
+// The allocator the `kaudit` binary runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn first_line(path: &str) -> String {
     std::fs::read_to_string(path)
         .unwrap()
