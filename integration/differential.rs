@@ -5,7 +5,7 @@
 
 use kaudit::audit::decode::DocumentReader;
 use kaudit::audit::envelope::Format;
-use kaudit::engine::{EvalPath, Firing, Matching, RuleSet};
+use kaudit::engine::{EvalPath, Firing, Matching, RuleSet, Verdict};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -34,6 +34,11 @@ pub struct Tally {
     /// The first disagreements: set, rule, event, compiled verdict, interpreted verdict.
     pub mismatches: Vec<String>,
     pub mismatch_count: u64,
+    /// Of the disagreements, rules the prefilter left out that the interpreter matched.
+    pub prefilter_count: u64,
+    /// Rules the prefilter left out (they cannot match) that the interpreter failed on: a
+    /// malformed part of the event in a conjunct before the one that excludes the rule.
+    pub left_out_errors: u64,
 }
 
 /// Compares both paths on every event of `lines` (audit events or cloud envelopes).
@@ -79,9 +84,27 @@ pub fn compare(sets: &[(String, RuleSet)], lines: &[String], tally: &mut Tally) 
                     }
                 }
             }
+            let candidates = set.candidates(&view);
             for (i, (c, r)) in compiled.iter().zip(&reference).enumerate() {
                 tally.verdicts += 1;
                 *tally.kinds.entry(format!("{r:?}")).or_default() += 1;
+                // The prefilter leaves a rule out only where it cannot match.
+                if !candidates[i] && *r == Verdict::Error {
+                    tally.left_out_errors += 1;
+                }
+                let hidden = !candidates[i] && *r == Verdict::Match;
+                if hidden {
+                    tally.prefilter_count += 1;
+                    tally.mismatch_count += 1;
+                    if tally.mismatches.len() < 10 {
+                        let event = record.event.as_str();
+                        tally.mismatches.push(format!(
+                            "{name} / {}: left out by the prefilter, interpreter {r:?} on {}",
+                            set.rules()[i].name,
+                            &event[..event.len().min(1500)]
+                        ));
+                    }
+                }
                 if c != r {
                     tally.mismatch_count += 1;
                     if tally.mismatches.len() < 10 {

@@ -26,14 +26,16 @@ fn main() {
     }
     eprintln!();
     println!(
-        "differential: {} events (seed {seed}) in {:.0}s, {} verdicts compared {:?}, {} outputs compared ({} differing only in a map's key order), {} mismatches",
+        "differential: {} events (seed {seed}) in {:.0}s, {} verdicts compared {:?}, {} outputs compared ({} differing only in a map's key order), {} mismatches ({} of them the prefilter leaving out a rule that matched); {} errors of rules the prefilter left out",
         tally.events,
         started.elapsed().as_secs_f64(),
         tally.verdicts,
         tally.kinds,
         tally.renders,
         tally.map_order,
-        tally.mismatch_count
+        tally.mismatch_count,
+        tally.prefilter_count,
+        tally.left_out_errors
     );
     if tally.mismatch_count > 0 {
         eprintln!("{}", tally.mismatches.join("\n\n"));

@@ -245,7 +245,7 @@ const VERBS: [&str; 8] = [
 /// The requests a rule looks at: its verbs × resources × subresources (all verbs where it names
 /// none; one unnamed resource, `*`, where it names none).
 fn requests(rule: &Rule) -> Vec<Request> {
-    let [verbs, resources, subresources, _] = &rule.route.0;
+    let [verbs, resources, subresources, ..] = &rule.route.0;
     let verbs: Vec<String> = match verbs {
         Allowed::Any => VERBS.iter().map(|v| v.to_string()).collect(),
         Allowed::Only(v) => v.iter().cloned().collect(),

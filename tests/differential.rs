@@ -16,8 +16,9 @@ use kaudit::engine::{EvalPath, Matching, RuleSet, Verdict};
 
 fn report(tally: &differential::Tally) {
     println!(
-        "{} events, {} verdicts {:?}, {} outputs ({} differing only in a map's key order), {} mismatches",
-        tally.events, tally.verdicts, tally.kinds, tally.renders, tally.map_order, tally.mismatch_count
+        "{} events, {} verdicts {:?}, {} outputs ({} differing only in a map's key order), {} mismatches ({} of the prefilter); {} errors of rules left out",
+        tally.events, tally.verdicts, tally.kinds, tally.renders, tally.map_order, tally.mismatch_count, tally.prefilter_count,
+        tally.left_out_errors
     );
     assert_eq!(tally.mismatch_count, 0, "{}", tally.mismatches.join("\n\n"));
 }

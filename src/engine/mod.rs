@@ -367,6 +367,19 @@ impl RuleSet {
         unusable_checked(result)
     }
 
+    /// Per rule, in order: whether the prefilter leaves it as a candidate for an event. A rule
+    /// it leaves out demands a key the event has another value for, or lacks: it cannot match
+    /// (the differential tests hold it to that). Whether it would have failed on another,
+    /// malformed part of the event is not asked: CEL's `&&` is commutative over errors
+    /// (`error && false` is false), though the interpreter answers an error there.
+    pub fn candidates(&self, view: &EventView<'_>) -> Vec<bool> {
+        let mut set = Vec::new();
+        self.prefilter.candidates(&view.route_keys(), &mut set);
+        (0..self.rules.len())
+            .map(|i| set[i / 64] & (1 << (i % 64)) != 0)
+            .collect()
+    }
+
     /// What every rule's condition says of an event, the prefilter aside, rules in order:
     /// through the compiled path (as [`RuleSet::evaluate`] does) or through the interpreter
     /// alone, the reference. The differential tests hold the two to the same answers.
@@ -403,7 +416,12 @@ impl RuleSet {
         for (dim, allowed) in prefilter::DIMENSIONS.iter().zip(&rule.route.0) {
             let shown = match allowed {
                 prefilter::Allowed::Any => "any".to_string(),
-                prefilter::Allowed::Only(v) => v.iter().cloned().collect::<Vec<_>>().join(", "),
+                prefilter::Allowed::Only(v) if v.is_empty() => "none (never matches)".to_string(),
+                prefilter::Allowed::Only(v) => v
+                    .iter()
+                    .map(|v| if v.is_empty() { "(absent)" } else { v.as_str() })
+                    .collect::<Vec<_>>()
+                    .join(", "),
             };
             out.push_str(&format!("  prefilter {dim}: {shown}\n"));
         }

@@ -1,13 +1,18 @@
-//! The prefilter: which rules can possibly match an event, from four cheap keys.
+//! The prefilter: which rules can possibly match an event, from seven cheap keys.
 //!
 //! Each rule's condition is read (macros followed) for what it demands of `verb`,
-//! `objectRef.resource`, `objectRef.subresource` and `stage`: `verb == 'create'`,
-//! `verb in ['get', 'create']`, `objectRef.resource in some_list`, combined through `&&`
-//! (intersection) and `||` (union). Anything else demands nothing. Nobody declares these by
-//! hand, so they cannot drift from the condition. At run time four hash lookups and a few
-//! word-wide ANDs give the candidate rules; most audit events (reads) skip CEL entirely.
+//! `objectRef.resource`, `objectRef.subresource`, `stage`, `responseStatus.code`,
+//! `user.username` and whether `impersonatedUser.username` is there: `verb == 'create'`,
+//! `verb in ['get', 'create']`, `objectRef.resource in some_list`,
+//! `responseStatus.?code.orValue(0) in [401, 403]` (the default counts for an absent code),
+//! `user.username == 'system:anonymous'`, `has(impersonatedUser.username)`, combined through
+//! `&&` (intersection) and `||` (union). Anything else demands nothing. Nobody declares these by
+//! hand, so they cannot drift from the condition (`kaudit rules lint --explain` shows them). At
+//! run time a few hash lookups and word-wide ANDs give the candidate rules; most audit events
+//! (reads) skip evaluation entirely. An event whose key has a shape the prefilter does not judge
+//! ([`Key::Unknown`]) keeps every rule of that dimension: its conditions decide.
 
-use crate::audit::RouteKeys;
+use crate::audit::{Key, RouteKeys};
 use cel::common::ast::{Expr, LiteralValue};
 use cel::parser::Expression;
 use std::collections::{BTreeSet, HashMap};
@@ -37,15 +42,28 @@ impl Allowed {
     }
 }
 
-pub const DIMENSIONS: [&str; 4] = ["verb", "objectRef.resource", "objectRef.subresource", "stage"];
+pub const DIMENSIONS: [&str; 7] = [
+    "verb",
+    "objectRef.resource",
+    "objectRef.subresource",
+    "stage",
+    "responseStatus.code",
+    "user.username",
+    "has(impersonatedUser.username)",
+];
+const CODE: usize = 4;
+const USER: usize = 5;
+const IMPERSONATED: usize = 6;
+/// The value of the `responseStatus.code` dimension for an event without a code.
+const NO_CODE: &str = "";
 
-/// What a condition demands of the four keys.
+/// What a condition demands of the keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route(pub [Allowed; 4]);
+pub struct Route(pub [Allowed; 7]);
 
 impl Route {
     pub fn any() -> Route {
-        Route([Allowed::Any, Allowed::Any, Allowed::Any, Allowed::Any])
+        Route(std::array::from_fn(|_| Allowed::Any))
     }
     fn only(dim: usize, values: BTreeSet<String>) -> Route {
         let mut r = Route::any();
@@ -53,14 +71,12 @@ impl Route {
         r
     }
     fn and(self, other: Route) -> Route {
-        let [a0, a1, a2, a3] = self.0;
-        let [b0, b1, b2, b3] = other.0;
-        Route([a0.and(b0), a1.and(b1), a2.and(b2), a3.and(b3)])
+        let mut b = other.0.into_iter();
+        Route(self.0.map(|a| a.and(b.next().unwrap_or(Allowed::Any))))
     }
     fn or(self, other: Route) -> Route {
-        let [a0, a1, a2, a3] = self.0;
-        let [b0, b1, b2, b3] = other.0;
-        Route([a0.or(b0), a1.or(b1), a2.or(b2), a3.or(b3)])
+        let mut b = other.0.into_iter();
+        Route(self.0.map(|a| a.or(b.next().unwrap_or(Allowed::Any))))
     }
 }
 
@@ -89,19 +105,55 @@ fn analyze_depth(expr: &Expression, names: &dyn Names, depth: usize) -> Route {
             match call.func_name.as_str() {
                 "_&&_" => analyze_depth(a, names, depth + 1).and(analyze_depth(b, names, depth + 1)),
                 "_||_" => analyze_depth(a, names, depth + 1).or(analyze_depth(b, names, depth + 1)),
-                "_==_" => match (dimension(a), string_literal(b), dimension(b), string_literal(a)) {
-                    (Some(d), Some(s), _, _) | (_, _, Some(d), Some(s)) => Route::only(d, [s].into()),
+                "_==_" => match (dimension(a), literal(b), dimension(b), literal(a)) {
+                    (Some(d), Some(s), _, _) | (_, _, Some(d), Some(s)) => d.only(vec![s]),
                     _ => Route::any(),
                 },
                 "@in" => match (dimension(a), strings(b, names)) {
-                    (Some(d), Some(values)) => Route::only(d, values),
+                    (Some(d), Some(values)) => d.only(values),
                     _ => Route::any(),
                 },
                 _ => Route::any(),
             }
         }
+        // `has(impersonatedUser.username)`
+        Expr::Select(select) if select.test && is_field(&select.operand, "impersonatedUser") => {
+            if select.field == "username" {
+                Route::only(IMPERSONATED, [Key::PRESENT.to_string()].into())
+            } else {
+                Route::any()
+            }
+        }
         _ => Route::any(),
     }
+}
+
+/// A key a comparison reads: a dimension, and for `responseStatus.?code.orValue(D)` the
+/// default an absent code takes.
+struct Dim {
+    index: usize,
+    default: Option<String>,
+}
+
+impl Dim {
+    /// The route demanding one of `values`; an absent code allowed too when the default is one.
+    /// A literal of another type than the dimension's (an integer for a verb, a string for the
+    /// code) demands nothing: CEL decides what comparing across types gives.
+    fn only(&self, values: Vec<Lit>) -> Route {
+        let ints = self.index == CODE;
+        if values.iter().any(|v| v.int != ints) {
+            return Route::any();
+        }
+        let mut values: BTreeSet<String> = values.into_iter().map(|v| v.text).collect();
+        if self.default.as_ref().is_some_and(|d| values.contains(d)) {
+            values.insert(NO_CODE.to_string());
+        }
+        Route::only(self.index, values)
+    }
+}
+
+fn is_field(expr: &Expression, name: &str) -> bool {
+    matches!(&expr.expr, Expr::Ident(n) if n == name)
 }
 
 /// The event's top-level fields `expr` reads (macros followed; lists and comprehension
@@ -168,33 +220,66 @@ fn collect_reads(
     }
 }
 
-fn dimension(expr: &Expression) -> Option<usize> {
+fn dimension(expr: &Expression) -> Option<Dim> {
+    let strict = |index| Some(Dim { index, default: None });
     match &expr.expr {
-        Expr::Ident(name) if name == "verb" => Some(0),
-        Expr::Ident(name) if name == "stage" => Some(3),
-        Expr::Select(select) if !select.test => match &select.operand.expr {
-            Expr::Ident(obj) if obj == "objectRef" => match select.field.as_str() {
-                "resource" => Some(1),
-                "subresource" => Some(2),
-                _ => None,
-            },
+        Expr::Ident(name) if name == "verb" => strict(0),
+        Expr::Ident(name) if name == "stage" => strict(3),
+        Expr::Select(select) if !select.test => match (&select.operand.expr, select.field.as_str()) {
+            (Expr::Ident(obj), "resource") if obj == "objectRef" => strict(1),
+            (Expr::Ident(obj), "subresource") if obj == "objectRef" => strict(2),
+            (Expr::Ident(obj), "code") if obj == "responseStatus" => strict(CODE),
+            (Expr::Ident(obj), "username") if obj == "user" => strict(USER),
             _ => None,
         },
+        // responseStatus.?code.orValue(D), D an integer
+        Expr::Call(call) if call.func_name == "orValue" && call.args.len() == 1 => {
+            let target = call.target.as_deref()?;
+            let Expr::Call(select) = &target.expr else { return None };
+            let [operand, field] = select.args.as_slice() else {
+                return None;
+            };
+            let is_code = select.func_name == cel::common::ast::operators::OPT_SELECT
+                && is_field(operand, "responseStatus")
+                && matches!(&field.expr, Expr::Literal(LiteralValue::String(f)) if f.inner() == "code");
+            match (is_code, &call.args[0].expr) {
+                (true, Expr::Literal(LiteralValue::Int(d))) => Some(Dim {
+                    index: CODE,
+                    default: Some(d.inner().to_string()),
+                }),
+                _ => None,
+            }
+        }
         _ => None,
     }
 }
 
-fn string_literal(expr: &Expression) -> Option<String> {
+/// A string or integer literal as a key (an integer in decimal, as the event's code is keyed).
+struct Lit {
+    text: String,
+    int: bool,
+}
+
+fn literal(expr: &Expression) -> Option<Lit> {
     match &expr.expr {
-        Expr::Literal(LiteralValue::String(s)) => Some(s.inner().to_string()),
+        Expr::Literal(LiteralValue::String(s)) => Some(Lit {
+            text: s.inner().to_string(),
+            int: false,
+        }),
+        Expr::Literal(LiteralValue::Int(i)) => Some(Lit {
+            text: i.inner().to_string(),
+            int: true,
+        }),
         _ => None,
     }
 }
 
-fn strings(expr: &Expression, names: &dyn Names) -> Option<BTreeSet<String>> {
+fn strings(expr: &Expression, names: &dyn Names) -> Option<Vec<Lit>> {
     match &expr.expr {
-        Expr::List(list) => list.elements.iter().map(string_literal).collect(),
-        Expr::Ident(name) => names.list_strings(name).map(|v| v.into_iter().collect()),
+        Expr::List(list) => list.elements.iter().map(literal).collect(),
+        Expr::Ident(name) => names
+            .list_strings(name)
+            .map(|v| v.into_iter().map(|text| Lit { text, int: false }).collect()),
         _ => None,
     }
 }
@@ -202,8 +287,9 @@ fn strings(expr: &Expression, names: &dyn Names) -> Option<BTreeSet<String>> {
 /// Rule sets as bitsets per key value.
 #[derive(Debug, Default)]
 pub struct Prefilter {
-    words: usize,
-    dims: [Dimension; 4],
+    /// The rules that run at all (not disabled).
+    enabled: Vec<u64>,
+    dims: [Dimension; 7],
 }
 
 #[derive(Debug, Default)]
@@ -216,13 +302,15 @@ impl Prefilter {
     /// `routes[i]` is rule `i`'s route, `None` for a rule that never runs (disabled).
     pub fn new(routes: &[Option<Route>]) -> Prefilter {
         let words = routes.len().div_ceil(64).max(1);
-        let mut dims: [Dimension; 4] = Default::default();
+        let mut dims: [Dimension; 7] = Default::default();
         for dim in &mut dims {
             dim.any = vec![0; words];
         }
+        let mut enabled = vec![0; words];
         for (i, route) in routes.iter().enumerate() {
             let Some(route) = route else { continue };
             let (word, bit) = (i / 64, 1u64 << (i % 64));
+            enabled[word] |= bit;
             for (d, allowed) in route.0.iter().enumerate() {
                 match allowed {
                     Allowed::Any => dims[d].any[word] |= bit,
@@ -234,16 +322,33 @@ impl Prefilter {
                 }
             }
         }
-        Prefilter { words, dims }
+        Prefilter { enabled, dims }
     }
 
     /// The rules that may match an event with these keys, as a bitset.
     pub fn candidates(&self, keys: &RouteKeys, out: &mut Vec<u64>) {
         out.clear();
-        out.resize(self.words, u64::MAX);
-        let values = [&keys.verb, &keys.resource, &keys.subresource, &keys.stage];
+        out.extend_from_slice(&self.enabled);
+        // `Some(None)`: the event has no such value; `None`: the dimension does not filter.
+        fn lookup<'k>(key: &'k Key, absent: Option<&'k str>) -> Option<Option<&'k str>> {
+            match key {
+                Key::Is(v) => Some(Some(v)),
+                Key::Absent => Some(absent),
+                Key::Unknown => None,
+            }
+        }
+        let values = [
+            lookup(&keys.verb, None),
+            lookup(&keys.resource, None),
+            lookup(&keys.subresource, None),
+            lookup(&keys.stage, None),
+            lookup(&keys.code, Some(NO_CODE)),
+            lookup(&keys.user, None),
+            lookup(&keys.impersonated, None),
+        ];
         for (dim, value) in self.dims.iter().zip(values) {
-            let listed = value.as_deref().and_then(|v| dim.by_value.get(v));
+            let Some(value) = value else { continue };
+            let listed = value.and_then(|v| dim.by_value.get(v));
             for (w, word) in out.iter_mut().enumerate() {
                 *word &= dim.any[w] | listed.map_or(0, |l| l[w]);
             }
@@ -302,7 +407,7 @@ mod tests {
     fn derives_routes_from_conditions() {
         let r = route("pod_write && stage == 'ResponseComplete' && requestObject.x == 1");
         assert_eq!(
-            r.0,
+            r.0[..4],
             [
                 only(&["create", "update"]),
                 only(&["pods"]),
@@ -330,11 +435,15 @@ mod tests {
             Some(route("true")),
         ];
         let pf = Prefilter::new(&routes);
+        let is = |v: &'static str| Key::Is(Cow::Borrowed(v));
         let keys = |verb: &'static str, res: &'static str, sub: Option<&'static str>| RouteKeys {
-            verb: Some(Cow::Borrowed(verb)),
-            resource: Some(Cow::Borrowed(res)),
-            subresource: sub.map(Cow::Borrowed),
-            stage: Some(Cow::Borrowed("ResponseComplete")),
+            verb: is(verb),
+            resource: is(res),
+            subresource: sub.map_or(Key::Absent, is),
+            stage: is("ResponseComplete"),
+            code: is("200"),
+            user: is("alice"),
+            impersonated: Key::Absent,
         };
         let mut out = Vec::new();
         pf.candidates(&keys("create", "pods", None), &mut out);
@@ -343,5 +452,64 @@ mod tests {
         assert_eq!(bits(&out).collect::<Vec<_>>(), [1, 3]);
         pf.candidates(&keys("get", "secrets", None), &mut out);
         assert_eq!(bits(&out).collect::<Vec<_>>(), [3]);
+        // A key the prefilter does not judge keeps every rule of its dimension.
+        let unknown = RouteKeys {
+            verb: Key::Unknown,
+            ..keys("get", "pods", None)
+        };
+        pf.candidates(&unknown, &mut out);
+        assert_eq!(bits(&out).collect::<Vec<_>>(), [0, 3]);
+    }
+
+    #[test]
+    fn response_codes_users_and_impersonation() {
+        let r = route("responseStatus.?code.orValue(0) in [401, 403] && stage == 'ResponseComplete'");
+        assert_eq!(r.0[CODE], only(&["401", "403"]));
+        // The default counts for an absent code.
+        assert_eq!(
+            route("responseStatus.?code.orValue(200) == 200").0[CODE],
+            only(&["", "200"])
+        );
+        assert_eq!(
+            route("responseStatus.code == 403 || responseStatus.code == 404").0[CODE],
+            only(&["403", "404"])
+        );
+        // A literal of the other type, another comparison, a negation: nothing demanded.
+        assert_eq!(route("responseStatus.code == '403'"), Route::any());
+        assert_eq!(route("verb == 403"), Route::any());
+        assert_eq!(route("responseStatus.code >= 400"), Route::any());
+        assert_eq!(route("!(user.username == 'x')"), Route::any());
+        assert_eq!(
+            route("user.username == 'system:anonymous'").0[USER],
+            only(&["system:anonymous"])
+        );
+        assert_eq!(
+            route("has(impersonatedUser.username) && verb == 'get'").0[IMPERSONATED],
+            only(&[Key::PRESENT])
+        );
+        assert_eq!(route("has(impersonatedUser.groups)"), Route::any());
+
+        let pf = Prefilter::new(&[
+            Some(route("responseStatus.?code.orValue(0) in [401, 403]")),
+            Some(route("responseStatus.?code.orValue(200) == 200")),
+            Some(route("user.username == 'system:anonymous'")),
+            Some(route("has(impersonatedUser.username)")),
+        ]);
+        let is = |v: &'static str| Key::Is(Cow::Borrowed(v));
+        let event = |code, user, impersonated| RouteKeys {
+            code,
+            user,
+            impersonated,
+            ..RouteKeys::default()
+        };
+        let mut out = Vec::new();
+        let mut run = |keys: RouteKeys| {
+            pf.candidates(&keys, &mut out);
+            bits(&out).collect::<Vec<_>>()
+        };
+        assert_eq!(run(event(is("403"), is("alice"), Key::Absent)), [0]);
+        assert_eq!(run(event(Key::Absent, is("system:anonymous"), Key::Absent)), [1, 2]);
+        assert_eq!(run(event(is("200"), Key::Absent, is(Key::PRESENT))), [1, 3]);
+        assert_eq!(run(event(Key::Unknown, Key::Unknown, Key::Unknown)), [0, 1, 2, 3]);
     }
 }
