@@ -622,7 +622,7 @@ fn a_secret_a_rule_quotes_is_redacted_when_the_event_is_not_attached() {
             ..Default::default()
         };
         let mut out = Vec::new();
-        kaudit::scan::scan(&[file.clone()], &rules, &options, &mut out).unwrap();
+        kaudit::scan::scan(std::slice::from_ref(&file), &rules, &options, &mut out).unwrap();
         String::from_utf8(out).unwrap()
     };
     let redacted = run(Some(Arc::new(Redactor::new(&Default::default()).unwrap())));
