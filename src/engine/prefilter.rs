@@ -13,7 +13,7 @@
 //! ([`Key::Unknown`]) keeps every rule of that dimension: its conditions decide.
 
 use crate::audit::{Key, RouteKeys};
-use cel::common::ast::{Expr, LiteralValue};
+use cel::common::ast::{operators, Expr, LiteralValue};
 use cel::parser::Expression;
 use std::collections::{BTreeSet, HashMap};
 
@@ -42,7 +42,7 @@ impl Allowed {
     }
 }
 
-pub const DIMENSIONS: [&str; 7] = [
+pub const DIMENSIONS: [&str; 8] = [
     "verb",
     "objectRef.resource",
     "objectRef.subresource",
@@ -50,16 +50,49 @@ pub const DIMENSIONS: [&str; 7] = [
     "responseStatus.code",
     "user.username",
     "has(impersonatedUser.username)",
+    "user class",
 ];
 const CODE: usize = 4;
 const USER: usize = 5;
 const IMPERSONATED: usize = 6;
-/// The value of the `responseStatus.code` dimension for an event without a code.
+const USER_CLASS: usize = 7;
+/// The value of the `responseStatus.code` and user class dimensions for an event without a code
+/// or a user name.
 const NO_CODE: &str = "";
+
+/// The classes of user names, a partition: `system:anonymous`, service accounts, nodes, other
+/// `system:` names (the control plane's components), and everything else (people, and
+/// identities from an authenticator that names them otherwise).
+const CLASSES: [&str; 5] = ["anonymous", "serviceaccount", "node", "system", "other"];
+
+fn user_class(name: &str) -> &'static str {
+    if name == "system:anonymous" {
+        "anonymous"
+    } else if name.starts_with("system:serviceaccount:") {
+        "serviceaccount"
+    } else if name.starts_with("system:node:") {
+        "node"
+    } else if name.starts_with("system:") {
+        "system"
+    } else {
+        "other"
+    }
+}
+
+/// The classes whose names all start with `prefix`, for the prefixes that bound classes.
+fn classes_with_prefix(prefix: &str) -> Option<BTreeSet<String>> {
+    let classes: &[&str] = match prefix {
+        "system:" => &["anonymous", "serviceaccount", "node", "system"],
+        "system:serviceaccount:" => &["serviceaccount"],
+        "system:node:" => &["node"],
+        _ => return None,
+    };
+    Some(classes.iter().map(|c| c.to_string()).collect())
+}
 
 /// What a condition demands of the keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Route(pub [Allowed; 7]);
+pub struct Route(pub [Allowed; 8]);
 
 impl Route {
     pub fn any() -> Route {
@@ -116,6 +149,15 @@ fn analyze_depth(expr: &Expression, names: &dyn Names, depth: usize) -> Route {
                 _ => Route::any(),
             }
         }
+        // `user.username.startsWith('system:')`, `!…`, also with `user.?username.orValue('')`
+        Expr::Call(_) if user_classes(expr).is_some() => {
+            let (classes, default) = user_classes(expr).unwrap_or_default();
+            Dim {
+                index: USER_CLASS,
+                default,
+            }
+            .only(classes.into_iter().map(|text| Lit { text, int: false }).collect())
+        }
         // `has(impersonatedUser.username)`
         Expr::Select(select) if select.test && is_field(&select.operand, "impersonatedUser") => {
             if select.field == "username" {
@@ -149,6 +191,60 @@ impl Dim {
             values.insert(NO_CODE.to_string());
         }
         Route::only(self.index, values)
+    }
+}
+
+/// The user classes a predicate on the user name allows, and the default an absent name takes
+/// (`user.?username.orValue('')`): `startsWith` of a prefix that bounds classes, or its negation.
+fn user_classes(expr: &Expression) -> Option<(BTreeSet<String>, Option<String>)> {
+    let Expr::Call(call) = &expr.expr else { return None };
+    match (call.func_name.as_str(), call.target.as_deref(), call.args.as_slice()) {
+        (operators::LOGICAL_NOT, None, [operand]) => {
+            let (classes, default) = user_classes(operand)?;
+            let complement = CLASSES
+                .iter()
+                .filter(|c| !classes.contains(**c))
+                .map(|c| c.to_string())
+                .collect();
+            Some((complement, default))
+        }
+        ("startsWith", Some(target), [prefix]) => {
+            let Expr::Literal(LiteralValue::String(prefix)) = &prefix.expr else {
+                return None;
+            };
+            let default = user_name(target)?;
+            let classes = classes_with_prefix(prefix.inner())?;
+            // The class of the default stands for an absent name: as an allowed class, the
+            // absent key is allowed.
+            let default = default.map(|d| user_class(&d).to_string());
+            Some((classes, default))
+        }
+        _ => None,
+    }
+}
+
+/// `user.username` (`Some(None)`) or `user.?username.orValue(D)` (`Some(Some(D))`).
+fn user_name(expr: &Expression) -> Option<Option<String>> {
+    match &expr.expr {
+        Expr::Select(select) if !select.test && select.field == "username" && is_field(&select.operand, "user") => {
+            Some(None)
+        }
+        Expr::Call(call) if call.func_name == "orValue" && call.args.len() == 1 => {
+            let Expr::Call(select) = &call.target.as_deref()?.expr else {
+                return None;
+            };
+            let [operand, field] = select.args.as_slice() else {
+                return None;
+            };
+            let is_name = select.func_name == operators::OPT_SELECT
+                && is_field(operand, "user")
+                && matches!(&field.expr, Expr::Literal(LiteralValue::String(f)) if f.inner() == "username");
+            match (is_name, &call.args[0].expr) {
+                (true, Expr::Literal(LiteralValue::String(d))) => Some(Some(d.inner().to_string())),
+                _ => None,
+            }
+        }
+        _ => None,
     }
 }
 
@@ -239,7 +335,7 @@ fn dimension(expr: &Expression) -> Option<Dim> {
             let [operand, field] = select.args.as_slice() else {
                 return None;
             };
-            let is_code = select.func_name == cel::common::ast::operators::OPT_SELECT
+            let is_code = select.func_name == operators::OPT_SELECT
                 && is_field(operand, "responseStatus")
                 && matches!(&field.expr, Expr::Literal(LiteralValue::String(f)) if f.inner() == "code");
             match (is_code, &call.args[0].expr) {
@@ -289,7 +385,7 @@ fn strings(expr: &Expression, names: &dyn Names) -> Option<Vec<Lit>> {
 pub struct Prefilter {
     /// The rules that run at all (not disabled).
     enabled: Vec<u64>,
-    dims: [Dimension; 7],
+    dims: [Dimension; 8],
 }
 
 #[derive(Debug, Default)]
@@ -302,7 +398,7 @@ impl Prefilter {
     /// `routes[i]` is rule `i`'s route, `None` for a rule that never runs (disabled).
     pub fn new(routes: &[Option<Route>]) -> Prefilter {
         let words = routes.len().div_ceil(64).max(1);
-        let mut dims: [Dimension; 7] = Default::default();
+        let mut dims: [Dimension; 8] = Default::default();
         for dim in &mut dims {
             dim.any = vec![0; words];
         }
@@ -345,6 +441,11 @@ impl Prefilter {
             lookup(&keys.code, Some(NO_CODE)),
             lookup(&keys.user, None),
             lookup(&keys.impersonated, None),
+            match &keys.user {
+                Key::Is(name) => Some(Some(user_class(name))),
+                Key::Absent => Some(Some(NO_CODE)),
+                Key::Unknown => None,
+            },
         ];
         for (dim, value) in self.dims.iter().zip(values) {
             let Some(value) = value else { continue };
@@ -459,6 +560,53 @@ mod tests {
         };
         pf.candidates(&unknown, &mut out);
         assert_eq!(bits(&out).collect::<Vec<_>>(), [0, 3]);
+    }
+
+    #[test]
+    fn user_classes_from_name_prefixes() {
+        let classes = |src: &str| route(src).0[USER_CLASS].clone();
+        assert_eq!(
+            classes("user.username.startsWith('system:serviceaccount:')"),
+            only(&["serviceaccount"])
+        );
+        // A person: not `system:`; an absent name reads as '' and is one too.
+        assert_eq!(
+            classes("!user.?username.orValue('').startsWith('system:')"),
+            only(&["", "other"])
+        );
+        assert_eq!(classes("!user.username.startsWith('system:')"), only(&["other"]));
+        assert_eq!(
+            classes("!user.username.startsWith('system:node:')"),
+            only(&["anonymous", "other", "serviceaccount", "system"])
+        );
+        // A prefix that does not bound classes, or another field: nothing demanded.
+        assert_eq!(classes("user.username.startsWith('system:kube')"), Allowed::Any);
+        assert_eq!(classes("objectRef.name.startsWith('system:')"), Allowed::Any);
+
+        let pf = Prefilter::new(&[
+            Some(route(
+                "verb == 'get' && !user.?username.orValue('').startsWith('system:')",
+            )),
+            Some(route("user.username.startsWith('system:node:')")),
+        ]);
+        let user = |user| RouteKeys {
+            verb: Key::Is(Cow::Borrowed("get")),
+            user,
+            ..RouteKeys::default()
+        };
+        let mut out = Vec::new();
+        let mut run = |keys: RouteKeys| {
+            pf.candidates(&keys, &mut out);
+            bits(&out).collect::<Vec<_>>()
+        };
+        assert_eq!(run(user(Key::Is(Cow::Borrowed("alice")))), [0]);
+        assert_eq!(run(user(Key::Is(Cow::Borrowed("system:node:n1")))), [1]);
+        assert_eq!(
+            run(user(Key::Is(Cow::Borrowed("system:kube-scheduler")))),
+            Vec::<usize>::new()
+        );
+        assert_eq!(run(user(Key::Absent)), [0]);
+        assert_eq!(run(user(Key::Unknown)), [0, 1]);
     }
 
     #[test]
