@@ -229,23 +229,28 @@ fn user_name(expr: &Expression) -> Option<Option<String>> {
         Expr::Select(select) if !select.test && select.field == "username" && is_field(&select.operand, "user") => {
             Some(None)
         }
-        Expr::Call(call) if call.func_name == "orValue" && call.args.len() == 1 => {
-            let Expr::Call(select) = &call.target.as_deref()?.expr else {
-                return None;
-            };
-            let [operand, field] = select.args.as_slice() else {
-                return None;
-            };
-            let is_name = select.func_name == operators::OPT_SELECT
-                && is_field(operand, "user")
-                && matches!(&field.expr, Expr::Literal(LiteralValue::String(f)) if f.inner() == "username");
-            match (is_name, &call.args[0].expr) {
-                (true, Expr::Literal(LiteralValue::String(d))) => Some(Some(d.inner().to_string())),
-                _ => None,
-            }
-        }
-        _ => None,
+        _ => match &or_value(expr, "user", "username")?.expr {
+            Expr::Literal(LiteralValue::String(d)) => Some(Some(d.inner().to_string())),
+            _ => None,
+        },
     }
+}
+
+/// The default `D` of `field.?member.orValue(D)`.
+fn or_value<'e>(expr: &'e Expression, field: &str, member: &str) -> Option<&'e Expression> {
+    let Expr::Call(call) = &expr.expr else { return None };
+    let (Some(target), [default]) = (call.target.as_deref(), call.args.as_slice()) else {
+        return None;
+    };
+    let Expr::Call(select) = &target.expr else { return None };
+    let [operand, name] = select.args.as_slice() else {
+        return None;
+    };
+    let selects = call.func_name == "orValue"
+        && select.func_name == operators::OPT_SELECT
+        && is_field(operand, field)
+        && matches!(&name.expr, Expr::Literal(LiteralValue::String(n)) if n.inner() == member);
+    selects.then_some(default)
 }
 
 fn is_field(expr: &Expression, name: &str) -> bool {
@@ -329,24 +334,13 @@ fn dimension(expr: &Expression) -> Option<Dim> {
             _ => None,
         },
         // responseStatus.?code.orValue(D), D an integer
-        Expr::Call(call) if call.func_name == "orValue" && call.args.len() == 1 => {
-            let target = call.target.as_deref()?;
-            let Expr::Call(select) = &target.expr else { return None };
-            let [operand, field] = select.args.as_slice() else {
-                return None;
-            };
-            let is_code = select.func_name == operators::OPT_SELECT
-                && is_field(operand, "responseStatus")
-                && matches!(&field.expr, Expr::Literal(LiteralValue::String(f)) if f.inner() == "code");
-            match (is_code, &call.args[0].expr) {
-                (true, Expr::Literal(LiteralValue::Int(d))) => Some(Dim {
-                    index: CODE,
-                    default: Some(d.inner().to_string()),
-                }),
-                _ => None,
-            }
-        }
-        _ => None,
+        _ => match &or_value(expr, "responseStatus", "code")?.expr {
+            Expr::Literal(LiteralValue::Int(d)) => Some(Dim {
+                index: CODE,
+                default: Some(d.inner().to_string()),
+            }),
+            _ => None,
+        },
     }
 }
 
