@@ -95,26 +95,23 @@ pub fn compare(sets: &[(String, RuleSet)], lines: &[String], tally: &mut Tally) 
                 let hidden = !candidates[i] && *r == Verdict::Match;
                 if hidden {
                     tally.prefilter_count += 1;
+                }
+                let mut mismatch = |what: String| {
                     tally.mismatch_count += 1;
                     if tally.mismatches.len() < 10 {
                         let event = record.event.as_str();
                         tally.mismatches.push(format!(
-                            "{name} / {}: left out by the prefilter, interpreter {r:?} on {}",
+                            "{name} / {}: {what} on {}",
                             set.rules()[i].name,
                             &event[..event.len().min(1500)]
                         ));
                     }
+                };
+                if hidden {
+                    mismatch(format!("left out by the prefilter, interpreter {r:?}"));
                 }
                 if c != r {
-                    tally.mismatch_count += 1;
-                    if tally.mismatches.len() < 10 {
-                        let event = record.event.as_str();
-                        tally.mismatches.push(format!(
-                            "{name} / {}: compiled {c:?}, interpreter {r:?} on {}",
-                            set.rules()[i].name,
-                            &event[..event.len().min(1500)]
-                        ));
-                    }
+                    mismatch(format!("compiled {c:?}, interpreter {r:?}"));
                 }
             }
         }
