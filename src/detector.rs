@@ -41,7 +41,7 @@ pub struct DetectorConfig {
     /// Seconds between looks at the rule files for changes (hot reload; SIGHUP reloads too);
     /// 0: on SIGHUP only.
     pub reload_poll_secs: u64,
-    /// Most milliseconds one event's evaluation may take (a normal event takes tens of
+    /// Most milliseconds of CPU time one event's evaluation may take (a normal event takes tens of
     /// microseconds; a crafted one with thousands of containers, hundreds of milliseconds).
     /// Past it, the rules not yet evaluated are skipped and a `Detection degraded` alert names
     /// them. 0: no budget.

@@ -486,8 +486,16 @@ async fn kill_a_detector(kind: Kind) {
             .iter()
             .filter(|a| !alerts.lock().unwrap().iter().any(|g| g.id == a.id) && second.contains(&a.id))
             .count();
+        // A rule that could not evaluate an event says so in an alert: show those.
+        let degraded: Vec<String> = alerts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|a| a.rule == kaudit::engine::DEGRADED)
+            .map(|a| a.output.clone())
+            .collect();
         panic!(
-            "{missing} of {} expected alerts missing after the kill ({on_topic} of them found by a second reader), e.g. {examples:#?}\n{}",
+            "{missing} of {} expected alerts missing after the kill ({on_topic} of them found by a second reader), e.g. {examples:#?}\ndegraded: {degraded:#?}\n{}",
             want.len(),
             p.logs()
         );

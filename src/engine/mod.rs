@@ -9,6 +9,7 @@
 //! panic inside the interpreter is caught and counted the same way.
 
 pub mod bind;
+mod budget;
 pub mod catalog;
 mod compile;
 pub use compile::MAX_EXPR_DEPTH;
@@ -33,7 +34,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use rules::Priority;
 
@@ -275,12 +276,12 @@ impl RuleSet {
         self.evaluate_within(view, cluster, None)
     }
 
-    /// [`RuleSet::evaluate`] with a budget: once the event's evaluation has taken `budget`, the
-    /// rules not yet evaluated are skipped (checked between rules) and a [`DEGRADED`] firing
+    /// [`RuleSet::evaluate`] with a budget: once the event's evaluation has taken `budget` of
+    /// this thread's CPU time ([`budget`]), the rules not yet evaluated are skipped (checked between rules) and a [`DEGRADED`] firing
     /// names them. A rule that cannot evaluate the event also yields a [`DEGRADED`] firing.
     pub fn evaluate_within(&self, view: &EventView<'_>, cluster: &str, budget: Option<Duration>) -> Vec<Firing> {
-        // Read the clock only when there is a budget to hold against it.
-        let deadline = budget.map(|b| (Instant::now(), b));
+        // Read the clocks only when there is a budget to hold against them.
+        let budget = budget.map(budget::Budget::start);
         let mut candidates = Vec::new();
         self.prefilter.candidates(&view.route_keys(), &mut candidates);
         let mut firings = Vec::new();
@@ -292,12 +293,13 @@ impl RuleSet {
         let mut first = true;
         while let Some(index) = pending.next() {
             // The budget is looked at between rules (the first always runs).
-            if !std::mem::take(&mut first) && deadline.is_some_and(|(started, b)| started.elapsed() >= b) {
+            if !std::mem::take(&mut first) && budget.as_ref().is_some_and(budget::Budget::spent) {
                 let skipped: Vec<&str> = std::iter::once(index)
                     .chain(pending.by_ref())
                     .map(|i| self.rules[i].name.as_str())
                     .collect();
-                firings.push(self.over_budget(view, cluster, budget.unwrap_or_default(), &skipped));
+                let limit = budget.as_ref().map(budget::Budget::limit).unwrap_or_default();
+                firings.push(self.over_budget(view, cluster, limit, &skipped));
                 break;
             }
             let rule = &self.rules[index];
