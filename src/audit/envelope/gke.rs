@@ -82,7 +82,8 @@ pub fn gke(entry: &Map<String, Value>) -> Result<Record, String> {
         .filter(|v| v + 3 < method_parts.len())
         .map(|v| method_parts[v + 2]);
     let session = subresource.is_some_and(|s| CONNECT.contains(&s));
-    let stage = if (session && !(last && !first)) || (first && !last) {
+    // A session's entry is its start unless marked as only its end.
+    let stage = if (session && (first || !last)) || (first && !last) {
         "ResponseStarted"
     } else {
         "ResponseComplete"
@@ -408,7 +409,6 @@ mod tests {
             .contains("base64"));
     }
 
-    #[test]
     #[test]
     fn gke_sessions_start_whatever_their_operation_flags() {
         let stage = |operation: Value| {
