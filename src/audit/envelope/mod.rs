@@ -384,6 +384,7 @@ mod tests {
         assert!(out[1].as_ref().unwrap_err().contains("records[1]"), "{:?}", out[1]);
     }
 
+    #[test]
     fn unknown_objects_say_what_they_are_not() {
         let out = unwrap(Format::Auto, r#"{"kind":"Pod"}"#);
         assert!(
