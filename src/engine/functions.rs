@@ -6,7 +6,11 @@
 //!   template (Deployment, ReplicaSet, StatefulSet, DaemonSet, Job, ReplicationController,
 //!   CronJob), and all its containers, initContainers and ephemeralContainers;
 //! - `image_registry`, `image_repository`, `image_tag`, `image_digest`: parts of an image
-//!   reference such as `registry:5000/team/app:1.2@sha256:…`.
+//!   reference such as `registry:5000/team/app:1.2@sha256:…`;
+//! - `exec_command(requestURI)`: an exec's command — its `command` query parameters, decoded
+//!   (`['sh', '-c', 'curl x | sh']`), empty when it has none;
+//! - CEL's strings extension, as Kubernetes' CEL has it (`join`, `split`, `lowerAscii`,
+//!   `indexOf`, `replace`, `trim`, …).
 
 use cel::common::types::{CelBool, CelList, CelMap, CelString, DYN_TYPE, STRING_TYPE};
 use cel::common::value::{CowVal, Val};
@@ -59,6 +63,8 @@ pub fn register(env: &mut Env) {
         falco_op,
     ));
     ok(env.add_overload("image_digest", "kaudit_image_digest", vec![STRING_TYPE], image_digest));
+    ok(env.add_overload("exec_command", "kaudit_exec_command", vec![STRING_TYPE], exec_command));
+    ok(cel::extensions::strings(env));
 }
 
 /// A CEL value as JSON (map keys sorted: CEL maps keep no order).
@@ -271,9 +277,39 @@ fn image_digest<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, Exe
     image_part(args, "image_digest", |i| i.digest)
 }
 
+fn exec_command<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+    let uri = string_arg(&args, 0, "exec_command")?;
+    let list: Vec<Box<dyn Val>> = exec_args(uri)
+        .into_iter()
+        .map(|a| Box::new(CelString::from(a)) as Box<dyn Val>)
+        .collect();
+    Ok(CowVal::owned(CelList::from(list)))
+}
+
+/// The `command` parameters of a request URI's query, decoded (`+` is a space, `%2F` a `/`).
+pub fn exec_args(uri: &str) -> Vec<String> {
+    let Some((_, query)) = uri.split_once('?') else {
+        return Vec::new();
+    };
+    form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k == "command")
+        .map(|(_, v)| v.into_owned())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exec_command_lines() {
+        let uri = "/api/v1/namespaces/a/pods/p/exec?command=%2Fbin%2Fsh&command=-c&command=curl+x+%7C+sh&container=c&stdin=true";
+        assert_eq!(exec_args(uri), ["/bin/sh", "-c", "curl x | sh"]);
+        assert!(exec_args("/api/v1/namespaces/a/pods/p/exec").is_empty());
+        assert_eq!(exec_args("/x?container=c&command=ls"), ["ls"]);
+        // Bytes that are no UTF-8 are replaced, not an error.
+        assert_eq!(exec_args("/x?command=%FF"), ["\u{FFFD}"]);
+    }
 
     #[test]
     fn image_references() {
