@@ -9,6 +9,7 @@
 //!   reference such as `registry:5000/team/app:1.2@sha256:…`;
 //! - `exec_command(requestURI)`: an exec's command — its `command` query parameters, decoded
 //!   (`['sh', '-c', 'curl x | sh']`), empty when it has none;
+//! - Kubernetes' `ip()`/`cidr()` network library ([`super::net`]);
 //! - CEL's strings extension, as Kubernetes' CEL has it (`join`, `split`, `lowerAscii`,
 //!   `indexOf`, `replace`, `trim`, …).
 
@@ -65,6 +66,7 @@ pub fn register(env: &mut Env) {
     ok(env.add_overload("image_digest", "kaudit_image_digest", vec![STRING_TYPE], image_digest));
     ok(env.add_overload("exec_command", "kaudit_exec_command", vec![STRING_TYPE], exec_command));
     ok(cel::extensions::strings(env));
+    super::net::register(env);
 }
 
 /// A CEL value as JSON (map keys sorted: CEL maps keep no order).
@@ -86,6 +88,12 @@ pub fn to_json(v: &dyn Val) -> serde_json::Value {
         return serde_json::Number::from_f64(*d.inner())
             .map(Value::Number)
             .unwrap_or(Value::Null);
+    }
+    if let Some(ip) = v.downcast_ref::<super::net::Ip>() {
+        return Value::String(ip.to_string());
+    }
+    if let Some(cidr) = v.downcast_ref::<super::net::Cidr>() {
+        return Value::String(cidr.to_string());
     }
     if let Some(list) = v.downcast_ref::<CelList>() {
         return Value::Array(list.inner().iter().map(|e| to_json(&**e)).collect());

@@ -17,6 +17,7 @@ pub mod compiled;
 pub mod fixtures;
 pub mod functions;
 pub mod json;
+pub mod net;
 pub mod output;
 pub mod prefilter;
 pub mod reload;

@@ -152,7 +152,10 @@ pub enum ExceptionValue {
 
 /// A rule's `dedup`: `off` (or `false`), or a key, a window and a burst.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "dedup: `off`, or {key: [expressions], window: 10m, burst: 1} (window required, no other fields)"
+)]
 pub enum DedupDef {
     Flag(bool),
     Word(String),
