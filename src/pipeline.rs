@@ -124,6 +124,11 @@ pub async fn start(config: PipelineConfig, roles: Roles) -> anyhow::Result<Runni
             config.detector.rule_matching,
         )?);
         tracing::info!(rules = rules.rules().rules().len(), "rules loaded");
+        for rule in rules.rules().rules().iter().filter(|r| r.enabled) {
+            if let Some(lists) = &rule.dormant {
+                tracing::info!(rule = rule.name, "quiet until {lists} has items");
+            }
+        }
         let poll =
             (config.detector.reload_poll_secs > 0).then(|| Duration::from_secs(config.detector.reload_poll_secs));
         tokio::spawn(rules.clone().watch(poll, detector_rx.clone()));

@@ -3,12 +3,13 @@
 
 mod common;
 
+use kaudit::engine::rules::RuleSource;
 use kaudit::engine::{fixtures, Matching, RuleSet};
 
 #[test]
 fn every_default_rule_passes_its_fixtures() {
-    let rules = RuleSet::load(&[common::repo().join("rules")], Matching::All).unwrap();
-    let results = fixtures::run(&rules);
+    let source = RuleSource::load_paths(&[common::repo().join("rules")]).unwrap();
+    let results = fixtures::run(&source).unwrap();
     let mut table = Vec::new();
     let passed = fixtures::report(&results, &mut table).unwrap();
     let table = String::from_utf8(table).unwrap();

@@ -54,8 +54,10 @@ pub fn run(command: RulesCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         RulesCommand::Test { paths } => {
-            let set = match RuleSet::load(&paths, Matching::All) {
-                Ok(set) => set,
+            let results = match crate::engine::rules::RuleSource::load_paths(&paths)
+                .and_then(|source| crate::engine::fixtures::run(&source))
+            {
+                Ok(results) => results,
                 Err(errors) => {
                     for e in &errors.0 {
                         println!("{e}");
@@ -63,7 +65,6 @@ pub fn run(command: RulesCommand) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            let results = crate::engine::fixtures::run(&set);
             let passed = crate::engine::fixtures::report(&results, &mut std::io::stdout().lock())?;
             Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
@@ -75,6 +76,11 @@ fn lint(paths: &[PathBuf], explain: Option<&str>) -> anyhow::Result<ExitCode> {
         Ok(set) => {
             let enabled = set.rules().iter().filter(|r| r.enabled).count();
             println!("ok: {} rules ({} enabled)", set.rules().len(), enabled);
+            for rule in set.rules().iter().filter(|r| r.enabled) {
+                if let Some(lists) = &rule.dormant {
+                    println!("quiet: '{}' until {lists} has items", rule.name);
+                }
+            }
             if let Some(text) = explain {
                 for (i, _) in set.rules().iter().enumerate().filter(|(_, r)| r.name.contains(text)) {
                     print!("{}", set.explain(i));

@@ -14,6 +14,16 @@ fn summary(desc: &str) -> String {
     }
 }
 
+/// The description's summary, and the lists a rule is quiet without.
+fn what(rule: &super::Rule) -> String {
+    let mut text = summary(&rule.desc);
+    if !rule.meta.requires.is_empty() {
+        let lists: Vec<String> = rule.meta.requires.iter().map(|l| format!("`{l}`")).collect();
+        text.push_str(&format!(" *Quiet until {} has items.*", lists.join(" and ")));
+    }
+    text
+}
+
 fn mitre(tags: &[String]) -> String {
     let mut out: Vec<String> = tags
         .iter()
@@ -44,7 +54,7 @@ pub fn markdown(set: &RuleSet) -> String {
         out.push_str(&format!(
             "| {}{kind} | {} | {} | {} | {} | {} | {} |\n",
             rule.name,
-            summary(&rule.desc).replace('|', "\\|"),
+            what(rule).replace('|', "\\|"),
             rule.priority.as_str(),
             rule.needs(),
             mitre(&rule.tags),

@@ -232,15 +232,26 @@ impl RuleSet {
                     errors.push(what(&e));
                 }
             }
+            // A rule that requires lists is quiet while any of them is empty.
+            let mut empty = Vec::new();
+            for list in &def.meta.requires {
+                match source.lists.get(list) {
+                    Some(l) if l.items.is_empty() => empty.push(list.clone()),
+                    Some(_) => {}
+                    None => errors.push(what(&format!("requires `{list}`, which is no list"))),
+                }
+            }
+            let dormant = (!empty.is_empty()).then(|| empty.join(", "));
             let route = prefilter::analyze(condition.expression(), &names);
             let reads = prefilter::reads(condition.expression(), &names);
-            routes.push(def.enabled.then(|| route.clone()));
+            routes.push((def.enabled && dormant.is_none()).then(|| route.clone()));
             rules.push(Rule {
                 name: def.name.clone(),
                 desc: def.desc.clone(),
                 priority: def.priority,
                 tags: def.tags.clone(),
                 enabled: def.enabled,
+                dormant,
                 origin: def.origin.clone(),
                 condition,
                 exceptions,

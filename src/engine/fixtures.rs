@@ -8,10 +8,12 @@
 //! on a negative one. Rate limits are off: "once" is the window's doing. A rule without both a
 //! positive and a negative fixture fails too.
 
-use super::{Rule, RuleSet};
+use super::rules::{RuleSource, Scalar};
+use super::{LoadErrors, Matching, Rule, RuleSet};
 use crate::alert::Alert;
 use crate::audit::{DocumentReader, Event, Format};
 use crate::dedup::{DedupConfig, Deduper};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// One rule's result.
@@ -24,6 +26,8 @@ pub struct RuleResult {
     pub positive: usize,
     pub negative: usize,
     pub failures: Vec<String>,
+    /// Said beside the result (a rule quiet until its lists are filled).
+    pub note: Option<String>,
 }
 
 impl RuleResult {
@@ -123,12 +127,53 @@ fn fires_on(set: &RuleSet, rule: &Rule, event: &Event) -> usize {
 }
 
 /// Runs every enabled rule's fixtures.
-pub fn run(set: &RuleSet) -> Vec<RuleResult> {
-    set.rules()
+///
+/// A rule whose fixtures give `lists` is checked in a rule set compiled with those lists in
+/// place of the files' items: how a site that filled them would run it.
+pub fn run(source: &RuleSource) -> Result<Vec<RuleResult>, LoadErrors> {
+    let set = RuleSet::compile(source.clone(), Matching::All)?;
+    Ok(set
+        .rules()
         .iter()
-        .filter(|r| r.enabled)
-        .map(|rule| check(set, rule))
-        .collect()
+        .enumerate()
+        .filter(|(_, r)| r.enabled)
+        .map(
+            |(i, rule)| match rule.meta.fixtures.as_ref().filter(|f| !f.lists.is_empty()) {
+                None => check(&set, rule),
+                Some(fixtures) => match with_lists(source, &fixtures.lists) {
+                    Ok(filled) => {
+                        let mut result = check(&filled, &filled.rules()[i]);
+                        result.note = rule
+                            .dormant
+                            .as_ref()
+                            .map(|lists| format!("quiet until {lists} has items"));
+                        result
+                    }
+                    Err(e) => RuleResult {
+                        rule: rule.name.clone(),
+                        kind: "per-event",
+                        positive: 0,
+                        negative: 0,
+                        failures: vec![format!("its fixtures' lists: {e}")],
+                        note: None,
+                    },
+                },
+            },
+        )
+        .collect())
+}
+
+/// The rule set of `source` with these lists' items replaced.
+fn with_lists(source: &RuleSource, lists: &BTreeMap<String, Vec<Scalar>>) -> Result<RuleSet, String> {
+    let mut source = source.clone();
+    for (name, items) in lists {
+        let list = source
+            .lists
+            .get_mut(name)
+            .ok_or_else(|| format!("`{name}` is no list"))?;
+        list.items = items.clone();
+    }
+    RuleSet::compile(source, Matching::All).map_err(|e| e.to_string())
 }
 
 fn check(set: &RuleSet, rule: &Rule) -> RuleResult {
@@ -146,7 +191,15 @@ fn check(set: &RuleSet, rule: &Rule) -> RuleResult {
         positive: 0,
         negative: 0,
         failures: Vec::new(),
+        note: None,
     };
+    if let Some(lists) = &rule.dormant {
+        // Its fixtures would not fire: it is never evaluated.
+        result.failures.push(format!(
+            "quiet until {lists} has items: give its fixtures `lists:` to check it as a site that filled them runs it"
+        ));
+        return result;
+    }
     for positive in [true, false] {
         let cases = cases(rule, positive);
         let label = if positive { "positive" } else { "negative" };
@@ -215,9 +268,10 @@ pub fn report(results: &[RuleResult], out: &mut dyn std::io::Write) -> std::io::
     )?;
     for r in results {
         let status = if r.passed() { "ok" } else { "FAIL" };
+        let note = r.note.as_deref().map(|n| format!("  ({n})")).unwrap_or_default();
         writeln!(
             out,
-            "{:<6} {:<width$}  {:<9} {:>8} {:>8}",
+            "{:<6} {:<width$}  {:<9} {:>8} {:>8}{note}",
             status, r.rule, r.kind, r.positive, r.negative
         )?;
     }
@@ -240,7 +294,6 @@ pub fn report(results: &[RuleResult], out: &mut dyn std::io::Write) -> std::io::
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Matching;
 
     const RULES: &str = r#"
 - rule: Pod deleted
@@ -266,8 +319,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("r.yaml");
         std::fs::write(&file, RULES).unwrap();
-        let set = RuleSet::load(&[file], Matching::All).unwrap();
-        let results = run(&set);
+        let results = run(&RuleSource::load_paths(&[file]).unwrap()).unwrap();
         assert_eq!((results[0].positive, results[0].negative), (1, 2));
         assert_eq!(results[0].failures.len(), 1, "{:?}", results[0].failures);
         assert!(
@@ -280,5 +332,65 @@ mod tests {
         assert!(!report(&results, &mut out).unwrap());
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("2 rules: 0 passed, 2 failed"), "{text}");
+    }
+
+    const REQUIRING: &str = r#"
+- list: people
+  items: []
+- rule: Unlisted
+  desc: d
+  condition: verb == 'delete' && !(user.username in people)
+  output: o
+  priority: notice
+  requires: [people]
+  fixtures:
+    lists: {people: [alice]}
+    positive:
+      - {auditID: a, stage: ResponseComplete, verb: delete, user: {username: mallory}}
+    negative:
+      - {auditID: b, stage: ResponseComplete, verb: delete, user: {username: alice}}
+"#;
+
+    #[test]
+    fn a_rule_requiring_an_empty_list_is_quiet_and_checked_with_its_fixtures_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("r.yaml");
+        std::fs::write(&file, REQUIRING).unwrap();
+        let source = RuleSource::load_paths(std::slice::from_ref(&file)).unwrap();
+        // As shipped: never evaluated, so quiet on the event it would fire on.
+        let set = RuleSet::compile(source.clone(), Matching::All).unwrap();
+        assert_eq!(set.rules()[0].dormant.as_deref(), Some("people"));
+        let mallory = Event::from_json(
+            r#"{"auditID":"a","stage":"ResponseComplete","verb":"delete","user":{"username":"mallory"}}"#.to_string(),
+        )
+        .unwrap();
+        assert!(set.evaluate(&mallory.view(), "c").is_empty());
+        // Its fixtures run with the list they give, and the table says why it is quiet.
+        let results = run(&source).unwrap();
+        assert!(results[0].passed(), "{:?}", results[0].failures);
+        assert_eq!((results[0].positive, results[0].negative), (1, 1));
+        assert_eq!(results[0].note.as_deref(), Some("quiet until people has items"));
+        // Without fixture lists, a quiet rule cannot be checked: that fails.
+        std::fs::write(&file, REQUIRING.replace("    lists: {people: [alice]}\n", "")).unwrap();
+        let results = run(&RuleSource::load_paths(std::slice::from_ref(&file)).unwrap()).unwrap();
+        assert!(
+            results[0].failures[0].contains("quiet until people has items"),
+            "{:?}",
+            results[0].failures
+        );
+        // A site that fills the list wakes it.
+        let filled = dir.path().join("site.yaml");
+        std::fs::write(
+            &filled,
+            "- list: people\n  items: [alice]\n  override: {items: append}\n",
+        )
+        .unwrap();
+        let set = RuleSet::load(&[file.clone(), filled], Matching::All).unwrap();
+        assert_eq!(set.rules()[0].dormant, None);
+        assert_eq!(set.evaluate(&mallory.view(), "c").len(), 1);
+        // Requiring what is no list is an error that names it.
+        std::fs::write(&file, REQUIRING.replace("requires: [people]", "requires: [persons]")).unwrap();
+        let e = RuleSet::load(&[file], Matching::All).unwrap_err().to_string();
+        assert!(e.contains("requires `persons`, which is no list"), "{e}");
     }
 }

@@ -96,6 +96,9 @@ pub struct Rule {
     pub priority: Priority,
     pub tags: Vec<String>,
     pub enabled: bool,
+    /// The lists it `requires` that are empty (comma-separated): while there are any, the rule
+    /// is quiet (never evaluated).
+    pub dormant: Option<String>,
     pub origin: Origin,
     condition: Program,
     exceptions: Vec<(String, Program)>,
@@ -189,6 +192,7 @@ fn degraded_rule(env: &Env) -> Rule {
         priority: Priority::Error,
         tags: vec!["kaudit".into(), "detection_degraded".into()],
         enabled: true,
+        dormant: None,
         origin: rules::Origin {
             file: "(built in)".into(),
             line: 0,

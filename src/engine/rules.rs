@@ -285,6 +285,7 @@ struct RawItem {
     needs: Option<String>,
     covers: Option<Vec<Scalar>>,
     falco: Option<Vec<String>>,
+    requires: Option<Vec<String>>,
     fixtures: Option<FixturesDef>,
 }
 
@@ -294,6 +295,10 @@ struct RawItem {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FixturesDef {
+    /// Lists as the fixtures assume them (replacing the rule files' items), for a rule whose
+    /// lists are the site's to fill (see `requires`).
+    #[serde(default)]
+    pub lists: std::collections::BTreeMap<String, Vec<Scalar>>,
     #[serde(default)]
     pub positive: Vec<serde_json::Value>,
     #[serde(default)]
@@ -307,6 +312,8 @@ pub struct RuleMetaDef {
     pub needs: Option<crate::audit::Level>,
     pub covers: Vec<String>,
     pub falco: Vec<String>,
+    /// Lists the rule is quiet without: it is evaluated only once each has items.
+    pub requires: Vec<String>,
     pub fixtures: Option<FixturesDef>,
 }
 
@@ -511,6 +518,7 @@ impl RuleSource {
                 })
                 .collect(),
             falco: raw.falco.unwrap_or_default(),
+            requires: raw.requires.unwrap_or_default(),
             fixtures: raw.fixtures,
         };
         let condition_origin = match condition.referenced.line() {
