@@ -275,7 +275,7 @@ fn requests(rule: &Rule) -> Vec<Request> {
 }
 
 /// What keeps a rule from seeing one request, if anything.
-fn problem(rule: &Rule, outcome: &Outcome) -> Option<String> {
+fn problem(rule: &Rule, req: &Request, outcome: &Outcome) -> Option<String> {
     let by = match outcome.by {
         Some(i) => format!("policy rule {i}"),
         None => "no policy rule matches".into(),
@@ -289,7 +289,7 @@ fn problem(rule: &Rule, outcome: &Outcome) -> Option<String> {
             return Some(format!("its stage {} is omitted ({by})", stages.join(", ")));
         }
     }
-    let needs = rule.needs();
+    let needs = rule.needs_for(&req.verb);
     if outcome.level < needs {
         let missing = if needs == Level::RequestResponse && outcome.level == Level::Request {
             "no response body"
@@ -325,12 +325,17 @@ pub fn check(policy: &Policy, set: &RuleSet) -> Vec<RuleCheck> {
         let mut blocked = 0;
         for req in &reqs {
             let outcome = evaluate(policy, req);
-            let Some(mut why) = problem(rule, &outcome) else {
+            let Some(mut why) = problem(rule, req, &outcome) else {
                 continue;
             };
             // An exception that logs enough (for some namespaces, users, …) lets the rule fire there.
             let stage_omitted = why.contains("is omitted");
-            if stage_omitted || !outcome.exceptions.iter().any(|(_, level, _)| *level >= rule.needs()) {
+            if stage_omitted
+                || !outcome
+                    .exceptions
+                    .iter()
+                    .any(|(_, level, _)| *level >= rule.needs_for(&req.verb))
+            {
                 blocked += 1;
             }
             for (who, level, i) in &outcome.exceptions {

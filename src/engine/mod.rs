@@ -119,6 +119,18 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// The audit level the rule needs for requests with this verb: a patch's body is a patch,
+    /// so a rule that reads `responseObject` (the `written_object` macro does, for patches)
+    /// judges a patch on it and needs RequestResponse there; other verbs need [`Rule::needs`].
+    pub fn needs_for(&self, verb: &str) -> crate::audit::Level {
+        use crate::audit::Level;
+        if verb == "patch" && self.reads.contains("responseObject") {
+            self.needs().max(Level::RequestResponse)
+        } else {
+            self.needs()
+        }
+    }
+
     /// The audit level the rule needs: what it declares, else what its condition reads
     /// (`responseObject` → RequestResponse, `requestObject` → Request, else Metadata).
     pub fn needs(&self) -> crate::audit::Level {
