@@ -29,7 +29,7 @@ pub mod window;
 
 use crate::alert::{Alert, WindowInfo};
 use crate::engine::rules::DedupDef;
-use crate::engine::stateful::{parse_duration, DedupPolicy, DedupSetting, WindowKind};
+use crate::engine::stateful::{parse_duration, DedupPolicy, DedupSetting};
 use crate::engine::{Observation, Rule};
 use governor::clock::Clock;
 use governor::nanos::Nanos;
@@ -301,11 +301,7 @@ impl Deduper {
             Outcome::Held => Windowed::Held,
             Outcome::Late => Windowed::Late,
             Outcome::Fired(f) => Windowed::Fired(WindowInfo {
-                kind: match window.policy.kind {
-                    WindowKind::Threshold => "threshold",
-                    WindowKind::Distinct => "distinct",
-                    WindowKind::Sequence { .. } => "sequence",
-                }
+                kind: window.policy.kind.name()
                 .into(),
                 count: f.count,
                 window: humantime::format_duration(window.policy.window).to_string(),

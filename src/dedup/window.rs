@@ -6,8 +6,14 @@
 //! may arrive out of order by up to the allowed lateness, later than that they are dropped and
 //! counted. When a window fires, its key starts over, so one burst yields one alert.
 //!
+//! A `new_terms` rule keeps, per key, the values (terms) it has seen and when each was seen
+//! last, and when the key was first seen: a term not seen within the window (the horizon) fires,
+//! unless the key is still learning (first seen less than `learn` ago). Terms unseen for the
+//! horizon are forgotten; firing keeps them (unlike the other windows, which start over).
+//!
 //! Memory per key is bounded (a threshold keeps at most `count` matches, a distinct rule at most
-//! `count` values, a sequence at most [`MAX_SEQUENCE_MATCHES`]), and so is the number of keys:
+//! `count` values, a sequence at most [`MAX_SEQUENCE_MATCHES`], new terms at most
+//! [`MAX_TERMS`], the least recently seen evicted and counted), and so is the number of keys:
 //! keys whose newest match is older than window + lateness are purged, and beyond `max_keys`
 //! the keys with the oldest matches are evicted (counted).
 
@@ -17,6 +23,9 @@ use std::collections::HashMap;
 
 /// Matches a sequence keeps per key.
 pub const MAX_SEQUENCE_MATCHES: usize = 64;
+
+/// Terms a new-terms rule keeps per key.
+pub const MAX_TERMS: usize = 4096;
 
 /// Why a window fired: what the alert carries in `window`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +55,9 @@ pub struct KeyState {
     matches: Vec<(u64, u64)>,
     /// Window length, to purge the key once it has passed.
     window: u64,
+    /// Event time the key was first seen (new terms: the start of its learning).
+    #[serde(default)]
+    since: u64,
 }
 
 #[derive(Debug, Default)]
@@ -72,7 +84,10 @@ impl Windows {
         if self.keys.len() >= self.max_keys && !self.keys.contains_key(&obs.key) {
             self.evict();
         }
-        let state = self.keys.entry(obs.key).or_default();
+        let state = self.keys.entry(obs.key).or_insert_with(|| KeyState {
+            since: t,
+            ..KeyState::default()
+        });
         state.window = window;
         if t.saturating_add(self.lateness) < state.newest {
             return Outcome::Late;
@@ -99,6 +114,32 @@ impl Windows {
                     first: inside().map(|m| m.0).min().unwrap_or(t),
                     last: state.newest,
                 })
+            }
+            WindowKind::NewTerms { learn } => {
+                let since = state.since.min(t);
+                state.since = since;
+                match state.matches.iter_mut().find(|(_, v)| *v == obs.value) {
+                    Some(known) => {
+                        known.0 = known.0.max(t);
+                        return Outcome::Held;
+                    }
+                    None => {
+                        if state.matches.len() >= MAX_TERMS {
+                            let oldest = (0..state.matches.len()).min_by_key(|&i| state.matches[i].0).unwrap_or(0);
+                            state.matches.swap_remove(oldest);
+                            self.evicted += 1;
+                        }
+                        state.matches.push((t, obs.value));
+                        if t < since.saturating_add(learn.as_nanos() as u64) {
+                            return Outcome::Held;
+                        }
+                        return Outcome::Fired(Fired {
+                            count: state.matches.len() as u64,
+                            first: since,
+                            last: t,
+                        });
+                    }
+                }
             }
             WindowKind::Sequence { steps } => {
                 if state.matches.len() >= MAX_SEQUENCE_MATCHES {
@@ -206,6 +247,52 @@ mod tests {
 
     fn obs(key: u64, value: u64, steps: u32) -> Observation {
         Observation { key, value, steps }
+    }
+
+    #[test]
+    fn a_new_term_fires_once_after_learning_and_again_once_forgotten() {
+        const DAY: u64 = 86_400 * S;
+        let p = policy(
+            WindowKind::NewTerms {
+                learn: Duration::from_secs(86_400),
+            },
+            1,
+            30 * 86_400,
+        );
+        let mut w = Windows::new(Duration::from_secs(5), 100);
+        // Learning: terms are recorded, nothing fires.
+        assert_eq!(w.observe(&p, &obs(1, 10, 0), 0), Outcome::Held);
+        assert_eq!(w.observe(&p, &obs(1, 11, 0), DAY / 2), Outcome::Held);
+        // After it: a known term is quiet, a new one fires once.
+        assert_eq!(w.observe(&p, &obs(1, 10, 0), 2 * DAY), Outcome::Held);
+        assert_eq!(
+            w.observe(&p, &obs(1, 12, 0), 2 * DAY + S),
+            Outcome::Fired(Fired {
+                count: 3,
+                first: 0,
+                last: 2 * DAY + S
+            })
+        );
+        assert_eq!(w.observe(&p, &obs(1, 12, 0), 2 * DAY + 2 * S), Outcome::Held);
+        // Another key learns on its own.
+        assert_eq!(w.observe(&p, &obs(2, 12, 0), 2 * DAY + 3 * S), Outcome::Held);
+        // A term unseen for the horizon is forgotten: new again (11 was last seen at day 0.5;
+        // 10 was refreshed at day 2).
+        assert!(matches!(w.observe(&p, &obs(1, 11, 0), 31 * DAY), Outcome::Fired(_)));
+        assert_eq!(w.observe(&p, &obs(1, 10, 0), 31 * DAY + S), Outcome::Held);
+    }
+
+    #[test]
+    fn new_terms_per_key_are_bounded_and_the_evictions_counted() {
+        let p = policy(WindowKind::NewTerms { learn: Duration::ZERO }, 1, 3600);
+        let mut w = Windows::new(Duration::from_secs(5), 100);
+        for v in 0..MAX_TERMS as u64 + 10 {
+            assert!(matches!(w.observe(&p, &obs(1, v, 0), v), Outcome::Fired(_)));
+        }
+        assert_eq!(w.evicted, 10);
+        // The least recently seen went first: term 0 is new again, the newest is known.
+        assert_eq!(w.observe(&p, &obs(1, MAX_TERMS as u64 + 9, 0), 20_000), Outcome::Held);
+        assert!(matches!(w.observe(&p, &obs(1, 0, 0), 20_001), Outcome::Fired(_)));
     }
 
     #[test]

@@ -44,11 +44,7 @@ pub fn markdown(set: &RuleSet) -> String {
             None => String::new(),
             Some(w) => format!(
                 " ({})",
-                match w.policy.kind {
-                    super::stateful::WindowKind::Threshold => "threshold",
-                    super::stateful::WindowKind::Distinct => "distinct",
-                    super::stateful::WindowKind::Sequence { .. } => "sequence",
-                }
+                w.policy.kind.name()
             ),
         };
         out.push_str(&format!(

@@ -179,11 +179,7 @@ fn with_lists(source: &RuleSource, lists: &BTreeMap<String, Vec<Scalar>>) -> Res
 fn check(set: &RuleSet, rule: &Rule) -> RuleResult {
     let kind = match &rule.window {
         None => "per-event",
-        Some(w) => match w.policy.kind {
-            super::stateful::WindowKind::Threshold => "threshold",
-            super::stateful::WindowKind::Distinct => "distinct",
-            super::stateful::WindowKind::Sequence { .. } => "sequence",
-        },
+        Some(w) => w.policy.kind.name(),
     };
     let mut result = RuleResult {
         rule: rule.name.clone(),

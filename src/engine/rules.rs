@@ -181,6 +181,7 @@ pub enum StatefulDef {
     Threshold(ThresholdSpec),
     Distinct(DistinctSpec),
     Sequence(SequenceSpec),
+    NewTerms(NewTermsSpec),
 }
 
 /// `threshold: {count: 20, window: 15m, key: [...]}`: `count` matches per key within the window.
@@ -202,6 +203,20 @@ pub struct DistinctSpec {
     pub field: String,
     pub count: u32,
     pub window: String,
+    #[serde(default)]
+    pub key: Option<Vec<String>>,
+}
+
+/// `new_terms: {field: user.username, key: [cluster], horizon: 30d, learn: 7d}`: fires the first
+/// time a value of `field` (a list makes a tuple) is seen for the key within `horizon`, once the
+/// key has been learning for `learn` (default: the horizon).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTermsSpec {
+    pub field: String,
+    pub horizon: String,
+    #[serde(default)]
+    pub learn: Option<String>,
     #[serde(default)]
     pub key: Option<Vec<String>>,
 }
@@ -278,6 +293,7 @@ struct RawItem {
     threshold: Option<ThresholdSpec>,
     distinct: Option<DistinctSpec>,
     sequence: Option<SequenceSpec>,
+    new_terms: Option<NewTermsSpec>,
     #[serde(rename = "override")]
     override_: Option<HashMap<String, String>>,
     append: Option<bool>,
@@ -469,14 +485,15 @@ impl RuleSource {
             }
             None => return Err(err("has no `priority`".into())),
         };
-        let stateful = match (raw.threshold, raw.distinct, raw.sequence) {
-            (None, None, None) => None,
-            (Some(t), None, None) => Some(StatefulDef::Threshold(t)),
-            (None, Some(d), None) => Some(StatefulDef::Distinct(d)),
-            (None, None, Some(s)) => Some(StatefulDef::Sequence(s)),
+        let stateful = match (raw.threshold, raw.distinct, raw.sequence, raw.new_terms) {
+            (None, None, None, None) => None,
+            (Some(t), None, None, None) => Some(StatefulDef::Threshold(t)),
+            (None, Some(d), None, None) => Some(StatefulDef::Distinct(d)),
+            (None, None, Some(s), None) => Some(StatefulDef::Sequence(s)),
+            (None, None, None, Some(n)) => Some(StatefulDef::NewTerms(n)),
             _ => {
                 return Err(err(
-                    "a rule is one of threshold, distinct or sequence, not several".into()
+                    "a rule is one of threshold, distinct, sequence or new_terms, not several".into(),
                 ))
             }
         };
@@ -674,6 +691,7 @@ fn only_fields(raw: &RawItem, allowed: &[&str]) -> Result<(), String> {
         ("threshold", raw.threshold.is_some()),
         ("distinct", raw.distinct.is_some()),
         ("sequence", raw.sequence.is_some()),
+        ("new_terms", raw.new_terms.is_some()),
         ("source", raw.source.is_some()),
         ("items", raw.items.is_some()),
         ("condition", raw.condition.is_some()),

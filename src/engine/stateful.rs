@@ -55,6 +55,21 @@ pub enum WindowKind {
     Distinct,
     /// Every step, in order, within the window.
     Sequence { steps: usize },
+    /// A value of the field not seen for the key within the window (the horizon), once the
+    /// key has been learning this long.
+    NewTerms { learn: Duration },
+}
+
+impl WindowKind {
+    /// The rule type's name, as rule files and alerts spell it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            WindowKind::Threshold => "threshold",
+            WindowKind::Distinct => "distinct",
+            WindowKind::Sequence { .. } => "sequence",
+            WindowKind::NewTerms { .. } => "new_terms",
+        }
+    }
 }
 
 /// A stateful rule's window, compiled.
@@ -109,6 +124,23 @@ pub fn window_sources(def: &StatefulDef) -> Result<WindowSources, String> {
             field: Some(d.field.clone()),
             steps: Vec::new(),
         },
+        StatefulDef::NewTerms(n) => {
+            let horizon = positive_window(&n.horizon)?;
+            let learn = match &n.learn {
+                Some(l) => parse_duration(l)?,
+                None => horizon,
+            };
+            WindowSources {
+                policy: WindowPolicy {
+                    kind: WindowKind::NewTerms { learn },
+                    count: 1,
+                    window: horizon,
+                },
+                key: key(&n.key),
+                field: Some(n.field.clone()),
+                steps: Vec::new(),
+            }
+        }
         StatefulDef::Sequence(s) => {
             if !(2..=16).contains(&s.steps.len()) {
                 return Err(format!("a sequence has 2 to 16 steps, not {}", s.steps.len()));
