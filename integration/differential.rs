@@ -88,11 +88,14 @@ pub fn compare(sets: &[(String, RuleSet)], lines: &[String], tally: &mut Tally) 
             for (i, (c, r)) in compiled.iter().zip(&reference).enumerate() {
                 tally.verdicts += 1;
                 *tally.kinds.entry(format!("{r:?}")).or_default() += 1;
-                // The prefilter leaves a rule out only where it cannot match.
-                if !candidates[i] && *r == Verdict::Error {
+                // The prefilter leaves a rule out only where it cannot match (a rule switched
+                // off, or quiet until its lists are filled, is never a candidate: not asked).
+                let rule = &set.rules()[i];
+                let asked = rule.enabled && rule.dormant.is_none();
+                if asked && !candidates[i] && *r == Verdict::Error {
                     tally.left_out_errors += 1;
                 }
-                let hidden = !candidates[i] && *r == Verdict::Match;
+                let hidden = asked && !candidates[i] && *r == Verdict::Match;
                 if hidden {
                     tally.prefilter_count += 1;
                 }

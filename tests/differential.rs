@@ -110,6 +110,16 @@ const EDGES: &[&str] = &[
     "falco_field(_top, 'ka.verb', '') == ['get']",
     "falco_field(requestObject, 'ka.req.pod.containers.image', '').exists(v, falco_op('glob', v, '*:latest'))",
     "falco_field(user, 'ka.user.groups', '').exists(v, v in ['system:masters', 'system:nodes'])",
+    "exec_command(requestURI).exists(a, a.matches('^(\\\\S*/)?(sh|bash)(\\\\s|$)'))",
+    "exec_command(requestURI).join(' ').contains('-c') || exec_command(requestURI).join() == ''",
+    "size(exec_command(requestURI)) > 1",
+    "requestURI.split('/')[1] == 'api' || userAgent.split('/')[0] == 'kubectl'",
+    "requestURI.split('')[0] == '/'",
+    "sourceIPs.exists(a, isIP(a)) && sourceIPs.join(',').contains('.')",
+    "sourceIPs.exists(a, !isIP(a) || !['10.0.0.0/8', '::1/128'].exists(n, cidr(n).containsIP(a)))",
+    "cidr(verb).containsIP('10.0.0.1')",
+    "objectRef.join(',') == '' || user.groups.join(', ') == 'system:masters'",
+    "[1, 2].join(',') == '1,2'",
 ];
 
 fn edge_rules() -> RuleSet {

@@ -301,8 +301,7 @@ impl Deduper {
             Outcome::Held => Windowed::Held,
             Outcome::Late => Windowed::Late,
             Outcome::Fired(f) => Windowed::Fired(WindowInfo {
-                kind: window.policy.kind.name()
-                .into(),
+                kind: window.policy.kind.name().into(),
                 count: f.count,
                 window: humantime::format_duration(window.policy.window).to_string(),
                 first_seen: format_nanos(f.first),

@@ -125,7 +125,9 @@ impl Windows {
                     }
                     None => {
                         if state.matches.len() >= MAX_TERMS {
-                            let oldest = (0..state.matches.len()).min_by_key(|&i| state.matches[i].0).unwrap_or(0);
+                            let oldest = (0..state.matches.len())
+                                .min_by_key(|&i| state.matches[i].0)
+                                .unwrap_or(0);
                             state.matches.swap_remove(oldest);
                             self.evicted += 1;
                         }

@@ -42,10 +42,7 @@ pub fn markdown(set: &RuleSet) -> String {
     for rule in set.rules().iter().filter(|r| r.enabled) {
         let kind = match &rule.window {
             None => String::new(),
-            Some(w) => format!(
-                " ({})",
-                w.policy.kind.name()
-            ),
+            Some(w) => format!(" ({})", w.policy.kind.name()),
         };
         out.push_str(&format!(
             "| {}{kind} | {} | {} | {} | {} | {} | {} |\n",

@@ -1,5 +1,7 @@
 //! Evaluation of compiled conditions against one event, with the work shared across rules.
 
+mod native;
+
 use super::{Cmp, Collect, Compiled, Const, ImagePart, LitList, Loop, Node, Pattern, Root, StrFn};
 use crate::audit::EventView;
 use crate::engine::bind::{catch_panic, Bindings, Scope, OBJECT_FIELDS};
@@ -180,6 +182,9 @@ impl<'e> Frame<'e> {
     fn macro_value<'r>(&'r self, index: usize) -> R<'r> {
         let out = *self.macros[index].get_or_init(|| match self.eval(&self.compiled.macros[index], &mut Vec::new()) {
             Ok(V::Bool(b)) => MacroOut::Bool(b),
+            // A value macro (an object of the event) with a part nested too deep: the
+            // interpreter holds it as a failed macro, whatever part a rule reads; it decides.
+            Ok(V::Json(j)) if j.has_too_deep() => MacroOut::Defer,
             Ok(_) => MacroOut::Inline,
             Err(E::Missing) => MacroOut::Missing,
             // The interpreter keeps a failed macro as an unusable value: it decides.
@@ -503,6 +508,13 @@ impl<'e> Frame<'e> {
                     .to_string()
                 };
                 V::Str(Cow::Owned(pick(&s)))
+            }
+            Node::Native(f, args) => {
+                let mut values = Vec::with_capacity(args.len());
+                for a in args.iter() {
+                    values.push(self.eval(a, vars)?);
+                }
+                return native::call(*f, values);
             }
             Node::Interp(expr) => return self.interp(expr),
             Node::Memo(slot, node) => {

@@ -106,6 +106,21 @@ pub enum ImagePart {
     Digest,
 }
 
+/// Library functions with a native implementation (`eval/native.rs`).
+#[derive(Debug, Clone, Copy)]
+pub enum NativeFn {
+    /// `exec_command(uri)`.
+    ExecCommand,
+    /// `list.join()`, `list.join(sep)`.
+    Join,
+    /// `s.split(sep)`.
+    Split,
+    /// `isIP(s)`.
+    IsIp,
+    /// `cidr(net).containsIP(ip)` of two strings.
+    CidrContainsIp,
+}
+
 /// A regex pattern: written in the rule (compiled at load) or computed.
 #[derive(Debug)]
 pub enum Pattern {
@@ -162,6 +177,8 @@ pub enum Node {
     PodSpec(Box<Node>),
     PodContainers(Box<Node>),
     Image(ImagePart, Box<Node>),
+    /// A library function the compiled path runs itself, on its arguments.
+    Native(NativeFn, Box<[Node]>),
     /// A sub-expression outside the compiled subset, run by the interpreter.
     Interp(Box<Expression>),
     /// A sub-expression several conditions share: evaluated once per event, by its slot.
@@ -481,6 +498,26 @@ impl<'a> Compiler<'a> {
                         member: true,
                     })
                 }
+                ("join", None) => Ok(Node::Native(NativeFn::Join, Box::new([*self.child(target)?]))),
+                ("join", Some(a)) => {
+                    let sep = self.child(a)?;
+                    Ok(Node::Native(NativeFn::Join, Box::new([*self.child(target)?, *sep])))
+                }
+                ("split", Some(a)) => {
+                    let sep = self.child(a)?;
+                    Ok(Node::Native(NativeFn::Split, Box::new([*self.child(target)?, *sep])))
+                }
+                // `cidr(net).containsIP(ip)`: the CIDR is never a value of its own here.
+                ("containsIP", Some(a)) => match &target.expr {
+                    Expr::Call(c) if c.func_name == "cidr" && c.target.is_none() && c.args.len() == 1 => {
+                        let net = self.child(&c.args[0])?;
+                        Ok(Node::Native(
+                            NativeFn::CidrContainsIp,
+                            Box::new([*net, *self.child(a)?]),
+                        ))
+                    }
+                    _ => Err(Unsupported),
+                },
                 _ => Err(Unsupported),
             };
         }
@@ -533,6 +570,8 @@ impl<'a> Compiler<'a> {
             ("image_repository", 1) => Node::Image(ImagePart::Repository, self.child(&args[0])?),
             ("image_tag", 1) => Node::Image(ImagePart::Tag, self.child(&args[0])?),
             ("image_digest", 1) => Node::Image(ImagePart::Digest, self.child(&args[0])?),
+            ("exec_command", 1) => Node::Native(NativeFn::ExecCommand, Box::new([*self.child(&args[0])?])),
+            ("isIP", 1) => Node::Native(NativeFn::IsIp, Box::new([*self.child(&args[0])?])),
             ("falco_field", 3) => {
                 let text = |e: &Expression| match &e.expr {
                     Expr::Literal(LiteralValue::String(s)) => Ok(s.inner().to_string()),
@@ -729,6 +768,7 @@ impl Node {
                 Node::Comprehension(l) => stack.extend([&l.range, &l.init, &l.cond, &l.step, &l.result]),
                 Node::Collect(c) => stack.extend([&c.range, &c.item].into_iter().chain(&c.guard)),
                 Node::FalcoOp(args) => stack.extend(args.iter()),
+                Node::Native(_, args) => stack.extend(args.iter()),
                 Node::Const(_)
                 | Node::List(_)
                 | Node::Field(_)
