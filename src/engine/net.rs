@@ -32,43 +32,32 @@ pub struct Ip(IpAddr);
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Cidr(IpNet);
 
-impl Val for Ip {
-    fn get_type(&self) -> &Type {
-        &IP_TYPE
-    }
-    fn cel_type() -> &'static Type {
-        &IP_TYPE
-    }
-    fn equals(&self, other: &dyn Val) -> bool {
-        other.downcast_ref::<Ip>().is_some_and(|o| o == self)
-    }
-    fn clone_as_boxed<'v>(&self) -> Box<dyn Val + 'v> {
-        Box::new(*self)
-    }
-    fn as_any(&self) -> Option<&dyn Any> {
-        Some(self)
-    }
+/// `Val` for a `Copy` value of one opaque type, equal when its Rust value is.
+macro_rules! opaque_val {
+    ($t:ty, $cel:ident) => {
+        impl Val for $t {
+            fn get_type(&self) -> &Type {
+                &$cel
+            }
+            fn cel_type() -> &'static Type {
+                &$cel
+            }
+            fn equals(&self, other: &dyn Val) -> bool {
+                other.downcast_ref::<$t>().is_some_and(|o| o == self)
+            }
+            fn clone_as_boxed<'v>(&self) -> Box<dyn Val + 'v> {
+                Box::new(*self)
+            }
+            fn as_any(&self) -> Option<&dyn Any> {
+                Some(self)
+            }
+        }
+        impl StaticVal for $t {}
+    };
 }
-impl StaticVal for Ip {}
 
-impl Val for Cidr {
-    fn get_type(&self) -> &Type {
-        &CIDR_TYPE
-    }
-    fn cel_type() -> &'static Type {
-        &CIDR_TYPE
-    }
-    fn equals(&self, other: &dyn Val) -> bool {
-        other.downcast_ref::<Cidr>().is_some_and(|o| o == self)
-    }
-    fn clone_as_boxed<'v>(&self) -> Box<dyn Val + 'v> {
-        Box::new(*self)
-    }
-    fn as_any(&self) -> Option<&dyn Any> {
-        Some(self)
-    }
-}
-impl StaticVal for Cidr {}
+opaque_val!(Ip, IP_TYPE);
+opaque_val!(Cidr, CIDR_TYPE);
 
 impl std::fmt::Display for Ip {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
