@@ -107,19 +107,29 @@ impl<'e> Bindings<'e> {
         let value = self.macros[index].get_or_init(|| {
             let program = &self.scope.macros[index];
             let outer = take_unusable();
-            let result = catch_panic(|| program.execute(&self.context()));
+            // The value as the evaluation left it (a JSON value copied with its unusable parts),
+            // else converted through `cel::Value`.
+            let result = catch_panic(|| {
+                let context = self.context();
+                cel::Value::resolve_val(program.expression(), &context).map(|v| match owned(&*v) {
+                    Some(v) => Ok(v),
+                    None => match program.execute(&context) {
+                        Ok(value) => Box::<dyn Val>::try_from(value).map_err(|_| ()),
+                        Err(_) => Err(()),
+                    },
+                })
+            });
             let inner = take_unusable();
             mark_unusable(outer.or(inner));
+            let is_true = |v: &dyn Val| v.downcast_ref::<CelBool>().is_some_and(|b| *b.inner());
             match result {
                 // A match is a match; anything else that read an unusable value is unusable.
-                Ok(Ok(cel::Value::Bool(true))) => Some(Box::new(CelBool::from(true)) as Box<dyn Val>),
+                Ok(Ok(Ok(v))) if is_true(&*v) => Some(v),
                 _ if inner.is_some() => Some(Box::new(Unusable::MacroFailed) as Box<dyn Val>),
                 // A field the event lacks: the macro is absent, as the field is.
                 Ok(Err(cel::ExecutionError::NoSuchKey(_) | cel::ExecutionError::UndeclaredReference(_))) => None,
-                Ok(Ok(value)) => {
-                    Some(Box::<dyn Val>::try_from(value).unwrap_or_else(|_| Box::new(Unusable::MacroFailed)))
-                }
-                Ok(Err(_)) | Err(_) => Some(Box::new(Unusable::MacroFailed) as Box<dyn Val>),
+                Ok(Ok(Ok(v))) => Some(v),
+                Ok(Ok(Err(()))) | Ok(Err(_)) | Err(_) => Some(Box::new(Unusable::MacroFailed) as Box<dyn Val>),
             }
         });
         value.as_deref().map(CowVal::Borrowed)
@@ -221,6 +231,54 @@ impl Val for Unusable {
     fn clone_as_boxed<'v>(&self) -> Box<dyn Val + 'v> {
         Box::new(*self)
     }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+}
+
+impl cel::common::value::StaticVal for Unusable {}
+
+/// A copy of an event's value that borrows nothing, its unusable parts kept as they are: a value
+/// macro (an object of the event) then fails only where a rule reads such a part, as the field
+/// itself does. `None` for a value that is no JSON value. Its depth is that of the converted
+/// field, at most [`MAX_VALUE_DEPTH`].
+fn owned(v: &dyn Val) -> Option<Box<dyn Val>> {
+    if let Some(u) = v.downcast_ref::<Unusable>() {
+        return Some(Box::new(*u));
+    }
+    if let Some(s) = v.downcast_ref::<CelString>() {
+        return Some(Box::new(CelString::from(s.inner().to_string())));
+    }
+    if let Some(l) = v.downcast_ref::<CelList>() {
+        let items: Option<Vec<Box<dyn Val>>> = l.inner().iter().map(|i| owned(&**i)).collect();
+        return Some(Box::new(CelList::from(items?)));
+    }
+    if let Some(m) = v.downcast_ref::<CelMap>() {
+        let mut entries: HashMap<CelMapKey<'static>, Box<dyn Val>> = HashMap::new();
+        for (k, v) in m.inner() {
+            let key = match k {
+                CelMapKey::String(s) => CelMapKey::from(s.inner().to_string()),
+                CelMapKey::Int(i) => CelMapKey::from(*i.inner()),
+                CelMapKey::UInt(u) => CelMapKey::from(*u.inner()),
+                CelMapKey::Bool(b) => CelMapKey::from(*b.inner()),
+            };
+            entries.insert(key, owned(&**v)?);
+        }
+        return Some(Box::new(CelMap::from(entries)));
+    }
+    if let Some(b) = v.downcast_ref::<CelBool>() {
+        return Some(Box::new(CelBool::from(*b.inner())));
+    }
+    if let Some(i) = v.downcast_ref::<CelInt>() {
+        return Some(Box::new(CelInt::from(*i.inner())));
+    }
+    if let Some(u) = v.downcast_ref::<CelUInt>() {
+        return Some(Box::new(CelUInt::from(*u.inner())));
+    }
+    if let Some(d) = v.downcast_ref::<CelDouble>() {
+        return Some(Box::new(CelDouble::from(*d.inner())));
+    }
+    v.downcast_ref::<CelNull>().map(|_| Box::new(CelNull) as Box<dyn Val>)
 }
 
 struct JsonSeed {

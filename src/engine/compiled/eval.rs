@@ -182,9 +182,6 @@ impl<'e> Frame<'e> {
     fn macro_value<'r>(&'r self, index: usize) -> R<'r> {
         let out = *self.macros[index].get_or_init(|| match self.eval(&self.compiled.macros[index], &mut Vec::new()) {
             Ok(V::Bool(b)) => MacroOut::Bool(b),
-            // A value macro (an object of the event) with a part nested too deep: the
-            // interpreter holds it as a failed macro, whatever part a rule reads; it decides.
-            Ok(V::Json(j)) if j.has_too_deep() => MacroOut::Defer,
             Ok(_) => MacroOut::Inline,
             Err(E::Missing) => MacroOut::Missing,
             // The interpreter keeps a failed macro as an unusable value: it decides.
