@@ -155,42 +155,27 @@ pub fn register(env: &mut Env) {
     ok(env.add_overload("string", "cidr_to_string", vec![cidr_t()], |args| {
         Ok(CowVal::owned(CelString::from(cidr(&args, 0, "string")?.to_string())))
     }));
-    ok(
-        env.add_member_overload("containsIP", "cidr_contains_ip_ip", cidr_t(), vec![ip_t()], |args| {
+    // Each takes the typed value or its text: one function, two overloads.
+    for (id, arg) in [
+        ("cidr_contains_ip_ip", ip_t()),
+        ("cidr_contains_ip_string", STRING_TYPE),
+    ] {
+        ok(env.add_member_overload("containsIP", id, cidr_t(), vec![arg], |args| {
             let net = cidr(&args, 0, "containsIP")?;
-            Ok(boolean(net.contains(&ip(&args, 1, "containsIP")?)))
-        }),
-    );
-    ok(env.add_member_overload(
-        "containsIP",
-        "cidr_contains_ip_string",
-        cidr_t(),
-        vec![STRING_TYPE],
-        |args| {
-            let net = cidr(&args, 0, "containsIP")?;
-            let other = parse_ip(string(&args, 1, "containsIP")?)
-                .map_err(|e| ExecutionError::function_error("containsIP", e))?;
-            Ok(boolean(net.contains(&other)))
-        },
-    ));
-    ok(
-        env.add_member_overload("containsCIDR", "cidr_contains_cidr", cidr_t(), vec![cidr_t()], |args| {
-            let net = cidr(&args, 0, "containsCIDR")?;
-            Ok(boolean(net.contains(&cidr(&args, 1, "containsCIDR")?)))
-        }),
-    );
-    ok(env.add_member_overload(
-        "containsCIDR",
-        "cidr_contains_cidr_string",
-        cidr_t(),
-        vec![STRING_TYPE],
-        |args| {
-            let net = cidr(&args, 0, "containsCIDR")?;
-            let other = parse_cidr(string(&args, 1, "containsCIDR")?)
-                .map_err(|e| ExecutionError::function_error("containsCIDR", e))?;
-            Ok(boolean(net.contains(&other)))
-        },
-    ));
+            Ok(boolean(net.contains(&ip_or_text(&args, 1, "containsIP")?)))
+        }));
+    }
+    for (id, arg) in [
+        ("cidr_contains_cidr", cidr_t()),
+        ("cidr_contains_cidr_string", STRING_TYPE),
+    ] {
+        ok(
+            env.add_member_overload("containsCIDR", id, cidr_t(), vec![arg], |args| {
+                let net = cidr(&args, 0, "containsCIDR")?;
+                Ok(boolean(net.contains(&cidr_or_text(&args, 1, "containsCIDR")?)))
+            }),
+        );
+    }
     ok(env.add_member_overload("ip", "cidr_ip", cidr_t(), vec![], |args| {
         Ok(CowVal::owned(Ip(cidr(&args, 0, "ip")?.addr())))
     }));
@@ -255,6 +240,22 @@ fn ip(args: &[CowVal<'_, '_>], i: usize, function: &str) -> Result<IpAddr, Execu
         .and_then(|a| a.downcast_ref::<Ip>())
         .map(|ip| ip.0)
         .ok_or_else(|| ExecutionError::function_error(function, format!("argument {i} is not a net.IP")))
+}
+
+/// A `net.IP` argument, or a string parsed as `ip()` would.
+fn ip_or_text(args: &[CowVal<'_, '_>], i: usize, function: &str) -> Result<IpAddr, ExecutionError> {
+    match args.get(i).and_then(|a| a.downcast_ref::<CelString>()) {
+        Some(s) => parse_ip(s.inner()).map_err(|e| ExecutionError::function_error(function, e)),
+        None => ip(args, i, function),
+    }
+}
+
+/// A `net.CIDR` argument, or a string parsed as `cidr()` would.
+fn cidr_or_text(args: &[CowVal<'_, '_>], i: usize, function: &str) -> Result<IpNet, ExecutionError> {
+    match args.get(i).and_then(|a| a.downcast_ref::<CelString>()) {
+        Some(s) => parse_cidr(s.inner()).map_err(|e| ExecutionError::function_error(function, e)),
+        None => cidr(args, i, function),
+    }
 }
 
 fn cidr(args: &[CowVal<'_, '_>], i: usize, function: &str) -> Result<IpNet, ExecutionError> {
