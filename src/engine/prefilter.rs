@@ -469,6 +469,13 @@ pub fn bits(set: &[u64]) -> impl Iterator<Item = usize> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rules `pf` leaves as candidates for an event with these keys.
+    fn candidates(pf: &Prefilter, keys: RouteKeys) -> Vec<usize> {
+        let mut out = Vec::new();
+        pf.candidates(&keys, &mut out);
+        bits(&out).collect()
+    }
     use std::borrow::Cow;
 
     struct NoNames(HashMap<String, Expression>);
@@ -588,11 +595,7 @@ mod tests {
             user,
             ..RouteKeys::default()
         };
-        let mut out = Vec::new();
-        let mut run = |keys: RouteKeys| {
-            pf.candidates(&keys, &mut out);
-            bits(&out).collect::<Vec<_>>()
-        };
+        let run = |keys: RouteKeys| candidates(&pf, keys);
         assert_eq!(run(user(Key::Is(Cow::Borrowed("alice")))), [0]);
         assert_eq!(run(user(Key::Is(Cow::Borrowed("system:node:n1")))), [1]);
         assert_eq!(
@@ -644,11 +647,7 @@ mod tests {
             impersonated,
             ..RouteKeys::default()
         };
-        let mut out = Vec::new();
-        let mut run = |keys: RouteKeys| {
-            pf.candidates(&keys, &mut out);
-            bits(&out).collect::<Vec<_>>()
-        };
+        let run = |keys: RouteKeys| candidates(&pf, keys);
         assert_eq!(run(event(is("403"), is("alice"), Key::Absent)), [0]);
         assert_eq!(run(event(Key::Absent, is("system:anonymous"), Key::Absent)), [1, 2]);
         assert_eq!(run(event(is("200"), Key::Absent, is(Key::PRESENT))), [1, 3]);

@@ -2,10 +2,10 @@
 
 mod native;
 
-use super::{Cmp, Collect, Compiled, Const, ImagePart, LitList, Loop, Node, Pattern, Root, StrFn};
+use super::{Cmp, Collect, Compiled, Const, LitList, Loop, Node, Pattern, Root, StrFn};
 use crate::audit::EventView;
 use crate::engine::bind::{catch_panic, Bindings, Scope, OBJECT_FIELDS};
-use crate::engine::functions::{compiled_regex, parse_image};
+use crate::engine::functions::compiled_regex;
 use crate::engine::json::{self, EMPTY_OBJECT, J};
 use cel::common::types::{CelBool, CelDouble, CelInt, CelNull, CelString, CelUInt};
 use std::borrow::Cow;
@@ -489,22 +489,6 @@ impl<'e> Frame<'e> {
                     }
                 }
                 V::Refs(Rc::new(all))
-            }
-            Node::Image(part, a) => {
-                let V::Str(s) = self.eval(a, vars)? else {
-                    return Err(E::Defer);
-                };
-                let pick = |s: &str| -> String {
-                    let image = parse_image(s);
-                    match part {
-                        ImagePart::Registry => image.registry,
-                        ImagePart::Repository => image.repository,
-                        ImagePart::Tag => image.tag,
-                        ImagePart::Digest => image.digest,
-                    }
-                    .to_string()
-                };
-                V::Str(Cow::Owned(pick(&s)))
             }
             Node::Native(f, args) => {
                 let mut values = Vec::with_capacity(args.len());

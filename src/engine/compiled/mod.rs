@@ -109,6 +109,8 @@ pub enum ImagePart {
 /// Library functions with a native implementation (`eval/native.rs`).
 #[derive(Debug, Clone, Copy)]
 pub enum NativeFn {
+    /// `image_registry(image)` and the other parts of an image reference.
+    Image(ImagePart),
     /// `exec_command(uri)`.
     ExecCommand,
     /// `list.join()`, `list.join(sep)`.
@@ -176,7 +178,6 @@ pub enum Node {
     FalcoOp(Box<[Node; 3]>),
     PodSpec(Box<Node>),
     PodContainers(Box<Node>),
-    Image(ImagePart, Box<Node>),
     /// A library function the compiled path runs itself, on its arguments.
     Native(NativeFn, Box<[Node]>),
     /// A sub-expression outside the compiled subset, run by the interpreter.
@@ -566,10 +567,15 @@ impl<'a> Compiler<'a> {
             }
             ("pod_spec", 1) => Node::PodSpec(self.child(&args[0])?),
             ("pod_containers", 1) => Node::PodContainers(self.child(&args[0])?),
-            ("image_registry", 1) => Node::Image(ImagePart::Registry, self.child(&args[0])?),
-            ("image_repository", 1) => Node::Image(ImagePart::Repository, self.child(&args[0])?),
-            ("image_tag", 1) => Node::Image(ImagePart::Tag, self.child(&args[0])?),
-            ("image_digest", 1) => Node::Image(ImagePart::Digest, self.child(&args[0])?),
+            ("image_registry", 1) => {
+                Node::Native(NativeFn::Image(ImagePart::Registry), Box::new([*self.child(&args[0])?]))
+            }
+            ("image_repository", 1) => Node::Native(
+                NativeFn::Image(ImagePart::Repository),
+                Box::new([*self.child(&args[0])?]),
+            ),
+            ("image_tag", 1) => Node::Native(NativeFn::Image(ImagePart::Tag), Box::new([*self.child(&args[0])?])),
+            ("image_digest", 1) => Node::Native(NativeFn::Image(ImagePart::Digest), Box::new([*self.child(&args[0])?])),
             ("exec_command", 1) => Node::Native(NativeFn::ExecCommand, Box::new([*self.child(&args[0])?])),
             ("isIP", 1) => Node::Native(NativeFn::IsIp, Box::new([*self.child(&args[0])?])),
             ("falco_field", 3) => {
@@ -750,7 +756,7 @@ impl Node {
                 Node::Interp(_) => count += 1,
                 Node::Select(a, _) | Node::Has(a, _) | Node::OptSelect(a, _) => stack.push(&**a),
                 Node::Not(a) | Node::NotStrictlyFalse(a) | Node::Size(a) | Node::ToString(a) => stack.push(&**a),
-                Node::PodSpec(a) | Node::PodContainers(a) | Node::Image(_, a) => stack.push(&**a),
+                Node::PodSpec(a) | Node::PodContainers(a) => stack.push(&**a),
                 Node::OrValue(a, b) | Node::Index(a, b) | Node::OptIndex(a, b) | Node::Eq(a, b) | Node::Ne(a, b) => {
                     stack.extend([&**a, &**b])
                 }

@@ -1,18 +1,31 @@
-//! The kaudit and Kubernetes library functions the compiled path runs natively: `exec_command`,
+//! The kaudit and Kubernetes library functions the compiled path runs natively: the image
+//! reference parts (`image_registry`, …), `exec_command`,
 //! the strings extension's `join` and `split`, and the network library's `isIP` and
 //! `cidr(…).containsIP(…)`. Each gives what the interpreter's gives; any case it does not model
 //! (a wrong type, an address that does not parse, an empty separator) is deferred to the
 //! interpreter, which answers it, errors included.
 
 use super::{elements, E, V};
-use crate::engine::compiled::NativeFn;
-use crate::engine::functions::exec_args;
+use crate::engine::compiled::{ImagePart, NativeFn};
+use crate::engine::functions::{exec_args, parse_image};
 use crate::engine::net::{parse_cidr, parse_ip};
 use std::borrow::Cow;
 use std::rc::Rc;
 
 pub(super) fn call<'r>(f: NativeFn, mut args: Vec<V<'r>>) -> Result<V<'r>, E> {
     Ok(match (f, args.as_slice()) {
+        (NativeFn::Image(part), [V::Str(image)]) => {
+            let image = parse_image(image);
+            V::Str(Cow::Owned(
+                match part {
+                    ImagePart::Registry => image.registry,
+                    ImagePart::Repository => image.repository,
+                    ImagePart::Tag => image.tag,
+                    ImagePart::Digest => image.digest,
+                }
+                .to_string(),
+            ))
+        }
         (NativeFn::ExecCommand, [V::Str(uri)]) => owned_strings(exec_args(uri)),
         (NativeFn::Split, [V::Str(s), V::Str(sep)]) if !sep.is_empty() => {
             owned_strings(s.split(sep.as_ref()).map(str::to_string).collect())
