@@ -46,6 +46,30 @@ impl<'a> Detect<'a> {
         }
     }
 
+    /// Detects on a delivery from the bus, at `position` in its partition: `None` when the
+    /// shard's state holds it already (a redelivery of what a checkpoint or hand-over took
+    /// in): it is not applied again. A delivery that changed the state is noted, for the
+    /// shard's next checkpoint.
+    pub fn delivery(
+        &self,
+        event: &Event,
+        source: &Source<'_>,
+        position: Option<u64>,
+        out: &mut Vec<Alert>,
+    ) -> Option<Vec<(usize, Verdict)>> {
+        let Some(position) = position else {
+            return Some(self.event(event, source, out));
+        };
+        if self.deduper.replayed(source.shard, position) {
+            return None;
+        }
+        let verdicts = self.event(event, source, out);
+        if !verdicts.is_empty() {
+            self.deduper.absorb(source.shard, position);
+        }
+        Some(verdicts)
+    }
+
     /// Detects on one event: its alerts go to `out` (a summary of a closed rate-limit window may
     /// come first); returns what became of each rule's match, by rule index.
     pub fn event(&self, event: &Event, source: &Source<'_>, out: &mut Vec<Alert>) -> Vec<(usize, Verdict)> {

@@ -46,6 +46,11 @@ pub struct DetectorConfig {
     /// Past it, the rules not yet evaluated are skipped and a `Detection degraded` alert names
     /// them. 0: no budget.
     pub event_budget_ms: u64,
+    /// Most milliseconds between checkpoints where the bus keeps the detector's state (Kafka,
+    /// NATS): deliveries are committed at a checkpoint, after the state they changed is stored,
+    /// so that a detector killed without a hand-over leaves its successor exact counts. A
+    /// checkpoint also comes after every 8 batches. 0: at every batch.
+    pub checkpoint_ms: u64,
     /// Most seconds a stopping detector spends draining and flushing (a broker that is gone
     /// would otherwise hold it for ever, and Kubernetes kills it after its grace period). What
     /// it could not commit is delivered again, to it or another detector.
@@ -62,6 +67,7 @@ impl Default for DetectorConfig {
             dedup: crate::dedup::DedupConfig::default(),
             reload_poll_secs: 2,
             event_budget_ms: 100,
+            checkpoint_ms: 1000,
             shutdown_timeout_secs: 10,
         }
     }
@@ -74,6 +80,8 @@ pub struct DetectorStats {
     pub malformed: AtomicU64,
     pub alerts: AtomicU64,
     pub batches: AtomicU64,
+    /// Redeliveries skipped: their effect was in the state installed from a checkpoint.
+    pub replayed: AtomicU64,
 }
 
 pub struct Detector {
@@ -88,6 +96,32 @@ pub struct Detector {
     pub stats: Arc<DetectorStats>,
     /// Most time one event's evaluation may take (see [`DetectorConfig::event_budget_ms`]).
     pub event_budget: Option<Duration>,
+    /// Most time between checkpoints (see [`DetectorConfig::checkpoint_ms`]), where the
+    /// subscription stores state; `None`: commit every batch.
+    pub checkpoint_every: Option<Duration>,
+}
+
+/// Batches a checkpoint waits for at most.
+const CHECKPOINT_BATCHES: usize = 8;
+
+/// Deliveries whose alerts are out, waiting for the next commit, and the sampled events' spans
+/// to end then.
+#[derive(Default)]
+struct Uncommitted {
+    deliveries: Vec<Delivery>,
+    batches: usize,
+    traced: Vec<Traced>,
+    /// When the oldest was evaluated.
+    since: Option<Instant>,
+}
+
+/// A sampled event's span: its batch's alerts and when they were handed to the sinks.
+struct Traced {
+    cx: opentelemetry::Context,
+    own: usize,
+    batch: usize,
+    delivering: SystemTime,
+    delivered: SystemTime,
 }
 
 /// How long a stopping detector keeps draining: until its subscription is quiet this long.
@@ -111,9 +145,26 @@ impl Detector {
         result
     }
 
+    /// Consumes until the subscription ends, or is quiet while stopping; commits what it
+    /// evaluated before returning.
     async fn consume(&self, sub: &mut dyn Subscription, stop: &mut Shutdown) -> anyhow::Result<()> {
+        let mut uncommitted = Uncommitted::default();
+        let result = self.consume_into(sub, stop, &mut uncommitted).await;
+        self.commit(sub, &mut uncommitted).await;
+        result
+    }
+
+    async fn consume_into(
+        &self,
+        sub: &mut dyn Subscription,
+        stop: &mut Shutdown,
+        uncommitted: &mut Uncommitted,
+    ) -> anyhow::Result<()> {
         let mut backoff = Backoff::default();
         loop {
+            let due = uncommitted
+                .since
+                .map(|since| since + self.checkpoint_every.unwrap_or_default());
             let batch = if stop.is_stopping() {
                 match tokio::time::timeout(DRAIN_QUIET, sub.next(self.batch_size)).await {
                     Ok(batch) => batch,
@@ -123,6 +174,10 @@ impl Detector {
                 tokio::select! {
                     batch = sub.next(self.batch_size) => batch,
                     _ = stop.stopped() => continue,
+                    _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now).into()), if due.is_some() => {
+                        self.commit(sub, uncommitted).await;
+                        continue;
+                    }
                 }
             };
             // A broker that is away is waited for, never a reason to stop detecting.
@@ -141,11 +196,23 @@ impl Detector {
                 }
             };
             backoff.reset();
-            self.process(sub, batch).await?;
+            self.process(batch, uncommitted).await?;
+            let due = match self.checkpoint_every {
+                None => true,
+                Some(every) => {
+                    uncommitted.batches >= CHECKPOINT_BATCHES
+                        || uncommitted.since.is_some_and(|since| since.elapsed() >= every)
+                }
+            };
+            if due {
+                self.commit(sub, uncommitted).await;
+            }
         }
     }
 
-    async fn process(&self, sub: &mut dyn Subscription, batch: Vec<Delivery>) -> anyhow::Result<()> {
+    /// Evaluates a batch and hands its alerts to the sinks; the batch then waits in
+    /// `uncommitted` for its commit.
+    async fn process(&self, batch: Vec<Delivery>, uncommitted: &mut Uncommitted) -> anyhow::Result<()> {
         let started = Instant::now();
         // One set for the whole batch: a reload takes effect at the next one.
         let rules = self.rules.rules();
@@ -180,27 +247,46 @@ impl Detector {
         }
         let delivering = SystemTime::now();
         self.deliver(&alerts).await;
+        let delivered = SystemTime::now();
         self.stats.alerts.fetch_add(alerts.len() as u64, Ordering::Relaxed);
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        let committing = SystemTime::now();
+        uncommitted.since.get_or_insert(started);
+        uncommitted.batches += 1;
+        uncommitted.deliveries.extend(batch);
+        uncommitted.traced.extend(traced.into_iter().map(|(cx, own)| Traced {
+            cx,
+            own,
+            batch: alerts.len(),
+            delivering,
+            delivered,
+        }));
+        Ok(())
+    }
+
+    /// Commits the deliveries evaluated since the last commit (the subscription stores the
+    /// checkpoint of the state they changed first).
+    async fn commit(&self, sub: &mut dyn Subscription, uncommitted: &mut Uncommitted) {
+        let Uncommitted { deliveries, traced, .. } = std::mem::take(uncommitted);
+        if deliveries.is_empty() {
+            return;
+        }
         // An uncommitted batch is delivered again and yields the same alert ids: log and go on.
-        let committed = sub.commit(batch).await;
+        let committed = sub.commit(deliveries).await;
         if let Err(e) = &committed {
-            tracing::warn!("commit failed; the batch will be redelivered: {e:#}");
+            tracing::warn!("commit failed; the deliveries will be redelivered: {e:#}");
         }
         let done = SystemTime::now();
         // The sampled events' spans: their batch's alerts published, then its commit.
-        for (cx, own) in traced {
+        for t in traced {
             let alerts = vec![
-                KeyValue::new("kaudit.alerts.event", own as i64),
-                KeyValue::new("kaudit.alerts.batch", alerts.len() as i64),
+                KeyValue::new("kaudit.alerts.event", t.own as i64),
+                KeyValue::new("kaudit.alerts.batch", t.batch as i64),
             ];
-            otel::record("publish alerts", &cx, delivering, committing, alerts);
+            otel::record("publish alerts", &t.cx, t.delivering, t.delivered, alerts);
             let ok = vec![KeyValue::new("kaudit.committed", committed.is_ok())];
-            otel::record("commit", &cx, committing, done, ok);
-            otel::end(&cx);
+            otel::record("commit", &t.cx, t.delivered, done, ok);
+            otel::end(&t.cx);
         }
-        Ok(())
     }
 
     /// Hands alerts to every sink, retrying until they take them: the input is not committed
@@ -307,7 +393,15 @@ fn evaluate(
         };
         let before = alerts.len();
         let started = SystemTime::now();
-        let verdicts = detect.event(&event, &source, &mut alerts);
+        let Some(verdicts) = detect.delivery(&event, &source, delivery.position(), &mut alerts) else {
+            // Already in the state installed from a checkpoint or hand-over: its alerts went out.
+            stats.replayed.fetch_add(1, Ordering::Relaxed);
+            metrics().events_replayed.add(1, &[]);
+            if let Some(span) = &span {
+                otel::end(span);
+            }
+            continue;
+        };
         if let Some(span) = span {
             let attributes = vec![
                 KeyValue::new("kaudit.cluster", cluster.to_string()),

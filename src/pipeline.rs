@@ -136,17 +136,18 @@ pub async fn start(config: PipelineConfig, roles: Roles) -> anyhow::Result<Runni
         let sinks = sink::build(&config.outputs, &bus, &config.bus, &config.redaction).await?;
         let stats = Arc::new(DetectorStats::default());
         let deduper = Arc::new(crate::dedup::Deduper::new(&config.detector.dedup)?);
+        let mut sub = bus.subscribe(&config.bus.events_topic, &config.detector.group).await?;
+        let checkpoints = sub.keep_state(deduper.clone()).await?;
         let detector = Detector {
             rules,
-            deduper: deduper.clone(),
+            deduper,
             sinks,
             batch_size: config.detector.batch_size,
             stats: stats.clone(),
             event_budget: (config.detector.event_budget_ms > 0)
                 .then(|| Duration::from_millis(config.detector.event_budget_ms)),
+            checkpoint_every: checkpoints.then(|| Duration::from_millis(config.detector.checkpoint_ms)),
         };
-        let mut sub = bus.subscribe(&config.bus.events_topic, &config.detector.group).await?;
-        sub.keep_state(deduper).await?;
         running.detector = Some(tokio::spawn(async move { detector.run(sub, detector_rx).await }));
         running.detector_stats = Some(stats);
     }

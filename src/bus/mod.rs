@@ -75,6 +75,16 @@ impl Delivery {
             AckToken::Nats(m) => m.subject.rsplit('.').nth(1).and_then(|p| p.parse().ok()).unwrap_or(0),
         }
     }
+
+    /// Where the delivery is in its partition (a Kafka offset, a JetStream stream sequence
+    /// number): a redelivery has the same. `None` where the bus keeps no positions.
+    pub fn position(&self) -> Option<u64> {
+        match &self.token {
+            AckToken::Memory => None,
+            AckToken::Kafka { offset, .. } => u64::try_from(*offset).ok(),
+            AckToken::Nats(m) => m.info().ok().map(|i| i.stream_sequence),
+        }
+    }
 }
 
 /// What a transport needs to commit a delivery.
@@ -112,6 +122,11 @@ pub trait Bus: Send + Sync {
 pub trait PartitionState: Send + Sync {
     /// Removes and returns the state of a partition given up.
     fn give_up(&self, shard: Shard) -> Vec<u8>;
+    /// The state of a partition when deliveries changed it since its last checkpoint: stored
+    /// (where hand-overs are) before those deliveries are committed.
+    fn checkpoint(&self, shard: Shard) -> Option<Vec<u8>>;
+    /// The last checkpoint of a partition is stored.
+    fn stored(&self, shard: Shard);
     /// Installs the state stored for a partition taken over.
     fn take_over(&self, shard: Shard, state: &[u8]) -> anyhow::Result<()>;
 }
@@ -132,6 +147,16 @@ fn take_over(state: &dyn PartitionState, partition: u32, stored: anyhow::Result<
     }
 }
 
+/// The partitions among `deliveries` whose state changed since their last checkpoint, with
+/// the state to store before the deliveries are committed.
+fn checkpoints(state: &dyn PartitionState, deliveries: &[Delivery]) -> Vec<(Shard, Vec<u8>)> {
+    let shards: std::collections::BTreeSet<Shard> = deliveries.iter().map(Delivery::shard).collect();
+    shards
+        .into_iter()
+        .filter_map(|shard| state.checkpoint(shard).map(|bytes| (shard, bytes)))
+        .collect()
+}
+
 /// Says how storing a partition's state went.
 fn handed_over(partition: u32, bytes: usize, stored: anyhow::Result<()>) {
     match stored {
@@ -149,13 +174,16 @@ pub trait Subscription: Send {
     /// Waits for at least one delivery, then returns up to `max`; `None` when the bus closed.
     async fn next(&mut self, max: usize) -> anyhow::Result<Option<Vec<Delivery>>>;
 
-    /// Marks deliveries as done; the broker will not hand them out again.
+    /// Marks deliveries as done; the broker will not hand them out again. Where state is kept,
+    /// the checkpoint of the state they changed is stored first.
     async fn commit(&mut self, deliveries: Vec<Delivery>) -> anyhow::Result<()>;
 
-    /// Moves `state` with the partitions this subscription is given and gives up. A bus whose
-    /// one consumer never loses its input (the in-process bus) has nothing to move.
-    async fn keep_state(&mut self, _state: std::sync::Arc<dyn PartitionState>) -> anyhow::Result<()> {
-        Ok(())
+    /// Moves `state` with the partitions this subscription is given and gives up, and stores
+    /// its checkpoint before each commit; returns whether it does (the consumer then commits
+    /// less often, as a checkpoint costs more than a commit). A bus whose one consumer never
+    /// loses its input (the in-process bus) has nothing to move.
+    async fn keep_state(&mut self, _state: std::sync::Arc<dyn PartitionState>) -> anyhow::Result<bool> {
+        Ok(false)
     }
 
     /// Gives every partition up, with its state, before the subscriber stops (NATS: hands the

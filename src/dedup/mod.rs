@@ -22,8 +22,15 @@
 //! one detector. The state is kept per partition (a [`Shard`]): when a partition moves to another
 //! detector (one joins or leaves the group), the one giving it up hands its rate limits, held
 //! repeats and windows over ([`Deduper::give_up`] → the bus → [`Deduper::take_over`]), so the
-//! group still sends one first alert per key and exact counts. A detector killed without a
-//! hand-over leaves its successor the last state handed over: more alerts, never fewer.
+//! group still sends one first alert per key and exact counts.
+//!
+//! A detector killed without a hand-over leaves its successor the shard's last *checkpoint*: the
+//! detector stores a shard's state ([`Deduper::checkpoint`]) before it commits the deliveries
+//! that changed it, with their positions in the partition. The successor installs it and
+//! skips a redelivery of those positions ([`Deduper::replayed`]); what the detector had
+//! applied after the checkpoint is uncommitted, so it is delivered again and applied once.
+//! Dedup counts, windows and learned terms then go on exactly; alerts sent between the
+//! checkpoint and the kill are sent again with the same ids.
 
 pub mod window;
 
@@ -36,7 +43,7 @@ use governor::nanos::Nanos;
 use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -229,7 +236,17 @@ struct State {
     newest: u64,
     newest_at: Instant,
     evicted: u64,
+    /// Positions in the partition (Kafka offsets, JetStream sequence numbers) of the deliveries
+    /// that changed this state since its last checkpoint.
+    absorbed: HashSet<u64>,
+    /// Positions the state held when it was installed, and when: their redelivery is skipped.
+    restored: HashSet<u64>,
+    restored_at: Instant,
 }
+
+/// How long positions restored with a shard's state are remembered: a broker redelivers what
+/// was not committed at once (Kafka) or after its ack wait (JetStream, 30 s by default).
+const RESTORED_KEEP: Duration = Duration::from_secs(600);
 
 impl State {
     fn new(lateness: Duration, max_keys: usize) -> State {
@@ -242,7 +259,43 @@ impl State {
             newest: 0,
             newest_at: Instant::now(),
             evicted: 0,
+            absorbed: HashSet::new(),
+            restored: HashSet::new(),
+            restored_at: Instant::now(),
         }
+    }
+
+    /// The state as it is stored: what a successor installs, and the positions it must not
+    /// apply again.
+    fn snapshot(&self) -> Vec<u8> {
+        let snapshot = Snapshot {
+            limits: self
+                .limits
+                .iter()
+                .map(|(policy, limit)| HandoverLimit {
+                    window_ns: policy.window.as_nanos() as u64,
+                    burst: policy.burst.get(),
+                    keys: limit.keys.map().iter().map(|(k, t)| (*k, u64::from(*t))).collect(),
+                })
+                .collect(),
+            pending: self
+                .pending
+                .iter()
+                .map(|(key, p)| PendingRef {
+                    key,
+                    suppressed: p.suppressed,
+                    first_seen: &p.first_seen,
+                    last_seen: &p.last_seen,
+                    closes: p.closes,
+                    sample: &p.sample,
+                    event: p.sample.origin.event.as_ref().map(|e| &e.bytes()[..]),
+                })
+                .collect(),
+            windows: self.windows.entries().collect(),
+            newest: self.newest,
+            positions: self.absorbed.iter().chain(&self.restored).copied().collect(),
+        };
+        serde_json::to_vec(&snapshot).expect("a snapshot serializes")
     }
 }
 
@@ -444,37 +497,51 @@ impl Deduper {
     /// (an empty shard too: its successor must not restore an older hand-over).
     pub fn give_up(&self, shard: Shard) -> Vec<u8> {
         let mut shards = self.lock();
-        let Some(mut state) = shards.by.remove(&shard) else {
-            return serde_json::to_vec(&Handover::default()).expect("a hand-over serializes");
+        let Some(state) = shards.by.remove(&shard) else {
+            return State::new(shards.lateness, 1).snapshot();
         };
         shards.evicted += state.evicted + state.windows.evicted;
-        let handover = Handover {
-            limits: state
-                .limits
-                .iter()
-                .map(|(policy, limit)| HandoverLimit {
-                    window_ns: policy.window.as_nanos() as u64,
-                    burst: policy.burst.get(),
-                    keys: limit.keys.map().iter().map(|(k, t)| (*k, u64::from(*t))).collect(),
-                })
-                .collect(),
-            pending: state
-                .pending
-                .into_iter()
-                .map(|(key, p)| HandoverPending {
-                    key,
-                    suppressed: p.suppressed,
-                    first_seen: p.first_seen,
-                    last_seen: p.last_seen,
-                    closes: p.closes,
-                    event: p.sample.origin.event.as_ref().map(|e| e.bytes().to_vec()),
-                    sample: p.sample,
-                })
-                .collect(),
-            windows: state.windows.entries(),
-            newest: state.newest,
+        state.snapshot()
+    }
+
+    /// A shard's state serialized, when deliveries changed it since its last checkpoint: stored
+    /// before those deliveries are committed, it lets a successor of a detector killed without
+    /// a hand-over go on exactly where the commit left off.
+    pub fn checkpoint(&self, shard: Shard) -> Option<Vec<u8>> {
+        let mut shards = self.lock();
+        let state = shards.by.get_mut(&shard)?;
+        if state.absorbed.is_empty() {
+            return None;
+        }
+        if state.restored_at.elapsed() > RESTORED_KEEP {
+            state.restored.clear();
+        }
+        Some(state.snapshot())
+    }
+
+    /// A shard's checkpoint is stored: the deliveries in it are about to be committed.
+    pub fn stored(&self, shard: Shard) {
+        if let Some(state) = self.lock().by.get_mut(&shard) {
+            tracing::debug!(shard, deliveries = state.absorbed.len(), "checkpoint stored");
+            state.absorbed.clear();
+        }
+    }
+
+    /// Whether the delivery at `position` of a shard is in its state already (applied before a
+    /// checkpoint or hand-over it was installed from, or earlier in this one): it is then not
+    /// applied again.
+    pub fn replayed(&self, shard: Shard, position: u64) -> bool {
+        let mut shards = self.lock();
+        let Some(state) = shards.by.get_mut(&shard) else {
+            return false;
         };
-        serde_json::to_vec(&handover).expect("a hand-over serializes")
+        state.restored.remove(&position) || state.absorbed.contains(&position)
+    }
+
+    /// Notes that the delivery at `position` changed a shard's state.
+    pub fn absorb(&self, shard: Shard, position: u64) {
+        let mut shards = self.lock();
+        shards.get(shard, self.max_keys).absorbed.insert(position);
     }
 
     /// Installs a shard's state handed over by its previous owner (replacing what this one
@@ -513,6 +580,7 @@ impl Deduper {
         }
         state.windows.restore(handover.windows);
         state.newest = handover.newest;
+        state.restored = handover.positions.into_iter().collect();
         shards.by.insert(shard, state);
         Ok(())
     }
@@ -561,18 +629,48 @@ impl crate::bus::PartitionState for Deduper {
     fn give_up(&self, shard: Shard) -> Vec<u8> {
         Deduper::give_up(self, shard)
     }
+    fn checkpoint(&self, shard: Shard) -> Option<Vec<u8>> {
+        Deduper::checkpoint(self, shard)
+    }
+    fn stored(&self, shard: Shard) {
+        Deduper::stored(self, shard)
+    }
     fn take_over(&self, shard: Shard, state: &[u8]) -> anyhow::Result<()> {
         Deduper::take_over(self, shard, state)
     }
 }
 
-/// A shard's state as it travels to the shard's next owner.
-#[derive(Default, Serialize, Deserialize)]
+/// A shard's state as it travels to the shard's next owner (read back as a [`Handover`]).
+#[derive(Serialize)]
+struct Snapshot<'a> {
+    limits: Vec<HandoverLimit>,
+    pending: Vec<PendingRef<'a>>,
+    windows: Vec<(&'a u64, &'a window::KeyState)>,
+    newest: u64,
+    positions: Vec<u64>,
+}
+
+#[derive(Serialize)]
+struct PendingRef<'a> {
+    key: &'a str,
+    suppressed: u64,
+    first_seen: &'a str,
+    last_seen: &'a str,
+    closes: u64,
+    sample: &'a Alert,
+    event: Option<&'a [u8]>,
+}
+
+/// A shard's state as its next owner reads it.
+#[derive(Deserialize)]
 struct Handover {
     limits: Vec<HandoverLimit>,
     pending: Vec<HandoverPending>,
     windows: Vec<(u64, window::KeyState)>,
     newest: u64,
+    /// Positions of the deliveries the state holds that may not be committed yet.
+    #[serde(default)]
+    positions: Vec<u64>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -583,7 +681,7 @@ struct HandoverLimit {
     keys: Vec<(u64, u64)>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct HandoverPending {
     key: String,
     suppressed: u64,

@@ -175,9 +175,9 @@ impl Windows {
         self.keys.len()
     }
 
-    /// Every key's state, leaving none (a shard handed over).
-    pub fn entries(&mut self) -> Vec<(u64, KeyState)> {
-        self.keys.drain().collect()
+    /// Every key's state (a shard's checkpoint or hand-over).
+    pub fn entries(&self) -> impl Iterator<Item = (&u64, &KeyState)> {
+        self.keys.iter()
     }
 
     /// Keys handed over by a previous owner.

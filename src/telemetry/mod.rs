@@ -8,7 +8,8 @@
 //! `kaudit_requests_rejected` {reason}, `kaudit_events_dead_lettered` {cluster},
 //! `kaudit_events_truncated`,
 //! `kaudit_events_evaluated` {cluster}, `kaudit_alerts` {rule, priority}, `kaudit_alerts_suppressed` {rule},
-//! `kaudit_alerts_summarized`, `kaudit_window_late_matches` {rule}, `kaudit_dedup_keys` {kind},
+//! `kaudit_alerts_summarized`, `kaudit_window_late_matches` {rule}, `kaudit_events_replayed`,
+//! `kaudit_dedup_keys` {kind},
 //! `kaudit_dedup_keys_evicted`, `kaudit_rules_reloads` {result}, `kaudit_rules_reload_failed`,
 //! `kaudit_rules_loaded`, `kaudit_tail_lag_bytes` {file}, `kaudit_tail_rotations_lost` {file},
 //! `kaudit_rule_evaluation_errors` {rule}, `kaudit_consumer_lag` {partition},
@@ -50,6 +51,7 @@ pub struct Metrics {
     pub alerts_suppressed: Counter<u64>,
     pub alerts_summarized: Counter<u64>,
     pub window_late: Counter<u64>,
+    pub events_replayed: Counter<u64>,
     pub dedup_keys: Gauge<u64>,
     pub dedup_keys_evicted: Gauge<u64>,
     pub tail_lag_bytes: Gauge<u64>,
@@ -168,6 +170,12 @@ impl Metrics {
             window_late: meter
                 .u64_counter("kaudit_window_late_matches")
                 .with_description("Matches of stateful rules that arrived later than the allowed lateness, by rule")
+                .build(),
+            events_replayed: meter
+                .u64_counter("kaudit_events_replayed")
+                .with_description(
+                    "Redelivered events skipped because the state installed from a checkpoint holds them already",
+                )
                 .build(),
             dedup_keys: meter
                 .u64_gauge("kaudit_dedup_keys")

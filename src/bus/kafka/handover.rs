@@ -9,8 +9,9 @@
 //! partition is assigned, the newest complete hand-over in its partition of that topic is read
 //! and installed before the partition's first event is delivered.
 //!
-//! A detector killed without a revoke writes nothing: its successor installs the hand-over
-//! before it and alerts again for keys first seen since (more alerts, never fewer).
+//! Before a batch of deliveries is committed, the state they changed is stored the same way (a
+//! checkpoint): a detector killed without a revoke leaves its successor the state of its last
+//! commit, and the positions that state holds already.
 
 use super::KafkaConfig;
 use crate::bus::PartitionState;
@@ -72,38 +73,10 @@ impl Handover {
         }
     }
 
+    /// Stores a partition's state from the consumer's thread (the rebalance callback); the
+    /// producer's own thread acknowledges.
     fn write(&self, partition: i32, state: &[u8]) -> anyhow::Result<()> {
-        let generation = format!("{:016x}", rand::random::<u64>());
-        let chunks: Vec<&[u8]> = state.chunks(CHUNK).collect();
-        let chunks = if chunks.is_empty() { vec![&[][..]] } else { chunks };
-        let n = chunks.len();
-        let mut acks = Vec::with_capacity(n);
-        for (i, chunk) in chunks.into_iter().enumerate() {
-            let of = format!("{i}/{n}");
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: GENERATION,
-                    value: Some(generation.as_bytes()),
-                })
-                .insert(Header {
-                    key: CHUNK_OF,
-                    value: Some(of.as_bytes()),
-                });
-            let record = FutureRecord::<[u8], [u8]>::to(&self.topic)
-                .partition(partition)
-                .payload(chunk)
-                .headers(headers);
-            acks.push(self.producer.send_result(record).map_err(|(e, _)| e)?);
-        }
-        // The callback runs on the consumer's thread; the producer's own thread acknowledges.
-        for ack in acks {
-            match futures::executor::block_on(ack) {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(e.into()),
-                Err(_) => anyhow::bail!("the producer dropped the hand-over"),
-            }
-        }
-        Ok(())
+        futures::executor::block_on(store(&self.producer, &self.topic, partition, state))
     }
 
     /// The newest complete hand-over of a partition, if any.
@@ -136,6 +109,41 @@ impl Handover {
         }
         Ok(newest)
     }
+}
+
+/// Stores a partition's state (a hand-over or a checkpoint) in its partition of the hand-over
+/// topic; resolves when the broker has acknowledged every chunk.
+pub(super) async fn store(producer: &FutureProducer, topic: &str, partition: i32, state: &[u8]) -> anyhow::Result<()> {
+    let generation = format!("{:016x}", rand::random::<u64>());
+    let chunks: Vec<&[u8]> = state.chunks(CHUNK).collect();
+    let chunks = if chunks.is_empty() { vec![&[][..]] } else { chunks };
+    let n = chunks.len();
+    let mut acks = Vec::with_capacity(n);
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let of = format!("{i}/{n}");
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: GENERATION,
+                value: Some(generation.as_bytes()),
+            })
+            .insert(Header {
+                key: CHUNK_OF,
+                value: Some(of.as_bytes()),
+            });
+        let record = FutureRecord::<[u8], [u8]>::to(topic)
+            .partition(partition)
+            .payload(chunk)
+            .headers(headers);
+        acks.push(producer.send_result(record).map_err(|(e, _)| e)?);
+    }
+    for ack in acks {
+        match ack.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(e.into()),
+            Err(_) => anyhow::bail!("the producer dropped the hand-over"),
+        }
+    }
+    Ok(())
 }
 
 struct Chunk {

@@ -514,7 +514,7 @@ impl Subscription for KafkaSubscription {
         Ok(Some(out))
     }
 
-    async fn keep_state(&mut self, state: Arc<dyn PartitionState>) -> anyhow::Result<()> {
+    async fn keep_state(&mut self, state: Arc<dyn PartitionState>) -> anyhow::Result<bool> {
         let topic = handover::topic(&self.topic, &self.group);
         ensure_handover_topic(&self.config, &self.producer, &self.topic, &topic).await?;
         *self.handover.lock().unwrap_or_else(|e| e.into_inner()) = Some(handover::Handover {
@@ -523,10 +523,25 @@ impl Subscription for KafkaSubscription {
             topic,
             config: self.config.clone(),
         });
-        Ok(())
+        Ok(true)
     }
 
     async fn commit(&mut self, deliveries: Vec<Delivery>) -> anyhow::Result<()> {
+        let checkpoints = {
+            let handover = self.handover.lock().unwrap_or_else(|e| e.into_inner());
+            handover.as_ref().map(|h| {
+                let state = h.state.clone();
+                (crate::bus::checkpoints(&*state, &deliveries), state, h.topic.clone())
+            })
+        };
+        if let Some((checkpoints, state, topic)) = checkpoints {
+            for (p, bytes) in checkpoints {
+                handover::store(&self.producer, &topic, p as i32, &bytes)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("storing the checkpoint of partition {p}: {e:#}"))?;
+                state.stored(p);
+            }
+        }
         let mut next: HashMap<(String, i32), i64> = HashMap::new();
         for d in deliveries {
             if let AckToken::Kafka {

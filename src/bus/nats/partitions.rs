@@ -453,13 +453,21 @@ impl Subscription for PartitionedSubscription {
     }
 
     async fn commit(&mut self, deliveries: Vec<Delivery>) -> anyhow::Result<()> {
+        if let Some((state, store)) = &self.state {
+            for (p, bytes) in crate::bus::checkpoints(&**state, &deliveries) {
+                handover::write(store, &self.leases.group, p, &bytes)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("storing the checkpoint of partition {p}: {e:#}"))?;
+                state.stored(p);
+            }
+        }
         super::ack(deliveries).await
     }
 
-    async fn keep_state(&mut self, state: Arc<dyn PartitionState>) -> anyhow::Result<()> {
+    async fn keep_state(&mut self, state: Arc<dyn PartitionState>) -> anyhow::Result<bool> {
         let store = handover::bucket(&self.js, self.replicas).await?;
         self.state = Some((state, store));
-        Ok(())
+        Ok(true)
     }
 
     async fn leave(&mut self) {
