@@ -7,8 +7,10 @@
 //! `<group>.<partition>.<i>`, each prefixed by `<hand-over id> <i> <n>\n`; chunk 0 is written
 //! last, so a hand-over whose writer died midway is never read as whole.
 //!
-//! A detector that loses a lease without handing it back (killed, or frozen past the lease time)
-//! writes nothing: its successor installs the hand-over before it (more alerts, never fewer).
+//! Before deliveries are committed, the state they changed is stored the same way (a
+//! checkpoint): a detector that loses a lease without handing it back (killed, or frozen past
+//! the lease time) leaves its successor the state of its last commit, with the positions that
+//! state holds already.
 
 use async_nats::jetstream::{self, kv};
 use std::time::Duration;
