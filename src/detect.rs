@@ -48,8 +48,7 @@ impl<'a> Detect<'a> {
 
     /// Detects on a delivery from the bus, at `position` in its partition: `None` when the
     /// shard's state holds it already (a redelivery of what a checkpoint or hand-over took
-    /// in): it is not applied again. A delivery that changed the state is noted, for the
-    /// shard's next checkpoint.
+    /// in), which is not applied again.
     pub fn delivery(
         &self,
         event: &Event,
@@ -57,17 +56,10 @@ impl<'a> Detect<'a> {
         position: Option<u64>,
         out: &mut Vec<Alert>,
     ) -> Option<Vec<(usize, Verdict)>> {
-        let Some(position) = position else {
-            return Some(self.event(event, source, out));
-        };
-        if self.deduper.replayed(source.shard, position) {
+        if position.is_some_and(|p| !self.deduper.take_in(source.shard, p)) {
             return None;
         }
-        let verdicts = self.event(event, source, out);
-        if !verdicts.is_empty() {
-            self.deduper.absorb(source.shard, position);
-        }
-        Some(verdicts)
+        Some(self.event(event, source, out))
     }
 
     /// Detects on one event: its alerts go to `out` (a summary of a closed rate-limit window may

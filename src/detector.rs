@@ -49,7 +49,7 @@ pub struct DetectorConfig {
     /// Most milliseconds between checkpoints where the bus keeps the detector's state (Kafka,
     /// NATS): deliveries are committed at a checkpoint, after the state they changed is stored,
     /// so that a detector killed without a hand-over leaves its successor exact counts. A
-    /// checkpoint also comes after every 8 batches. 0: at every batch.
+    /// checkpoint also comes after every 64 batches. 0: at every batch.
     pub checkpoint_ms: u64,
     /// Most seconds a stopping detector spends draining and flushing (a broker that is gone
     /// would otherwise hold it for ever, and Kubernetes kills it after its grace period). What
@@ -101,8 +101,8 @@ pub struct Detector {
     pub checkpoint_every: Option<Duration>,
 }
 
-/// Batches a checkpoint waits for at most.
-const CHECKPOINT_BATCHES: usize = 8;
+/// Batches a checkpoint waits for at most (bounding the deliveries held uncommitted).
+const CHECKPOINT_BATCHES: usize = 64;
 
 /// Deliveries whose alerts are out, waiting for the next commit, and the sampled events' spans
 /// to end then.

@@ -122,7 +122,7 @@ pub trait Bus: Send + Sync {
 pub trait PartitionState: Send + Sync {
     /// Removes and returns the state of a partition given up.
     fn give_up(&self, shard: Shard) -> Vec<u8>;
-    /// The state of a partition when deliveries changed it since its last checkpoint: stored
+    /// The state of a partition when it took in deliveries since its last checkpoint: stored
     /// (where hand-overs are) before those deliveries are committed.
     fn checkpoint(&self, shard: Shard) -> Option<Vec<u8>>;
     /// The last checkpoint of a partition is stored.
@@ -147,13 +147,13 @@ fn take_over(state: &dyn PartitionState, partition: u32, stored: anyhow::Result<
     }
 }
 
-/// The partitions among `deliveries` whose state changed since their last checkpoint, with
-/// the state to store before the deliveries are committed.
+/// The partitions of `deliveries` with the state to store before the deliveries are committed.
 fn checkpoints(state: &dyn PartitionState, deliveries: &[Delivery]) -> Vec<(Shard, Vec<u8>)> {
     let shards: std::collections::BTreeSet<Shard> = deliveries.iter().map(Delivery::shard).collect();
     shards
         .into_iter()
         .filter_map(|shard| state.checkpoint(shard).map(|bytes| (shard, bytes)))
+        .inspect(|(shard, bytes)| tracing::debug!(shard, bytes = bytes.len(), "checkpoint"))
         .collect()
 }
 

@@ -26,12 +26,14 @@
 //!
 //! A detector killed without a hand-over leaves its successor the shard's last *checkpoint*: the
 //! detector stores a shard's state ([`Deduper::checkpoint`]) before it commits the deliveries
-//! that changed it, with their positions in the partition. The successor installs it and
-//! skips a redelivery of those positions ([`Deduper::replayed`]); what the detector had
+//! it took in, with their positions in the partition. The successor installs it and skips a
+//! redelivery of those positions ([`Deduper::take_in`]); what the detector had
 //! applied after the checkpoint is uncommitted, so it is delivered again and applied once.
 //! Dedup counts, windows and learned terms then go on exactly; alerts sent between the
 //! checkpoint and the kill are sent again with the same ids.
 
+pub mod positions;
+mod snapshot;
 pub mod window;
 
 use crate::alert::{Alert, WindowInfo};
@@ -42,8 +44,9 @@ use governor::clock::Clock;
 use governor::nanos::Nanos;
 use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
-use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
+use positions::Positions;
+use serde::Deserialize;
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -237,10 +240,10 @@ struct State {
     newest_at: Instant,
     evicted: u64,
     /// Positions in the partition (Kafka offsets, JetStream sequence numbers) of the deliveries
-    /// that changed this state since its last checkpoint.
-    absorbed: HashSet<u64>,
+    /// this state took in since its last checkpoint.
+    absorbed: Positions,
     /// Positions the state held when it was installed, and when: their redelivery is skipped.
-    restored: HashSet<u64>,
+    restored: Positions,
     restored_at: Instant,
 }
 
@@ -259,43 +262,10 @@ impl State {
             newest: 0,
             newest_at: Instant::now(),
             evicted: 0,
-            absorbed: HashSet::new(),
-            restored: HashSet::new(),
+            absorbed: Positions::default(),
+            restored: Positions::default(),
             restored_at: Instant::now(),
         }
-    }
-
-    /// The state as it is stored: what a successor installs, and the positions it must not
-    /// apply again.
-    fn snapshot(&self) -> Vec<u8> {
-        let snapshot = Snapshot {
-            limits: self
-                .limits
-                .iter()
-                .map(|(policy, limit)| HandoverLimit {
-                    window_ns: policy.window.as_nanos() as u64,
-                    burst: policy.burst.get(),
-                    keys: limit.keys.map().iter().map(|(k, t)| (*k, u64::from(*t))).collect(),
-                })
-                .collect(),
-            pending: self
-                .pending
-                .iter()
-                .map(|(key, p)| PendingRef {
-                    key,
-                    suppressed: p.suppressed,
-                    first_seen: &p.first_seen,
-                    last_seen: &p.last_seen,
-                    closes: p.closes,
-                    sample: &p.sample,
-                    event: p.sample.origin.event.as_ref().map(|e| &e.bytes()[..]),
-                })
-                .collect(),
-            windows: self.windows.entries().collect(),
-            newest: self.newest,
-            positions: self.absorbed.iter().chain(&self.restored).copied().collect(),
-        };
-        serde_json::to_vec(&snapshot).expect("a snapshot serializes")
     }
 }
 
@@ -504,7 +474,7 @@ impl Deduper {
         state.snapshot()
     }
 
-    /// A shard's state serialized, when deliveries changed it since its last checkpoint: stored
+    /// A shard's state serialized, when it took in deliveries since its last checkpoint: stored
     /// before those deliveries are committed, it lets a successor of a detector killed without
     /// a hand-over go on exactly where the commit left off.
     pub fn checkpoint(&self, shard: Shard) -> Option<Vec<u8>> {
@@ -522,65 +492,30 @@ impl Deduper {
     /// A shard's checkpoint is stored: the deliveries in it are about to be committed.
     pub fn stored(&self, shard: Shard) {
         if let Some(state) = self.lock().by.get_mut(&shard) {
-            tracing::debug!(shard, deliveries = state.absorbed.len(), "checkpoint stored");
+            tracing::debug!(shard, ranges = state.absorbed.ranges(), "checkpoint stored");
             state.absorbed.clear();
         }
     }
 
-    /// Whether the delivery at `position` of a shard is in its state already (applied before a
-    /// checkpoint or hand-over it was installed from, or earlier in this one): it is then not
-    /// applied again.
-    pub fn replayed(&self, shard: Shard, position: u64) -> bool {
+    /// Notes that a shard's state takes in the delivery at `position`; `false` when it holds
+    /// it already (applied before the checkpoint or hand-over it was installed from, or earlier
+    /// in this one): a redelivery, not to be applied again.
+    pub fn take_in(&self, shard: Shard, position: u64) -> bool {
         let mut shards = self.lock();
-        let Some(state) = shards.by.get_mut(&shard) else {
+        let state = shards.get(shard, self.max_keys);
+        if state.restored.contains(position) || state.absorbed.contains(position) {
             return false;
-        };
-        state.restored.remove(&position) || state.absorbed.contains(&position)
-    }
-
-    /// Notes that the delivery at `position` changed a shard's state.
-    pub fn absorb(&self, shard: Shard, position: u64) {
-        let mut shards = self.lock();
-        shards.get(shard, self.max_keys).absorbed.insert(position);
+        }
+        state.absorbed.insert(position);
+        true
     }
 
     /// Installs a shard's state handed over by its previous owner (replacing what this one
     /// holds for it: nothing, unless it owned the shard before).
     pub fn take_over(&self, shard: Shard, bytes: &[u8]) -> anyhow::Result<()> {
-        let handover: Handover = serde_json::from_slice(bytes)
-            .map_err(|e| anyhow::anyhow!("the state handed over for shard {shard} is unreadable: {e}"))?;
         let mut shards = self.lock();
-        let mut state = State::new(shards.lateness, self.max_keys);
-        for l in handover.limits {
-            let policy = DedupPolicy {
-                window: Duration::from_nanos(l.window_ns),
-                burst: std::num::NonZeroU32::new(l.burst).unwrap_or(std::num::NonZeroU32::MIN),
-            };
-            let limit = new_limit(&policy, &state.clock);
-            limit
-                .keys
-                .map()
-                .extend(l.keys.into_iter().map(|(k, t)| (k, Nanos::from(t))));
-            state.limits.insert(policy, limit);
-        }
-        for p in handover.pending {
-            let mut sample = p.sample;
-            sample.origin.event = p.event.and_then(|e| crate::audit::Event::from_json(e).ok());
-            state.next_close = state.next_close.min(p.closes);
-            state.pending.insert(
-                p.key,
-                Pending {
-                    suppressed: p.suppressed,
-                    first_seen: p.first_seen,
-                    last_seen: p.last_seen,
-                    closes: p.closes,
-                    sample,
-                },
-            );
-        }
-        state.windows.restore(handover.windows);
-        state.newest = handover.newest;
-        state.restored = handover.positions.into_iter().collect();
+        let state = State::restore(bytes, shards.lateness, self.max_keys)
+            .map_err(|e| anyhow::anyhow!("the state handed over for shard {shard} is unreadable: {e}"))?;
         shards.by.insert(shard, state);
         Ok(())
     }
@@ -638,59 +573,6 @@ impl crate::bus::PartitionState for Deduper {
     fn take_over(&self, shard: Shard, state: &[u8]) -> anyhow::Result<()> {
         Deduper::take_over(self, shard, state)
     }
-}
-
-/// A shard's state as it travels to the shard's next owner (read back as a [`Handover`]).
-#[derive(Serialize)]
-struct Snapshot<'a> {
-    limits: Vec<HandoverLimit>,
-    pending: Vec<PendingRef<'a>>,
-    windows: Vec<(&'a u64, &'a window::KeyState)>,
-    newest: u64,
-    positions: Vec<u64>,
-}
-
-#[derive(Serialize)]
-struct PendingRef<'a> {
-    key: &'a str,
-    suppressed: u64,
-    first_seen: &'a str,
-    last_seen: &'a str,
-    closes: u64,
-    sample: &'a Alert,
-    event: Option<&'a [u8]>,
-}
-
-/// A shard's state as its next owner reads it.
-#[derive(Deserialize)]
-struct Handover {
-    limits: Vec<HandoverLimit>,
-    pending: Vec<HandoverPending>,
-    windows: Vec<(u64, window::KeyState)>,
-    newest: u64,
-    /// Positions of the deliveries the state holds that may not be committed yet.
-    #[serde(default)]
-    positions: Vec<u64>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct HandoverLimit {
-    window_ns: u64,
-    burst: u32,
-    /// Key fingerprint → theoretical arrival time (event-time nanoseconds).
-    keys: Vec<(u64, u64)>,
-}
-
-#[derive(Deserialize)]
-struct HandoverPending {
-    key: String,
-    suppressed: u64,
-    first_seen: String,
-    last_seen: String,
-    closes: u64,
-    sample: Alert,
-    /// The sample's event (an alert's own JSON leaves it out).
-    event: Option<Vec<u8>>,
 }
 
 /// Forgets keys whose window has passed at `now` (their state equals a fresh key's).
