@@ -535,30 +535,6 @@ async fn kafka_kill_9_of_a_detector_loses_no_alert() {
     kill_a_detector(Kind::Kafka).await;
 }
 
-/// An exec event (each fires one alert) with a unique audit ID.
-/// A threshold window, a new-terms rule and a rate limit, for the state that must survive a
-/// `kill -9`.
-const STATEFUL_RULES: &str = r#"
-- rule: Many execs
-  desc: ten execs by one user within ten minutes
-  condition: objectRef.subresource == 'exec' && stage == 'ResponseStarted'
-  output: execs by {user.username}
-  priority: warning
-  threshold: { count: 10, window: 10m, key: [cluster, user.username] }
-- rule: First exec by a user
-  desc: a user's first exec
-  condition: objectRef.subresource == 'exec' && stage == 'ResponseStarted'
-  output: first exec by {user.username}
-  priority: notice
-  new_terms: { field: user.username, key: [cluster], horizon: 30d, learn: 0s }
-- rule: Exec
-  desc: every exec, one alert an hour per user
-  condition: objectRef.subresource == 'exec' && stage == 'ResponseStarted'
-  output: exec by {user.username}
-  priority: notice
-  dedup: { window: 1h }
-"#;
-
 /// Exec event `i` of the state test: alice's, but bob's at 4 and 12.
 fn stateful_event(i: usize) -> String {
     let user = if i == 4 || i == 12 { "bob" } else { "alice" };
@@ -576,7 +552,19 @@ async fn state_survives_a_kill(kind: Kind) {
     const CLUSTER: &str = "eu-prod";
     let rules_dir = tempfile::tempdir().unwrap();
     let rules = rules_dir.path().join("stateful.yaml");
-    std::fs::write(&rules, STATEFUL_RULES).unwrap();
+    let text = format!(
+        "{}{}",
+        common::WINDOWED_RULES,
+        r#"
+- rule: Exec
+  desc: every exec, one alert an hour per user
+  condition: objectRef.subresource == 'exec' && stage == 'ResponseStarted'
+  output: exec by {user.username}
+  priority: notice
+  dedup: { window: 1h }
+"#
+    );
+    std::fs::write(&rules, text).unwrap();
     // Checkpoints every 5 s: the kill comes between two.
     let mut p = Pipeline::start_with(kind, 1, true, &rules, "checkpoint_ms = 5000");
     p.settled().await;
@@ -674,6 +662,7 @@ async fn kafka_state_survives_a_kill_9_mid_window() {
     state_survives_a_kill(Kind::Kafka).await;
 }
 
+/// An exec event (each fires one alert) with a unique audit ID.
 fn exec_event(id: usize) -> String {
     format!(
         r#"{{"auditID":"outage-{id}","stage":"ResponseStarted","verb":"get","user":{{"username":"alice"}},"requestReceivedTimestamp":"2026-11-20T10:00:00.{id:06}Z","stageTimestamp":"2026-11-20T10:00:00.{id:06}Z","objectRef":{{"resource":"pods","namespace":"default","name":"web","subresource":"exec"}},"responseStatus":{{"code":101}}}}"#

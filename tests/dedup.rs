@@ -288,22 +288,8 @@ fn state_handed_over_with_a_shard_keeps_first_alerts_counts_and_windows() {
 /// terms learned come out exactly as without the kill.
 #[test]
 fn a_checkpoint_lets_a_successor_go_on_exactly_after_a_kill() {
-    const STATEFUL: &str = r#"
-- rule: Many execs
-  desc: ten execs by one user within ten minutes
-  condition: objectRef.subresource == 'exec' && stage == 'ResponseStarted'
-  output: execs by {user.username}
-  priority: warning
-  threshold: { count: 10, window: 10m, key: [cluster, user.username] }
-- rule: First exec by a user
-  desc: a user's first exec
-  condition: objectRef.subresource == 'exec' && stage == 'ResponseStarted'
-  output: first exec by {user.username}
-  priority: notice
-  new_terms: { field: user.username, key: [cluster], horizon: 30d, learn: 0s }
-"#;
     let mut text = RULES.to_string();
-    text.push_str(STATEFUL);
+    text.push_str(common::WINDOWED_RULES);
     let rules = RuleSet::from_text("dedup.yaml", &text, Matching::All).unwrap();
     // Event i (at position 100 + i of shard 2): alice, but bob at 4 and 12.
     let user = |i: usize| if i == 4 || i == 12 { "bob" } else { "alice" };

@@ -3,6 +3,23 @@
 
 use std::path::PathBuf;
 
+/// A threshold window and a new-terms rule over exec sessions: state that must survive a
+/// detector's `kill -9`.
+pub const WINDOWED_RULES: &str = r#"
+- rule: Many execs
+  desc: ten execs by one user within ten minutes
+  condition: objectRef.subresource == 'exec' && stage == 'ResponseStarted'
+  output: execs by {user.username}
+  priority: warning
+  threshold: { count: 10, window: 10m, key: [cluster, user.username] }
+- rule: First exec by a user
+  desc: a user's first exec
+  condition: objectRef.subresource == 'exec' && stage == 'ResponseStarted'
+  output: first exec by {user.username}
+  priority: notice
+  new_terms: { field: user.username, key: [cluster], horizon: 30d, learn: 0s }
+"#;
+
 /// `../shared`, where the Falco reference data lives; `None` (with a printed reason) when absent.
 pub fn shared() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
