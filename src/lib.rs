@@ -5,7 +5,8 @@
 //! `ingest`, which publishes one message per event on the `bus` (memory, Kafka, NATS) → a
 //! `detector` consumes and runs each event through the `detect` stage: the `engine` evaluates
 //! the rules (compiled path, the CEL interpreter as reference), `dedup` applies windows and rate
-//! limits (state per partition, moved with it) → `alert` encodes, redacts and publishes.
+//! limits (state per partition, moved with it and checkpointed through the bus before each
+//! commit) → `alert` encodes, redacts and publishes.
 //! `pipeline` wires the roles; `scan`, `policy` and `falco` are the offline tools; `telemetry`
 //! exports metrics, traces (one trace per event, across the bus) and health; `cli` is the
 //! command line over all of it.
