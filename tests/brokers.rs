@@ -649,6 +649,22 @@ async fn state_survives_a_kill(kind: Kind) {
     );
     let successor = p.detectors[1].0.log_text();
     assert!(successor.contains("took over the state"), "{successor}");
+    if kind == Kind::Kafka {
+        // A checkpoint a second: the hand-over topic keeps the newest per chunk, not them all.
+        use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", p.broker.url())
+            .create()
+            .unwrap();
+        let topic = "kaudit.events.handover.kaudit-detectors";
+        let described = admin
+            .describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new())
+            .await
+            .unwrap();
+        let config = described[0].as_ref().unwrap();
+        let policy = config.get("cleanup.policy").and_then(|e| e.value.clone());
+        assert_eq!(policy.as_deref(), Some("compact,delete"), "{topic}");
+    }
     eprintln!("{kind:?}: {} alerts across the kill, as without it", want.len());
 }
 

@@ -11,7 +11,8 @@
 //!
 //! Before a batch of deliveries is committed, the state they changed is stored the same way (a
 //! checkpoint): a detector killed without a revoke leaves its successor the state of its last
-//! commit, and the positions that state holds already.
+//! commit, and the positions that state holds already. The topic is compacted, its chunks keyed
+//! by their index: a partition keeps its newest state, not every checkpoint of the week.
 
 use super::KafkaConfig;
 use crate::bus::PartitionState;
@@ -32,6 +33,9 @@ const CHUNK_OF: &str = "kaudit-chunk";
 const READ_WAIT: Duration = Duration::from_secs(30);
 /// Hand-overs older than this are gone: a week is longer than any dedup or rule window.
 pub const RETENTION_MS: &str = "604800000";
+/// The topic is compacted (a checkpoint a second would otherwise pile up for the week): each
+/// partition keeps the newest message per chunk key, in segments rolled this often.
+pub const SEGMENT_MS: &str = "600000";
 
 pub(super) struct Handover {
     pub state: Arc<dyn PartitionState>,
@@ -130,8 +134,11 @@ pub(super) async fn store(producer: &FutureProducer, topic: &str, partition: i32
                 key: CHUNK_OF,
                 value: Some(of.as_bytes()),
             });
+        // Keyed by chunk: compaction keeps the newest of each.
+        let key = format!("chunk-{i}");
         let record = FutureRecord::<[u8], [u8]>::to(topic)
             .partition(partition)
+            .key(key.as_bytes())
             .payload(chunk)
             .headers(headers);
         acks.push(producer.send_result(record).map_err(|(e, _)| e)?);

@@ -516,7 +516,7 @@ impl Subscription for KafkaSubscription {
 
     async fn keep_state(&mut self, state: Arc<dyn PartitionState>) -> anyhow::Result<bool> {
         let topic = handover::topic(&self.topic, &self.group);
-        ensure_handover_topic(&self.config, &self.producer, &self.topic, &topic).await?;
+        ensure_handover_topic(&self.config, &self.topic, &topic).await?;
         *self.handover.lock().unwrap_or_else(|e| e.into_inner()) = Some(handover::Handover {
             state,
             producer: self.producer.clone(),
@@ -574,18 +574,17 @@ impl Subscription for KafkaSubscription {
 }
 
 /// Makes the hand-over topic of an events topic: as many partitions (partition p's state goes to
-/// partition p), kept a week.
-async fn ensure_handover_topic(
-    config: &KafkaConfig,
-    producer: &FutureProducer,
-    events: &str,
-    topic: &str,
-) -> anyhow::Result<()> {
+/// partition p), compacted, kept a week.
+async fn ensure_handover_topic(config: &KafkaConfig, events: &str, topic: &str) -> anyhow::Result<()> {
+    // Asked through a client that never creates what it asks about: a producer's metadata
+    // request would create the topic with the broker's defaults (not compacted).
+    let lookup: Arc<rdkafka::consumer::BaseConsumer> =
+        Arc::new(config.client().set("allow.auto.create.topics", "false").create()?);
     let partitions = |name: &str| {
-        let (producer, name) = (producer.clone(), name.to_string());
+        let (lookup, name) = (lookup.clone(), name.to_string());
         async move {
             let metadata = tokio::task::spawn_blocking(move || {
-                producer.client().fetch_metadata(Some(&name), Duration::from_secs(10))
+                lookup.client().fetch_metadata(Some(&name), Duration::from_secs(10))
             })
             .await??;
             anyhow::Ok(
@@ -621,6 +620,8 @@ async fn ensure_handover_topic(
     );
     let admin: AdminClient<DefaultClientContext> = config.client().create()?;
     let new = NewTopic::new(topic, wanted, TopicReplication::Fixed(config.replication))
+        .set("cleanup.policy", "compact,delete")
+        .set("segment.ms", handover::SEGMENT_MS)
         .set("retention.ms", handover::RETENTION_MS);
     for result in admin
         .create_topics(
