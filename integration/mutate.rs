@@ -260,13 +260,7 @@ pub fn run(lines: &[String], rules: &kaudit::engine::RuleSet, dir: &std::path::P
     counts.records += lines.len() as u64;
     for (i, encoding) in [Encoding::Falco, Encoding::Ocsf, Encoding::Ecs].into_iter().enumerate() {
         let options = kaudit::scan::Options {
-            encoder: Encoder {
-                encoding,
-                include_event: true,
-                redactor: Some(std::sync::Arc::new(
-                    kaudit::alert::redact::Redactor::new(&Default::default()).unwrap(),
-                )),
-            },
+            encoder: Encoder::builtin(encoding, true, true),
             dedup: kaudit::dedup::DedupConfig::off(),
             ..Default::default()
         };

@@ -56,14 +56,8 @@ impl Default for Options {
             format: Format::Auto,
             dedup: Default::default(),
             progress: false,
-            encoder: Encoder {
-                encoding: Encoding::Falco,
-                include_event: false,
-                // Redaction is on unless asked otherwise (the built-in patterns compile).
-                redactor: crate::alert::redact::Redactor::new(&Default::default())
-                    .ok()
-                    .map(std::sync::Arc::new),
-            },
+            // Redaction is on unless asked otherwise.
+            encoder: Encoder::builtin(Encoding::Falco, false, true),
         }
     }
 }

@@ -13,11 +13,7 @@ use std::sync::Arc;
 
 fn scan(file: &Path, encoding: Encoding, include_event: bool, dedup: bool) -> Vec<Value> {
     let options = kaudit::scan::Options {
-        encoder: Encoder {
-            encoding,
-            include_event,
-            redactor: Some(Arc::new(Redactor::new(&Default::default()).unwrap())),
-        },
+        encoder: Encoder::builtin(encoding, include_event, true),
         dedup: if dedup {
             Default::default()
         } else {
@@ -440,11 +436,7 @@ fn a_credential_in_a_configmap_never_leaves_in_any_encoding() {
 /// The alerts of a scan with the event attached and no redaction, as one JSON text.
 fn unredacted(file: &Path) -> String {
     let options = kaudit::scan::Options {
-        encoder: Encoder {
-            encoding: Encoding::Falco,
-            include_event: true,
-            redactor: None,
-        },
+        encoder: Encoder::builtin(Encoding::Falco, true, false),
         dedup: kaudit::dedup::DedupConfig::off(),
         ..Default::default()
     };

@@ -23,6 +23,7 @@ use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
 use std::borrow::Cow;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -173,6 +174,17 @@ pub struct Redactor {
 }
 
 impl Redactor {
+    /// The redactor of the built-in patterns and marker (the offline tools', and a pipeline's
+    /// that configures none), made once.
+    pub fn builtin() -> Arc<Redactor> {
+        static BUILTIN: std::sync::OnceLock<Arc<Redactor>> = std::sync::OnceLock::new();
+        BUILTIN
+            .get_or_init(|| {
+                Arc::new(Redactor::new(&RedactionConfig::default()).expect("the built-in patterns compile"))
+            })
+            .clone()
+    }
+
     pub fn new(config: &RedactionConfig) -> anyhow::Result<Redactor> {
         let mut patterns = Vec::new();
         for p in PATTERNS {

@@ -42,18 +42,10 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
     let rules = RuleSet::load(&args.rules, args.rule_matching)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    let redactor = (!args.no_redact)
-        .then(|| crate::alert::redact::Redactor::new(&Default::default()))
-        .transpose()?
-        .map(std::sync::Arc::new);
     let options = crate::scan::Options {
         cluster: args.cluster,
         format: args.input,
-        encoder: Encoder {
-            encoding: args.format,
-            include_event: args.include_event,
-            redactor,
-        },
+        encoder: Encoder::builtin(args.format, args.include_event, !args.no_redact),
         progress: std::io::stderr().is_terminal(),
         dedup: if args.no_dedup {
             crate::dedup::DedupConfig::off()

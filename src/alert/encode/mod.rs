@@ -86,6 +86,16 @@ impl Prepared<'_> {
 }
 
 impl Encoder {
+    /// An encoder redacting with the built-in patterns, unless `redact` is off (the offline
+    /// tools'; a pipeline's outputs share the redactor its config makes: `sink::build`).
+    pub fn builtin(encoding: Encoding, include_event: bool, redact: bool) -> Encoder {
+        Encoder {
+            encoding,
+            include_event,
+            redactor: redact.then(Redactor::builtin),
+        }
+    }
+
     pub fn encode(&self, alert: &Alert) -> anyhow::Result<Vec<u8>> {
         let prepared = self.prepare(alert);
         Ok(match self.encoding {
