@@ -80,8 +80,6 @@ pub struct DetectorStats {
     pub malformed: AtomicU64,
     pub alerts: AtomicU64,
     pub batches: AtomicU64,
-    /// Redeliveries skipped: their effect was in the state installed from a checkpoint.
-    pub replayed: AtomicU64,
 }
 
 pub struct Detector {
@@ -162,9 +160,7 @@ impl Detector {
     ) -> anyhow::Result<()> {
         let mut backoff = Backoff::default();
         loop {
-            let due = uncommitted
-                .since
-                .map(|since| since + self.checkpoint_every.unwrap_or_default());
+            let due = self.commit_due(uncommitted);
             let batch = if stop.is_stopping() {
                 match tokio::time::timeout(DRAIN_QUIET, sub.next(self.batch_size)).await {
                     Ok(batch) => batch,
@@ -197,16 +193,19 @@ impl Detector {
             };
             backoff.reset();
             self.process(batch, uncommitted).await?;
-            let due = match self.checkpoint_every {
-                None => true,
-                Some(every) => {
-                    uncommitted.batches >= CHECKPOINT_BATCHES
-                        || uncommitted.since.is_some_and(|since| since.elapsed() >= every)
-                }
-            };
-            if due {
+            if self.commit_due(uncommitted).is_some_and(|due| due <= Instant::now()) {
                 self.commit(sub, uncommitted).await;
             }
+        }
+    }
+
+    /// When the deliveries waiting for their commit are due: at once without checkpoints or
+    /// after [`CHECKPOINT_BATCHES`], else `checkpoint_every` after the oldest; `None` when none wait.
+    fn commit_due(&self, uncommitted: &Uncommitted) -> Option<Instant> {
+        let since = uncommitted.since?;
+        match self.checkpoint_every {
+            Some(every) if uncommitted.batches < CHECKPOINT_BATCHES => Some(since + every),
+            _ => Some(since),
         }
     }
 
@@ -395,7 +394,6 @@ fn evaluate(
         let started = SystemTime::now();
         let Some(verdicts) = detect.delivery(&event, &source, delivery.position(), &mut alerts) else {
             // Already in the state installed from a checkpoint or hand-over: its alerts went out.
-            stats.replayed.fetch_add(1, Ordering::Relaxed);
             metrics().events_replayed.add(1, &[]);
             if let Some(span) = &span {
                 otel::end(span);
