@@ -3,7 +3,7 @@
 mod native;
 mod values;
 
-use super::{Cmp, Collect, Compiled, LitList, Loop, Node, Pattern, Root, StrFn};
+use super::{Cmp, Collect, Compiled, LitList, Loop, Node, Pattern, Quantifier, Root};
 use crate::audit::EventView;
 use crate::engine::bind::{catch_panic, Bindings, Scope, OBJECT_FIELDS};
 use crate::engine::functions::compiled_regex;
@@ -402,14 +402,21 @@ impl<'e> Frame<'e> {
                 let a = self.eval(arg, vars)?;
                 let t = self.eval(target, vars)?;
                 match (&t, &a) {
-                    (V::Str(t), V::Str(a)) => V::Bool(match f {
-                        StrFn::StartsWith => t.starts_with(a.as_ref()),
-                        StrFn::EndsWith => t.ends_with(a.as_ref()),
-                        StrFn::Contains => t.contains(a.as_ref()),
-                    }),
+                    (V::Str(t), V::Str(a)) => V::Bool(f.test(t, a)),
                     _ => return Err(E::Defer),
                 }
             }
+            Node::StrAny(f, target, consts) => match self.eval(target, vars)? {
+                V::Str(t) => V::Bool(consts.iter().any(|c| f.test(&t, c))),
+                _ => return Err(E::Defer),
+            },
+            Node::InNets(target, nets) => match self.eval(target, vars)? {
+                V::Str(ip) => match crate::engine::net::parse_ip(&ip) {
+                    Ok(ip) => V::Bool(nets.iter().any(|n| n.contains(&ip))),
+                    Err(_) => return Err(E::Defer),
+                },
+                _ => return Err(E::Defer),
+            },
             Node::Matches { text, pattern, member } => {
                 let computed = |vars: &mut Vec<V<'r>>| match pattern {
                     Pattern::Fixed(_) => Ok(None),
@@ -451,6 +458,7 @@ impl<'e> Frame<'e> {
                 _ => return Err(E::Defer),
             },
             Node::Comprehension(l) => return self.comprehension(l, vars),
+            Node::Quantifier(q) => return self.quantifier(q, vars),
             Node::Collect(c) => return self.collect(c, vars),
             Node::FalcoField(i) => V::Strs(self.falco_field(*i)?),
             Node::FalcoOp(args) => {
@@ -559,6 +567,49 @@ impl<'e> Frame<'e> {
         let result = self.iterate(l, items, vars);
         vars.truncate(base);
         result
+    }
+
+    fn quantifier<'r>(&'r self, q: &'r Quantifier, vars: &mut Vec<V<'r>>) -> R<'r> {
+        let items = elements(self.eval(&q.range, vars)?)?;
+        let base = vars.len();
+        if base != q.accu {
+            return Err(E::Defer);
+        }
+        vars.push(V::Null);
+        vars.push(V::Null);
+        let mut pending = None;
+        let mut decided = None;
+        for item in items {
+            vars[base + 1] = item;
+            match self.eval(&q.body, vars) {
+                Ok(V::Bool(b)) if b == q.absorbing => {
+                    decided = Some(Ok(V::Bool(b)));
+                    break;
+                }
+                Ok(V::Bool(_)) => {}
+                Ok(v) if unusable(&v) => {
+                    decided = Some(Err(E::Defer));
+                    break;
+                }
+                Ok(_) => {
+                    pending = Some(E::Other(format!(
+                        "no matching overload for {}",
+                        if q.absorbing { "_||_" } else { "_&&_" }
+                    )))
+                }
+                Err(E::Defer) => {
+                    decided = Some(Err(E::Defer));
+                    break;
+                }
+                Err(e) => pending = Some(e),
+            }
+        }
+        vars.truncate(base);
+        match (decided, pending) {
+            (Some(decided), _) => decided,
+            (None, Some(e)) => Err(e),
+            (None, None) => Ok(V::Bool(!q.absorbing)),
+        }
     }
 
     fn collect<'r>(&'r self, c: &'r Collect, vars: &mut Vec<V<'r>>) -> R<'r> {

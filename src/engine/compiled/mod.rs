@@ -249,7 +249,7 @@ impl<'a> Compiler<'a> {
                     }
                     _ => None,
                 };
-                Ok(Node::Comprehension(Box::new(Loop {
+                Ok(lower::quantifier(Loop {
                     range,
                     init,
                     cond,
@@ -257,7 +257,7 @@ impl<'a> Compiler<'a> {
                     result,
                     accu,
                     fold,
-                })))
+                }))
             }
             Expr::Call(call) => self.call(&call.func_name, call.target.as_deref(), &call.args),
             _ => Err(Unsupported),
@@ -545,6 +545,7 @@ fn literal(lit: &LiteralValue) -> Result<Const, Unsupported> {
 }
 
 mod eval;
+mod lower;
 mod node;
 
 pub use node::*;

@@ -80,6 +80,16 @@ pub enum StrFn {
     Contains,
 }
 
+impl StrFn {
+    pub(super) fn test(self, text: &str, arg: &str) -> bool {
+        match self {
+            StrFn::StartsWith => text.starts_with(arg),
+            StrFn::EndsWith => text.ends_with(arg),
+            StrFn::Contains => text.contains(arg),
+        }
+    }
+}
+
 /// Parts of an image reference.
 #[derive(Debug, Clone, Copy)]
 pub enum ImagePart {
@@ -107,14 +117,14 @@ pub enum NativeFn {
 }
 
 /// A regex pattern: written in the rule (compiled at load) or computed.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Pattern {
     Fixed(Arc<Regex>),
     Computed(Box<Node>),
 }
 
 /// One native operation; children are evaluated in the interpreter's order.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Node {
     Const(Const),
     List(Arc<LitList>),
@@ -154,6 +164,13 @@ pub enum Node {
     /// `string(x)` of a string, an int or a bool.
     ToString(Box<Node>),
     Comprehension(Box<Loop>),
+    /// `exists` or `all` (see [`Quantifier`]).
+    Quantifier(Box<Quantifier>),
+    /// `x.startsWith(c1) || x.startsWith(c2) || …` (and the other string tests) on one `x`,
+    /// evaluated once: what `exists` over a list of literals becomes when unrolled.
+    StrAny(StrFn, Box<Node>, Box<[String]>),
+    /// `cidr(n1).containsIP(x) || cidr(n2).containsIP(x) || …`, the networks parsed at load.
+    InNets(Box<Node>, Box<[ipnet::IpNet]>),
     /// `map` and `filter`: a list built item by item.
     Collect(Box<Collect>),
     /// `falco_field(root, 'name', 'arg')`, by its index in [`Compiled::falco`].
@@ -170,7 +187,7 @@ pub enum Node {
 }
 
 /// A comprehension (the list macros expand to these).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Loop {
     pub(super) range: Node,
     pub(super) init: Node,
@@ -184,9 +201,21 @@ pub struct Loop {
     pub(super) fold: Option<bool>,
 }
 
+/// `range.exists(x, body)` (`absorbing` true) or `range.all(x, body)` (false), as CEL's macros
+/// expand them, run without evaluating their accumulator: the first item whose body is the
+/// absorbing value decides; otherwise the last error, if any; otherwise the other value.
+#[derive(Debug, Clone)]
+pub struct Quantifier {
+    pub(super) range: Node,
+    pub(super) body: Node,
+    /// Slot of the (unused) accumulator; the iteration variable is the next one.
+    pub(super) accu: usize,
+    pub(super) absorbing: bool,
+}
+
 /// A `map` or `filter` comprehension: `range.map(x, item)`, `range.filter(x, guard)`,
 /// `range.map(x, guard, item)`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Collect {
     pub(super) range: Node,
     pub(super) guard: Option<Node>,
@@ -213,40 +242,164 @@ impl Node {
         let mut count = 0;
         let mut stack = vec![self];
         while let Some(n) = stack.pop() {
-            match n {
-                Node::Interp(_) => count += 1,
-                Node::Select(a, _) | Node::Has(a, _) | Node::OptSelect(a, _) => stack.push(&**a),
-                Node::Not(a) | Node::NotStrictlyFalse(a) | Node::Size(a) | Node::ToString(a) => stack.push(&**a),
-                Node::PodSpec(a) | Node::PodContainers(a) => stack.push(&**a),
-                Node::OrValue(a, b) | Node::Index(a, b) | Node::OptIndex(a, b) | Node::Eq(a, b) | Node::Ne(a, b) => {
-                    stack.extend([&**a, &**b])
-                }
-                Node::Cmp(_, a, b) | Node::In(a, b) | Node::Add(a, b) | Node::And(a, b) | Node::Or(a, b) => {
-                    stack.extend([&**a, &**b])
-                }
-                Node::Str(_, a, b) => stack.extend([&**a, &**b]),
-                Node::Cond(a, b, c) => stack.extend([&**a, &**b, &**c]),
-                Node::Matches { text, pattern, .. } => {
-                    stack.push(&**text);
-                    if let Pattern::Computed(p) = pattern {
-                        stack.push(&**p);
-                    }
-                }
-                Node::Comprehension(l) => stack.extend([&l.range, &l.init, &l.cond, &l.step, &l.result]),
-                Node::Collect(c) => stack.extend([&c.range, &c.item].into_iter().chain(&c.guard)),
-                Node::FalcoOp(args) => stack.extend(args.iter()),
-                Node::Native(_, args) => stack.extend(args.iter()),
-                Node::Const(_)
-                | Node::List(_)
-                | Node::Field(_)
-                | Node::Var(_)
-                | Node::Macro(_)
-                | Node::Cluster
-                | Node::EmptyMap => {}
-                Node::FalcoField(_) => {}
-                Node::Memo(_, n) => stack.push(&**n),
+            if let Node::Interp(_) = n {
+                count += 1;
             }
+            n.children(&mut stack);
         }
         count
+    }
+
+    /// Whether any node inside this one (itself included) satisfies `test`.
+    pub(super) fn any(&self, test: &dyn Fn(&Node) -> bool) -> bool {
+        let mut stack = vec![self];
+        while let Some(n) = stack.pop() {
+            if test(n) {
+                return true;
+            }
+            n.children(&mut stack);
+        }
+        false
+    }
+
+    /// Pushes this node's children onto `out`.
+    fn children<'n>(&'n self, out: &mut Vec<&'n Node>) {
+        match self {
+            Node::Select(a, _) | Node::Has(a, _) | Node::OptSelect(a, _) => out.push(a),
+            Node::Not(a) | Node::NotStrictlyFalse(a) | Node::Size(a) | Node::ToString(a) => out.push(a),
+            Node::PodSpec(a) | Node::PodContainers(a) | Node::StrAny(_, a, _) | Node::InNets(a, _) => out.push(a),
+            Node::OrValue(a, b) | Node::Index(a, b) | Node::OptIndex(a, b) | Node::Eq(a, b) | Node::Ne(a, b) => {
+                out.extend([&**a, &**b])
+            }
+            Node::Cmp(_, a, b) | Node::In(a, b) | Node::Add(a, b) | Node::And(a, b) | Node::Or(a, b) => {
+                out.extend([&**a, &**b])
+            }
+            Node::Str(_, a, b) => out.extend([&**a, &**b]),
+            Node::Cond(a, b, c) => out.extend([&**a, &**b, &**c]),
+            Node::Matches { text, pattern, .. } => {
+                out.push(text);
+                if let Pattern::Computed(p) = pattern {
+                    out.push(p);
+                }
+            }
+            Node::Comprehension(l) => out.extend([&l.range, &l.init, &l.cond, &l.step, &l.result]),
+            Node::Quantifier(q) => out.extend([&q.range, &q.body]),
+            Node::Collect(c) => out.extend([&c.range, &c.item].into_iter().chain(&c.guard)),
+            Node::FalcoOp(args) => out.extend(args.iter()),
+            Node::Native(_, args) => out.extend(args.iter()),
+            Node::Memo(_, n) => out.push(n),
+            Node::Const(_)
+            | Node::List(_)
+            | Node::Field(_)
+            | Node::Var(_)
+            | Node::Macro(_)
+            | Node::Cluster
+            | Node::EmptyMap
+            | Node::FalcoField(_)
+            | Node::Interp(_) => {}
+        }
+    }
+
+    /// This node with each child replaced by `f` of it (children first, then `f` of the
+    /// rebuilt node): a bottom-up rewrite.
+    pub(super) fn rewrite(self, f: &mut dyn FnMut(Node) -> Node) -> Node {
+        let mut r = |n: Box<Node>| Box::new(n.rewrite(f));
+        let node = match self {
+            Node::Select(a, k) => Node::Select(r(a), k),
+            Node::Has(a, k) => Node::Has(r(a), k),
+            Node::OptSelect(a, k) => Node::OptSelect(r(a), k),
+            Node::Not(a) => Node::Not(r(a)),
+            Node::NotStrictlyFalse(a) => Node::NotStrictlyFalse(r(a)),
+            Node::Size(a) => Node::Size(r(a)),
+            Node::ToString(a) => Node::ToString(r(a)),
+            Node::PodSpec(a) => Node::PodSpec(r(a)),
+            Node::PodContainers(a) => Node::PodContainers(r(a)),
+            Node::StrAny(g, a, c) => Node::StrAny(g, r(a), c),
+            Node::InNets(a, n) => Node::InNets(r(a), n),
+            Node::OrValue(a, b) => Node::OrValue(r(a), r(b)),
+            Node::Index(a, b) => Node::Index(r(a), r(b)),
+            Node::OptIndex(a, b) => Node::OptIndex(r(a), r(b)),
+            Node::Eq(a, b) => Node::Eq(r(a), r(b)),
+            Node::Ne(a, b) => Node::Ne(r(a), r(b)),
+            Node::Cmp(op, a, b) => Node::Cmp(op, r(a), r(b)),
+            Node::In(a, b) => Node::In(r(a), r(b)),
+            Node::Add(a, b) => Node::Add(r(a), r(b)),
+            Node::And(a, b) => Node::And(r(a), r(b)),
+            Node::Or(a, b) => Node::Or(r(a), r(b)),
+            Node::Str(g, a, b) => Node::Str(g, r(a), r(b)),
+            Node::Cond(a, b, c) => Node::Cond(r(a), r(b), r(c)),
+            Node::Matches { text, pattern, member } => Node::Matches {
+                text: r(text),
+                pattern: match pattern {
+                    Pattern::Computed(p) => Pattern::Computed(r(p)),
+                    fixed => fixed,
+                },
+                member,
+            },
+            Node::Comprehension(l) => {
+                let Loop {
+                    range,
+                    init,
+                    cond,
+                    step,
+                    result,
+                    accu,
+                    fold,
+                } = *l;
+                Node::Comprehension(Box::new(Loop {
+                    range: range.rewrite(f),
+                    init: init.rewrite(f),
+                    cond: cond.rewrite(f),
+                    step: step.rewrite(f),
+                    result: result.rewrite(f),
+                    accu,
+                    fold,
+                }))
+            }
+            Node::Quantifier(q) => {
+                let Quantifier {
+                    range,
+                    body,
+                    accu,
+                    absorbing,
+                } = *q;
+                Node::Quantifier(Box::new(Quantifier {
+                    range: range.rewrite(f),
+                    body: body.rewrite(f),
+                    accu,
+                    absorbing,
+                }))
+            }
+            Node::Collect(c) => {
+                let Collect {
+                    range,
+                    guard,
+                    item,
+                    accu,
+                } = *c;
+                Node::Collect(Box::new(Collect {
+                    range: range.rewrite(f),
+                    guard: guard.map(|g| g.rewrite(f)),
+                    item: item.rewrite(f),
+                    accu,
+                }))
+            }
+            Node::FalcoOp(args) => {
+                let [a, b, c] = *args;
+                Node::FalcoOp(Box::new([a.rewrite(f), b.rewrite(f), c.rewrite(f)]))
+            }
+            Node::Native(g, args) => Node::Native(g, args.into_vec().into_iter().map(|a| a.rewrite(f)).collect()),
+            Node::Memo(slot, n) => Node::Memo(slot, r(n)),
+            leaf @ (Node::Const(_)
+            | Node::List(_)
+            | Node::Field(_)
+            | Node::Var(_)
+            | Node::Macro(_)
+            | Node::Cluster
+            | Node::EmptyMap
+            | Node::FalcoField(_)
+            | Node::Interp(_)) => leaf,
+        };
+        f(node)
     }
 }
