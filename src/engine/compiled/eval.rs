@@ -278,6 +278,16 @@ impl<'e> Frame<'e> {
             Node::Macro(i) => return self.macro_value(*i),
             Node::Cluster => V::Str(Cow::Borrowed(self.cluster)),
             Node::EmptyMap => V::Json(&EMPTY_OBJECT),
+            Node::MakeList(items) => {
+                let mut values = Vec::with_capacity(items.len());
+                for item in items.iter() {
+                    match self.eval(item, vars)? {
+                        v if unusable(&v) => return Err(E::Defer),
+                        v => values.push(v),
+                    }
+                }
+                V::Items(Rc::new(values))
+            }
             Node::Select(a, field) => match self.eval(a, vars)? {
                 V::Json(j @ J::Obj(_)) => return j.get(field).map(from_j).ok_or(E::Missing),
                 _ => return Err(E::Defer),

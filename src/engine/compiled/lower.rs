@@ -212,6 +212,8 @@ mod tests {
         "[].exists(x, verb == x)",
         "['x', 'y'].exists(v, user.username.startsWith(v) || verb.startsWith(v))",
         "['curl', 'py'].exists(p, userAgent.startsWith(p)) && ['a'].exists(p, verb.endsWith(p))",
+        "[verb, user.username].exists(x, x == 'get')",
+        "size([verb, objectRef.resource]) == 2",
     ];
 
     fn rules() -> RuleSet {
@@ -243,6 +245,8 @@ mod tests {
         );
         assert!(matches!(&c[3], Node::Quantifier(_)), "{:?}", c[3]);
         assert!(matches!(&c[5], Node::Const(_)), "{:?}", c[5]);
+        // A list of fields is built natively, not left to the interpreter.
+        assert!(c.iter().all(|n| n.interpreted_parts() == 0));
     }
 
     #[test]
@@ -269,6 +273,9 @@ mod tests {
         let first = EventView::parse(&events[0]).unwrap();
         let v = set.verdicts(&first, "c1", EvalPath::Compiled);
         use Verdict::*;
-        assert_eq!(v, [Match, NoMatch, NoMatch, Match, Match, NoMatch, NoMatch, NoMatch]);
+        assert_eq!(
+            v,
+            [Match, NoMatch, NoMatch, Match, Match, NoMatch, NoMatch, NoMatch, Match, Missing]
+        );
     }
 }

@@ -188,15 +188,23 @@ impl<'a> Compiler<'a> {
                 })
             }
             Expr::List(l) if l.optional_indices.is_empty() => {
-                let items = l
+                let literals = l
                     .elements
                     .iter()
                     .map(|e| match &e.expr {
                         Expr::Literal(lit) => literal(lit),
                         _ => Err(Unsupported),
                     })
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(Node::List(Arc::new(LitList::new(items))))
+                    .collect::<Result<Vec<_>, _>>();
+                Ok(match literals {
+                    Ok(items) => Node::List(Arc::new(LitList::new(items))),
+                    Err(Unsupported) => Node::MakeList(
+                        l.elements
+                            .iter()
+                            .map(|e| self.child(e).map(|n| *n))
+                            .collect::<Result<_, _>>()?,
+                    ),
+                })
             }
             Expr::Map(m) if m.entries.is_empty() => Ok(Node::EmptyMap),
             Expr::Comprehension(c) => {

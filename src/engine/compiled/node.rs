@@ -136,6 +136,8 @@ pub enum Node {
     Cluster,
     /// `{}`.
     EmptyMap,
+    /// A list written in the rule whose items are not all literals: `[verb, objectRef.resource]`.
+    MakeList(Box<[Node]>),
     Select(Box<Node>, String),
     Has(Box<Node>, String),
     OptSelect(Box<Node>, String),
@@ -286,7 +288,7 @@ impl Node {
             Node::Quantifier(q) => out.extend([&q.range, &q.body]),
             Node::Collect(c) => out.extend([&c.range, &c.item].into_iter().chain(&c.guard)),
             Node::FalcoOp(args) => out.extend(args.iter()),
-            Node::Native(_, args) => out.extend(args.iter()),
+            Node::Native(_, args) | Node::MakeList(args) => out.extend(args.iter()),
             Node::Memo(_, n) => out.push(n),
             Node::Const(_)
             | Node::List(_)
@@ -389,6 +391,7 @@ impl Node {
                 Node::FalcoOp(Box::new([a.rewrite(f), b.rewrite(f), c.rewrite(f)]))
             }
             Node::Native(g, args) => Node::Native(g, args.into_vec().into_iter().map(|a| a.rewrite(f)).collect()),
+            Node::MakeList(items) => Node::MakeList(items.into_vec().into_iter().map(|a| a.rewrite(f)).collect()),
             Node::Memo(slot, n) => Node::Memo(slot, r(n)),
             leaf @ (Node::Const(_)
             | Node::List(_)
