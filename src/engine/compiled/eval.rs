@@ -66,7 +66,12 @@ enum MacroOut {
     Bool(bool),
     Missing,
     Defer,
-    /// Not a bool: evaluated where it is used.
+    /// One of the event's top-level fields, whole (`written_object` is `requestObject` or
+    /// `responseObject`): by its index among the event's fields.
+    Tree(usize),
+    /// The empty object an absent object-valued field reads as.
+    Empty,
+    /// Any other value: evaluated where it is used.
     Inline,
 }
 
@@ -184,6 +189,12 @@ impl<'e> Frame<'e> {
     fn macro_value<'r>(&'r self, index: usize) -> R<'r> {
         let out = *self.macros[index].get_or_init(|| match self.eval(&self.compiled.macros[index], &mut Vec::new()) {
             Ok(V::Bool(b)) => MacroOut::Bool(b),
+            Ok(V::Json(j)) if std::ptr::eq(j, &EMPTY_OBJECT) => MacroOut::Empty,
+            Ok(V::Json(j)) => self
+                .trees
+                .iter()
+                .position(|t| matches!(t.get(), Some(Some(tree)) if std::ptr::eq(tree, j)))
+                .map_or(MacroOut::Inline, MacroOut::Tree),
             Ok(_) => MacroOut::Inline,
             Err(E::Missing) => MacroOut::Missing,
             // The interpreter keeps a failed macro as an unusable value: it decides.
@@ -200,6 +211,8 @@ impl<'e> Frame<'e> {
             MacroOut::Bool(b) => Ok(V::Bool(b)),
             MacroOut::Missing => Err(E::Missing),
             MacroOut::Defer => Err(E::Defer),
+            MacroOut::Tree(i) => self.tree(i).map(from_j).ok_or(E::Missing),
+            MacroOut::Empty => Ok(V::Json(&EMPTY_OBJECT)),
             MacroOut::Inline => self.eval(&self.compiled.macros[index], &mut Vec::new()),
         }
     }
@@ -529,7 +542,7 @@ impl<'e> Frame<'e> {
                     MacroOut::Bool(b) => V::Bool(b),
                     MacroOut::Missing => return Err(E::Missing),
                     MacroOut::Defer => return Err(E::Defer),
-                    MacroOut::Inline => return self.eval(node, vars),
+                    MacroOut::Tree(_) | MacroOut::Empty | MacroOut::Inline => return self.eval(node, vars),
                 }
             }
         })
@@ -649,7 +662,7 @@ impl<'e> Frame<'e> {
         result
     }
 
-    fn iterate<'r>(&'r self, l: &'r Loop, items: Vec<V<'r>>, vars: &mut Vec<V<'r>>) -> R<'r> {
+    fn iterate<'r>(&'r self, l: &'r Loop, items: Elements<'r>, vars: &mut Vec<V<'r>>) -> R<'r> {
         let mut pending: Option<E> = None;
         for item in items {
             match self.eval(&l.cond, vars)? {

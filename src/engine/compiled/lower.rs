@@ -214,6 +214,7 @@ mod tests {
         "['curl', 'py'].exists(p, userAgent.startsWith(p)) && ['a'].exists(p, verb.endsWith(p))",
         "[verb, user.username].exists(x, x == 'get')",
         "size([verb, objectRef.resource]) == 2",
+        "userAgent.split('/')[0] == 'curl'",
     ];
 
     fn rules() -> RuleSet {
@@ -245,6 +246,8 @@ mod tests {
         );
         assert!(matches!(&c[3], Node::Quantifier(_)), "{:?}", c[3]);
         assert!(matches!(&c[5], Node::Const(_)), "{:?}", c[5]);
+        let first = |n: &Node| matches!(n, Node::Native(crate::engine::compiled::NativeFn::SplitFirst, _));
+        assert!(c[10].any(&first), "{:?}", c[10]);
         // A list of fields is built natively, not left to the interpreter.
         assert!(c.iter().all(|n| n.interpreted_parts() == 0));
     }
@@ -275,7 +278,7 @@ mod tests {
         use Verdict::*;
         assert_eq!(
             v,
-            [Match, NoMatch, NoMatch, Match, Match, NoMatch, NoMatch, NoMatch, Match, Missing]
+            [Match, NoMatch, NoMatch, Match, Match, NoMatch, NoMatch, NoMatch, Match, Missing, Match]
         );
     }
 }

@@ -341,7 +341,13 @@ impl<'a> Compiler<'a> {
             (operators::GREATER, 2) => two(self).map(|(a, b)| Node::Cmp(Cmp::Gt, a, b))?,
             (operators::GREATER_EQUALS, 2) => two(self).map(|(a, b)| Node::Cmp(Cmp::Ge, a, b))?,
             (operators::IN, 2) => two(self).map(|(a, b)| Node::In(a, b))?,
-            (operators::INDEX, 2) => two(self).map(|(a, b)| Node::Index(a, b))?,
+            (operators::INDEX, 2) => match two(self)? {
+                (a, b) if matches!(*b, Node::Const(Const::Int(0))) => match *a {
+                    Node::Native(NativeFn::Split, args) => Node::Native(NativeFn::SplitFirst, args),
+                    a => Node::Index(Box::new(a), b),
+                },
+                (a, b) => Node::Index(a, b),
+            },
             (operators::OPT_INDEX, 2) => two(self).map(|(a, b)| Node::OptIndex(a, b))?,
             (operators::ADD, 2) => {
                 let (a, b) = two(self)?;

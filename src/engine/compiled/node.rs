@@ -110,6 +110,8 @@ pub enum NativeFn {
     Join,
     /// `s.split(sep)`.
     Split,
+    /// `s.split(sep)[0]`: the text before the first separator, with no list made.
+    SplitFirst,
     /// `isIP(s)`.
     IsIp,
     /// `cidr(net).containsIP(ip)` of two strings.

@@ -7,17 +7,44 @@ use crate::engine::json::J;
 use cel::common::types::{CelBool, CelDouble, CelInt, CelNull, CelString, CelUInt};
 use std::borrow::Cow;
 
-/// The elements a comprehension iterates: a list's items, a map's keys (each once).
-pub(super) fn elements(range: V<'_>) -> Result<Vec<V<'_>>, E> {
+/// The elements a comprehension iterates: a list's items, a map's keys (each once), read in
+/// place where the list is.
+pub(super) fn elements(range: V<'_>) -> Result<Elements<'_>, E> {
     Ok(match range {
-        V::Json(J::Arr(items)) => items.iter().map(from_j).collect(),
-        V::Json(J::Obj(entries)) => J::distinct_keys(entries).map(|k| V::Str(Cow::Borrowed(k))).collect(),
-        V::List(list) => list.items.iter().map(from_const).collect(),
-        V::Strs(s) => s.iter().map(|s| V::Str(Cow::Borrowed(s.as_str()))).collect(),
-        V::Refs(r) => r.iter().map(|j| from_j(j)).collect(),
-        V::Items(items) => items.as_ref().clone(),
+        V::Json(J::Arr(items)) => Elements::Json(items.iter()),
+        V::Json(J::Obj(entries)) => Elements::Made(
+            J::distinct_keys(entries)
+                .map(|k| V::Str(Cow::Borrowed(k)))
+                .collect::<Vec<_>>()
+                .into_iter(),
+        ),
+        V::List(list) => Elements::Consts(list.items.iter()),
+        V::Strs(s) => Elements::Strs(s.iter()),
+        V::Refs(r) => Elements::Made(r.iter().map(|j| from_j(j)).collect::<Vec<_>>().into_iter()),
+        V::Items(items) => Elements::Made(items.as_ref().clone().into_iter()),
         _ => return Err(E::Defer),
     })
+}
+
+/// An iterator over [`elements`].
+pub(super) enum Elements<'r> {
+    Json(std::slice::Iter<'r, J<'r>>),
+    Consts(std::slice::Iter<'r, Const>),
+    Strs(std::slice::Iter<'r, String>),
+    Made(std::vec::IntoIter<V<'r>>),
+}
+
+impl<'r> Iterator for Elements<'r> {
+    type Item = V<'r>;
+
+    fn next(&mut self) -> Option<V<'r>> {
+        match self {
+            Elements::Json(items) => items.next().map(from_j),
+            Elements::Consts(items) => items.next().map(from_const),
+            Elements::Strs(items) => items.next().map(|s| V::Str(Cow::Borrowed(s.as_str()))),
+            Elements::Made(items) => items.next(),
+        }
+    }
 }
 
 /// The pod spec inside a Pod, a workload's template or a CronJob's job template (as
