@@ -2,10 +2,10 @@
 //! the event attached and redacted, in chunks, as `kaudit scan` runs them; a panic fails it.
 //! `cargo run --release --example fuzz -- 1000000 [SEED]` (or `integration/fuzz.sh`).
 
-#[path = "events.rs"]
+#[path = "../integration/events.rs"]
 #[allow(dead_code)]
 mod events;
-#[path = "mutate.rs"]
+#[path = "../integration/mutate.rs"]
 mod mutate;
 
 fn main() {

@@ -1,7 +1,7 @@
 //! Writes a synthetic audit log (JSON lines) for benchmarks:
 //! `cargo run --release --example gen_events -- N > events.jsonl`. Deterministic for a given N.
 
-#[path = "events.rs"]
+#[path = "../integration/events.rs"]
 mod events;
 
 use std::io::Write;

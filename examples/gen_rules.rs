@@ -1,7 +1,7 @@
 //! Writes N rules for the scan benchmark (`variants.rs`): per-namespace variants of the default
 //! rules. `cargo run --release --example gen_rules -- 439 > many.yaml`.
 
-#[path = "variants.rs"]
+#[path = "../integration/variants.rs"]
 mod variants;
 
 fn main() {

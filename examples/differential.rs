@@ -2,12 +2,12 @@
 //! both evaluation paths, compiled and interpreted; any disagreement fails it.
 //! `cargo run --release --example differential -- 1000000 [SEED]` (or `integration/differential.sh`).
 
-#[path = "differential.rs"]
+#[path = "../integration/differential.rs"]
 mod differential;
-#[path = "events.rs"]
+#[path = "../integration/events.rs"]
 #[allow(dead_code)]
 mod events;
-#[path = "mutate.rs"]
+#[path = "../integration/mutate.rs"]
 #[allow(dead_code)]
 mod mutate;
 

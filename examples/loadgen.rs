@@ -7,7 +7,7 @@
 //!   [--clusters N]` — with N > 1, worker w posts as cluster `<url>-<w mod N>`: one cluster's
 //!   events stay on one partition, so spreading detectors needs several clusters.
 
-#[path = "events.rs"]
+#[path = "../integration/events.rs"]
 mod events;
 
 use std::time::{Duration, Instant};
