@@ -340,53 +340,23 @@ impl Node {
                 },
                 member,
             },
-            Node::Comprehension(l) => {
-                let Loop {
-                    range,
-                    init,
-                    cond,
-                    step,
-                    result,
-                    accu,
-                    fold,
-                } = *l;
-                Node::Comprehension(Box::new(Loop {
-                    range: range.rewrite(f),
-                    init: init.rewrite(f),
-                    cond: cond.rewrite(f),
-                    step: step.rewrite(f),
-                    result: result.rewrite(f),
-                    accu,
-                    fold,
-                }))
+            Node::Comprehension(mut l) => {
+                for part in [&mut l.range, &mut l.init, &mut l.cond, &mut l.step, &mut l.result] {
+                    *part = std::mem::replace(part, Node::Cluster).rewrite(f);
+                }
+                Node::Comprehension(l)
             }
-            Node::Quantifier(q) => {
-                let Quantifier {
-                    range,
-                    body,
-                    accu,
-                    absorbing,
-                } = *q;
-                Node::Quantifier(Box::new(Quantifier {
-                    range: range.rewrite(f),
-                    body: body.rewrite(f),
-                    accu,
-                    absorbing,
-                }))
+            Node::Quantifier(mut q) => {
+                for part in [&mut q.range, &mut q.body] {
+                    *part = std::mem::replace(part, Node::Cluster).rewrite(f);
+                }
+                Node::Quantifier(q)
             }
-            Node::Collect(c) => {
-                let Collect {
-                    range,
-                    guard,
-                    item,
-                    accu,
-                } = *c;
-                Node::Collect(Box::new(Collect {
-                    range: range.rewrite(f),
-                    guard: guard.map(|g| g.rewrite(f)),
-                    item: item.rewrite(f),
-                    accu,
-                }))
+            Node::Collect(mut c) => {
+                for part in [&mut c.range, &mut c.item].into_iter().chain(&mut c.guard) {
+                    *part = std::mem::replace(part, Node::Cluster).rewrite(f);
+                }
+                Node::Collect(c)
             }
             Node::FalcoOp(args) => {
                 let [a, b, c] = *args;
