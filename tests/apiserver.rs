@@ -234,7 +234,18 @@ async fn seed(k: &Kaudit, name: &str) -> (Apiserver, usize, Vec<Alert>) {
 
     session(&server);
     let total = wait_for_webhook(&server, before, k.telemetry).await - before;
-    let got: Vec<Alert> = k.alerts().into_iter().skip(seen).collect();
+    let want: BTreeSet<&str> = EXPECTED.iter().copied().collect();
+    // Alerts are written after their batch is counted as evaluated (through a broker, a
+    // loaded machine can take a while): wait for the expected set, then hold it to exactly that.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let got = loop {
+        let got: Vec<Alert> = k.alerts().into_iter().skip(seen).collect();
+        let rules: BTreeSet<&str> = got.iter().map(|a| a.rule.as_str()).collect();
+        if rules == want || Instant::now() > deadline {
+            break got;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     eprintln!(
         "{name}: {startup} start-up events, {} in the session; alerts: {:#?}",
         total - startup,
@@ -244,7 +255,6 @@ async fn seed(k: &Kaudit, name: &str) -> (Apiserver, usize, Vec<Alert>) {
         assert_eq!(a.cluster, CLUSTER, "{a:?}");
     }
     let rules: BTreeSet<&str> = got.iter().map(|a| a.rule.as_str()).collect();
-    let want: BTreeSet<&str> = EXPECTED.iter().copied().collect();
     assert_eq!(rules, want, "{:#?}", by_rule(&got));
     (server, total, got)
 }
