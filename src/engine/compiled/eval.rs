@@ -600,39 +600,28 @@ impl<'e> Frame<'e> {
         }
         vars.push(V::Null);
         vars.push(V::Null);
-        let mut pending = None;
-        let mut decided = None;
-        for item in items {
-            vars[base + 1] = item;
-            match self.eval(&q.body, vars) {
-                Ok(V::Bool(b)) if b == q.absorbing => {
-                    decided = Some(Ok(V::Bool(b)));
-                    break;
+        let result = (|| {
+            let mut pending = None;
+            for item in items {
+                vars[base + 1] = item;
+                match self.eval(&q.body, vars) {
+                    Ok(V::Bool(b)) if b == q.absorbing => return Ok(V::Bool(b)),
+                    Ok(V::Bool(_)) => {}
+                    Ok(v) if unusable(&v) => return Err(E::Defer),
+                    Ok(_) => {
+                        pending = Some(E::Other(format!(
+                            "no matching overload for {}",
+                            if q.absorbing { "_||_" } else { "_&&_" }
+                        )))
+                    }
+                    Err(E::Defer) => return Err(E::Defer),
+                    Err(e) => pending = Some(e),
                 }
-                Ok(V::Bool(_)) => {}
-                Ok(v) if unusable(&v) => {
-                    decided = Some(Err(E::Defer));
-                    break;
-                }
-                Ok(_) => {
-                    pending = Some(E::Other(format!(
-                        "no matching overload for {}",
-                        if q.absorbing { "_||_" } else { "_&&_" }
-                    )))
-                }
-                Err(E::Defer) => {
-                    decided = Some(Err(E::Defer));
-                    break;
-                }
-                Err(e) => pending = Some(e),
             }
-        }
+            pending.map_or(Ok(V::Bool(!q.absorbing)), Err)
+        })();
         vars.truncate(base);
-        match (decided, pending) {
-            (Some(decided), _) => decided,
-            (None, Some(e)) => Err(e),
-            (None, None) => Ok(V::Bool(!q.absorbing)),
-        }
+        result
     }
 
     fn collect<'r>(&'r self, c: &'r Collect, vars: &mut Vec<V<'r>>) -> R<'r> {

@@ -92,8 +92,8 @@ fn runs(terms: Vec<Node>, absorbing: bool) -> Vec<Node> {
     let mut out: Vec<Node> = Vec::new();
     for term in terms {
         let (negated, test) = match term {
-            Node::Not(t) if !absorbing => (true, *t),
-            t => (false, t),
+            Node::Not(t) if !absorbing => (true, single(*t)),
+            t => (false, single(t)),
         };
         let run = match out.last_mut() {
             Some(Node::Not(inner)) if negated => Some(&mut **inner),
@@ -101,22 +101,21 @@ fn runs(terms: Vec<Node>, absorbing: bool) -> Vec<Node> {
             _ => None,
         };
         let left = match run {
-            Some(run) => join(run, test),
+            Some(run) => merge(run, test),
             None => Err(test),
         };
         if let Err(test) = left {
-            let start = single(test);
-            out.push(if negated { Node::Not(Box::new(start)) } else { start });
+            out.push(if negated { Node::Not(Box::new(test)) } else { test });
         }
     }
     out
 }
 
-/// A test as the start of a run (a one-term run), or unchanged.
+/// A test of a value against one constant as a run of one; any other node unchanged.
 fn single(test: Node) -> Node {
     match test {
         Node::Str(f, target, arg) => match *arg {
-            Node::Const(Const::Str(c)) => Node::StrAny(f, target, vec![c].into()),
+            Node::Const(Const::Str(c)) => Node::StrAny(f, target, vec![c]),
             arg => Node::Str(f, target, Box::new(arg)),
         },
         Node::Native(NativeFn::CidrContainsIp, args) => {
@@ -127,7 +126,7 @@ fn single(test: Node) -> Node {
             match net {
                 Some(net) => {
                     let [_, ip]: [Node; 2] = args.into_vec().try_into().expect("two arguments");
-                    Node::InNets(Box::new(ip), vec![net].into())
+                    Node::InNets(Box::new(ip), vec![net])
                 }
                 None => Node::Native(NativeFn::CidrContainsIp, args),
             }
@@ -136,32 +135,19 @@ fn single(test: Node) -> Node {
     }
 }
 
-/// Adds `test` to the run `last` if it tests the same value the same way; else gives it back.
-fn join(last: &mut Node, test: Node) -> Result<(), Node> {
-    match (last, test) {
-        (Node::StrAny(f, target, consts), Node::Str(g, t, arg))
-            if std::mem::discriminant(f) == std::mem::discriminant(&g) && same(target, &t) =>
-        {
-            match *arg {
-                Node::Const(Const::Str(c)) => {
-                    let mut all = std::mem::take(consts).into_vec();
-                    all.push(c);
-                    *consts = all.into();
-                    Ok(())
-                }
-                arg => Err(Node::Str(g, t, Box::new(arg))),
-            }
+/// Appends the run `next` to the run `run` if both test the same value the same way; else
+/// gives it back.
+fn merge(run: &mut Node, next: Node) -> Result<(), Node> {
+    match (run, next) {
+        (Node::StrAny(f, target, consts), Node::StrAny(g, t, more)) if *f == g && same(target, &t) => {
+            consts.extend(more);
+            Ok(())
         }
-        (Node::InNets(target, nets), Node::Native(NativeFn::CidrContainsIp, args)) => match &*args {
-            [Node::Const(Const::Str(net)), ip] if same(target, ip) && parse_cidr(net).is_ok() => {
-                let mut all = std::mem::take(nets).into_vec();
-                all.push(parse_cidr(net).expect("checked"));
-                *nets = all.into();
-                Ok(())
-            }
-            _ => Err(Node::Native(NativeFn::CidrContainsIp, args)),
-        },
-        (_, test) => Err(test),
+        (Node::InNets(target, nets), Node::InNets(t, more)) if same(target, &t) => {
+            nets.extend(more);
+            Ok(())
+        }
+        (_, next) => Err(next),
     }
 }
 

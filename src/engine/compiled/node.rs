@@ -73,7 +73,7 @@ pub enum Cmp {
 }
 
 /// String member functions.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StrFn {
     StartsWith,
     EndsWith,
@@ -172,9 +172,9 @@ pub enum Node {
     Quantifier(Box<Quantifier>),
     /// `x.startsWith(c1) || x.startsWith(c2) || …` (and the other string tests) on one `x`,
     /// evaluated once: what `exists` over a list of literals becomes when unrolled.
-    StrAny(StrFn, Box<Node>, Box<[String]>),
+    StrAny(StrFn, Box<Node>, Vec<String>),
     /// `cidr(n1).containsIP(x) || cidr(n2).containsIP(x) || …`, the networks parsed at load.
-    InNets(Box<Node>, Box<[ipnet::IpNet]>),
+    InNets(Box<Node>, Vec<ipnet::IpNet>),
     /// `map` and `filter`: a list built item by item.
     Collect(Box<Collect>),
     /// `falco_field(root, 'name', 'arg')`, by its index in [`Compiled::falco`].

@@ -30,15 +30,13 @@ pub(super) fn call<'r>(f: NativeFn, mut args: Vec<V<'r>>) -> Result<V<'r>, E> {
         (NativeFn::Split, [V::Str(s), V::Str(sep)]) if !sep.is_empty() => {
             owned_strings(s.split(sep.as_ref()).map(str::to_string).collect())
         }
-        (NativeFn::SplitFirst, [V::Str(_), V::Str(sep)]) if !sep.is_empty() => {
-            let [V::Str(s), V::Str(sep)] = <[V<'r>; 2]>::try_from(args).map_err(|_| E::Defer)? else {
-                return Err(E::Defer);
-            };
-            V::Str(match s {
-                Cow::Borrowed(s) => Cow::Borrowed(s.split(sep.as_ref()).next().unwrap_or_default()),
-                Cow::Owned(s) => Cow::Owned(s.split(sep.as_ref()).next().unwrap_or_default().to_string()),
-            })
-        }
+        (NativeFn::SplitFirst, [V::Str(s), V::Str(sep)]) if !sep.is_empty() => V::Str(match s {
+            Cow::Borrowed(s) => {
+                let s: &'r str = s;
+                Cow::Borrowed(s.split(sep.as_ref()).next().unwrap_or_default())
+            }
+            Cow::Owned(s) => Cow::Owned(s.split(sep.as_ref()).next().unwrap_or_default().to_string()),
+        }),
         (NativeFn::Join, [_] | [_, V::Str(_)]) => {
             let sep = match args.pop() {
                 Some(V::Str(sep)) if !args.is_empty() => sep,
