@@ -11,7 +11,7 @@
 //! them (rate-limited, truncated), and acknowledges. They never hold any topic's capacity, so a
 //! batch holding a bad item keeps being accepted.
 
-use super::{AckToken, Bus, Delivery, Message, PublishError, Subscription};
+use super::{Bus, Delivery, Message, PublishError, Subscription};
 use async_trait::async_trait;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -173,10 +173,7 @@ impl Subscription for MemorySubscription {
         }
         Ok(Some(
             buf.into_iter()
-                .map(|message| Delivery {
-                    message,
-                    token: AckToken::Memory,
-                })
+                .map(|message| Delivery::new(message, 0, None, ()))
                 .collect(),
         ))
     }

@@ -57,7 +57,11 @@ pub enum PublishError {
 #[derive(Debug)]
 pub struct Delivery {
     pub message: Message,
-    pub(crate) token: AckToken,
+    shard: Shard,
+    position: Option<u64>,
+    /// What the transport that made the delivery needs to commit it: its own type, which only
+    /// it reads back. The bus's seam names no transport.
+    token: Box<dyn std::any::Any + Send>,
 }
 
 /// A partition of the input (a Kafka partition, a NATS partition subject; 0 where the input is
@@ -65,34 +69,44 @@ pub struct Delivery {
 pub type Shard = u32;
 
 impl Delivery {
+    /// A delivery of `message`, from `shard` at `position`, committed by the transport with
+    /// `token`.
+    pub(crate) fn new<T: std::any::Any + Send>(
+        message: Message,
+        shard: Shard,
+        position: Option<u64>,
+        token: T,
+    ) -> Self {
+        Delivery {
+            message,
+            shard,
+            position,
+            token: Box::new(token),
+        }
+    }
+
     /// The partition the delivery came from: a Kafka partition, a NATS partition subject
     /// (`<topic>.<partition>.<cluster>`), 0 where the topic is not partitioned. State kept per
     /// key (dedup, windows) moves with it.
     pub fn shard(&self) -> Shard {
-        match &self.token {
-            AckToken::Memory => 0,
-            AckToken::Kafka { partition, .. } => *partition as u32,
-            AckToken::Nats(m) => m.subject.rsplit('.').nth(1).and_then(|p| p.parse().ok()).unwrap_or(0),
-        }
+        self.shard
     }
 
     /// Where the delivery is in its partition (a Kafka offset, a JetStream stream sequence
     /// number): a redelivery has the same. `None` where the bus keeps no positions.
     pub fn position(&self) -> Option<u64> {
-        match &self.token {
-            AckToken::Memory => None,
-            AckToken::Kafka { offset, .. } => u64::try_from(*offset).ok(),
-            AckToken::Nats(m) => m.info().ok().map(|i| i.stream_sequence),
-        }
+        self.position
     }
-}
 
-/// What a transport needs to commit a delivery.
-#[derive(Debug)]
-pub(crate) enum AckToken {
-    Memory,
-    Kafka { topic: String, partition: i32, offset: i64 },
-    Nats(Box<async_nats::jetstream::Message>),
+    /// The transport's token, when it is of type `T`.
+    pub(crate) fn token<T: std::any::Any>(&self) -> Option<&T> {
+        self.token.downcast_ref()
+    }
+
+    /// Takes the transport's token out, when it is of type `T`.
+    pub(crate) fn into_token<T: std::any::Any>(self) -> Option<T> {
+        self.token.downcast().ok().map(|t| *t)
+    }
 }
 
 #[async_trait]

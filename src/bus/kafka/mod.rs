@@ -17,7 +17,7 @@
 
 mod handover;
 
-use super::{AckToken, Bus, Delivery, Message, PartitionState, PublishError, Subscription};
+use super::{Bus, Delivery, Message, PartitionState, PublishError, Subscription};
 use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -411,6 +411,13 @@ struct KafkaSubscription {
 
 const BATCH_LINGER: Duration = Duration::from_millis(5);
 
+/// Where a delivery was read: what its commit names.
+struct At {
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
 /// How long dropping a subscription waits for the consumer to leave its group.
 pub const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
@@ -481,12 +488,17 @@ impl Subscription for KafkaSubscription {
                     if self.started.insert((m.topic().to_string(), m.partition())) {
                         tracing::info!("consuming {}[{}] from offset {}", m.topic(), m.partition(), m.offset());
                     }
-                    let token = AckToken::Kafka {
+                    let at = At {
                         topic: m.topic().to_string(),
                         partition: m.partition(),
                         offset: m.offset(),
                     };
-                    out.push(Delivery { message, token });
+                    out.push(Delivery::new(
+                        message,
+                        m.partition() as u32,
+                        u64::try_from(m.offset()).ok(),
+                        at,
+                    ));
                 }
                 Err(e) => {
                     tracing::warn!("Kafka consume: {e}");
@@ -506,9 +518,9 @@ impl Subscription for KafkaSubscription {
                 .iter()
                 .map(|p| (p.topic().to_string(), p.partition()))
                 .collect();
-            out.retain(|d| match &d.token {
-                AckToken::Kafka { topic, partition, .. } => assigned.contains(&(topic.clone(), *partition)),
-                _ => true,
+            out.retain(|d| {
+                d.token::<At>()
+                    .is_none_or(|at| assigned.contains(&(at.topic.clone(), at.partition)))
             });
         }
         Ok(Some(out))
@@ -544,11 +556,11 @@ impl Subscription for KafkaSubscription {
         }
         let mut next: HashMap<(String, i32), i64> = HashMap::new();
         for d in deliveries {
-            if let AckToken::Kafka {
+            if let Some(At {
                 topic,
                 partition,
                 offset,
-            } = d.token
+            }) = d.into_token::<At>()
             {
                 let e = next.entry((topic, partition)).or_insert(offset + 1);
                 *e = (*e).max(offset + 1);

@@ -15,7 +15,7 @@
 mod handover;
 pub mod partitions;
 
-use super::{AckToken, Bus, Delivery, Message, PublishError, Subscription};
+use super::{Bus, Delivery, Message, PublishError, Subscription};
 use async_nats::jetstream::{self, consumer::pull, stream};
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -351,10 +351,10 @@ impl Subscription for NatsSubscription {
 
 /// Acknowledges deliveries, waiting for the server to confirm each.
 async fn ack(deliveries: Vec<Delivery>) -> anyhow::Result<()> {
-    let acks = deliveries.into_iter().filter_map(|d| match d.token {
-        AckToken::Nats(m) => Some(async move { m.double_ack().await }),
-        _ => None,
-    });
+    let acks = deliveries
+        .into_iter()
+        .filter_map(Delivery::into_token::<jetstream::Message>)
+        .map(|m| async move { m.double_ack().await });
     for r in futures::future::join_all(acks).await {
         r.map_err(|e| anyhow::anyhow!("JetStream ack: {e}"))?;
     }
@@ -379,10 +379,10 @@ fn delivery(m: jetstream::Message) -> Delivery {
         payload: m.payload.clone(),
         headers,
     };
-    Delivery {
-        message,
-        token: AckToken::Nats(Box::new(m)),
-    }
+    // The partition subject is `<topic>.<partition>.<cluster>`.
+    let shard = m.subject.rsplit('.').nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let position = m.info().ok().map(|i| i.stream_sequence);
+    Delivery::new(message, shard, position, m)
 }
 
 #[cfg(test)]

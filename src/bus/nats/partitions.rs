@@ -21,7 +21,7 @@
 //! may consume for a moment beside the new owner; Kafka's session timeout has the same hole.
 
 use super::{handover, NatsConfig, NatsSubscription};
-use crate::bus::{AckToken, Delivery, PartitionState, Subscription};
+use crate::bus::{Delivery, PartitionState, Subscription};
 use async_nats::jetstream::{self, consumer::pull, kv};
 use async_trait::async_trait;
 use futures::TryStreamExt;
@@ -358,7 +358,7 @@ impl PartitionedSubscription {
 /// Hands deliveries back to the stream at once (rather than after `ack_wait`).
 async fn nak(deliveries: Vec<Delivery>) {
     for d in deliveries {
-        if let AckToken::Nats(m) = d.token {
+        if let Some(m) = d.into_token::<jetstream::Message>() {
             let _ = m.ack_with(jetstream::AckKind::Nak(None)).await;
         }
     }
