@@ -27,7 +27,7 @@ fn first_line(path: &str) -> String {
 
 fn rule_sets() -> Vec<(usize, RuleSet)> {
     let dir = tempfile::tempdir().unwrap();
-    let falco = kaudit::falco::import(&["../shared/falco/k8s_audit_rules.yaml".into()], true).unwrap();
+    let falco = kaudit::tools::falco::import(&["../shared/falco/k8s_audit_rules.yaml".into()], true).unwrap();
     std::fs::write(dir.path().join("falco.yaml"), &falco.yaml).unwrap();
     std::fs::write(dir.path().join("variants.yaml"), variants::variants(439)).unwrap();
     let load = |paths: &[std::path::PathBuf]| RuleSet::load(paths, Matching::All).unwrap();

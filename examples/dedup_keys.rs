@@ -38,7 +38,7 @@ fn alerts(n: usize) -> Vec<Alert> {
     let view = event.view();
     let mut firing = rules.evaluate(&view, "c1").remove(0);
     rules.render(&mut firing, &view, "c1");
-    let template = Alert::new(&rules.rules()[0], firing, &view, "c1", "h");
+    let template = kaudit::detect::alert(&rules.rules()[0], firing, &view, "c1", "h");
     let start = chrono::DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z").unwrap();
     (0..n as u64)
         .map(|i| {

@@ -14,7 +14,7 @@ pub fn rule_sets() -> Vec<(String, RuleSet)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let default = RuleSet::load(&[root.join("rules")], Matching::All).unwrap();
     let falco_file = root.join("../shared/falco/k8s_audit_rules.yaml");
-    let imported = kaudit::falco::import(&[falco_file], true).unwrap();
+    let imported = kaudit::tools::falco::import(&[falco_file], true).unwrap();
     let falco = RuleSet::from_text("falco-imported.yaml", &imported.yaml, Matching::All).unwrap();
     vec![("default".into(), default), ("falco".into(), falco)]
 }

@@ -259,13 +259,13 @@ pub fn run(lines: &[String], rules: &kaudit::engine::RuleSet, dir: &std::path::P
     drop(out);
     counts.records += lines.len() as u64;
     for (i, encoding) in [Encoding::Falco, Encoding::Ocsf, Encoding::Ecs].into_iter().enumerate() {
-        let options = kaudit::scan::Options {
+        let options = kaudit::tools::scan::Options {
             encoder: Encoder::builtin(encoding, true, true),
             dedup: kaudit::dedup::DedupConfig::off(),
             ..Default::default()
         };
         let mut alerts = Vec::new();
-        let summary = kaudit::scan::scan(std::slice::from_ref(&file), rules, &options, &mut alerts).unwrap();
+        let summary = kaudit::tools::scan::scan(std::slice::from_ref(&file), rules, &options, &mut alerts).unwrap();
         // Every alert line is one whole JSON object.
         for line in alerts.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             let alert: Value = serde_json::from_slice(line).unwrap_or_else(|e| {

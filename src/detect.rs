@@ -6,10 +6,11 @@
 //! when its window fires) → the [`Alert`] → its rate limit (dedup). The engine and dedup know
 //! nothing of each other; this stage joins them.
 
-use crate::alert::{Alert, Origin};
-use crate::audit::Event;
+use crate::alert::{Alert, Dedup, Origin};
+use crate::audit::{Event, EventView};
 use crate::dedup::{event_nanos, Deduper, Shard, Verdict, Windowed};
-use crate::engine::RuleSet;
+use crate::engine::{Firing, Rule, RuleSet};
+use crate::ids::digest;
 use std::time::Duration;
 
 /// Where an event came from.
@@ -41,7 +42,7 @@ impl<'a> Detect<'a> {
         Detect {
             rules,
             deduper,
-            hostname: crate::hostname(),
+            hostname: crate::ids::hostname(),
             budget: None,
         }
     }
@@ -91,7 +92,7 @@ impl<'a> Detect<'a> {
                 Windowed::None => None,
             };
             self.rules.render(&mut firing, &view, source.cluster);
-            let mut alert = Alert::new(rule, firing, &view, source.cluster, self.hostname);
+            let mut alert = alert(rule, firing, &view, source.cluster, self.hostname);
             alert.window = window;
             alert.origin = Origin {
                 event: Some(event.clone()),
@@ -101,5 +102,35 @@ impl<'a> Detect<'a> {
             verdicts.push((index, self.deduper.limit(rule, alert, source.shard, out)));
         }
         verdicts
+    }
+}
+
+/// The alert for `firing` of `rule` on `view`.
+pub fn alert(rule: &Rule, firing: Firing, view: &EventView<'_>, cluster: &str, hostname: &str) -> Alert {
+    let audit_id = view.audit_id().into_owned();
+    let stage = view.stage();
+    let time = view.time().map(|t| t.into_owned()).unwrap_or_default();
+    let received = view.str("requestReceivedTimestamp").unwrap_or_default();
+    Alert {
+        id: digest(&[&rule.name, cluster, &audit_id, &stage, &received]),
+        time: time.clone(),
+        rule: rule.name.clone(),
+        priority: rule.priority.as_str().to_string(),
+        source: "k8s_audit".into(),
+        output: firing.output,
+        output_fields: firing.output_fields,
+        tags: rule.tags.clone(),
+        hostname: hostname.to_string(),
+        cluster: cluster.to_string(),
+        audit_id,
+        dedup: Dedup {
+            key: firing.dedup_key,
+            count: 1,
+            suppressed: 0,
+            first_seen: time.clone(),
+            last_seen: time,
+        },
+        window: None,
+        origin: Origin::default(),
     }
 }

@@ -15,27 +15,22 @@ pub mod alert;
 pub mod audit;
 pub mod cli;
 pub mod engine;
-pub mod falco;
-pub mod scan;
+pub mod tools;
 
 /// Stack of the threads that evaluate rules (the runtime's workers and blocking pool): room for
 /// [`engine::MAX_EXPR_DEPTH`] levels of the interpreter's recursion even in a debug build.
 pub const EVALUATION_STACK_BYTES: usize = 16 * 1024 * 1024;
 
-/// This machine's name, as alerts carry it (`hostname`, as in Falco); read once.
-pub fn hostname() -> &'static str {
-    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    NAME.get_or_init(|| gethostname::gethostname().to_string_lossy().into_owned())
-}
 pub mod backoff;
 pub mod bus;
 pub mod config;
 pub mod dedup;
 pub mod detect;
 pub mod detector;
+pub mod ids;
 pub mod ingest;
 pub mod pipeline;
-pub mod policy;
+pub mod reload;
 pub mod shim;
 pub mod shutdown;
 pub mod tail;

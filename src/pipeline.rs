@@ -9,7 +9,7 @@ use crate::alert::sink;
 use crate::bus::{self, Bus};
 use crate::config::PipelineConfig;
 use crate::detector::{Detector, DetectorStats};
-use crate::engine::reload::Reloader;
+use crate::reload::Reloader;
 use crate::shim::{server, Shim};
 use crate::shutdown::{self, Trigger};
 use crate::telemetry::metrics;

@@ -416,9 +416,9 @@ async fn real_apiservers_post_over_tls_with_a_token_or_a_certificate_and_their_s
     // fire does not fire in the session, and every rule of the session it finds nothing wrong
     // with does.
     let policy_file = common::shared_dir().join("policy/k8s-website-audit-policy.yaml");
-    let policy = kaudit::policy::Policy::parse(&std::fs::read_to_string(&policy_file).unwrap()).unwrap();
+    let policy = kaudit::tools::policy::Policy::parse(&std::fs::read_to_string(&policy_file).unwrap()).unwrap();
     let set = kaudit::engine::RuleSet::load(&[common::repo().join("rules")], kaudit::engine::Matching::All).unwrap();
-    let checks = kaudit::policy::check(&policy, &set);
+    let checks = kaudit::tools::policy::check(&policy, &set);
     let never: BTreeSet<&str> = checks
         .iter()
         .filter(|c| c.never_fires)

@@ -31,7 +31,7 @@ fn routine_control_plane_traffic_raises_only_the_documented_alerts() {
     let rules = RuleSet::load(&[common::repo().join("rules"), site], Matching::All).unwrap();
     let corpus = common::repo().join("integration/fixtures/control-plane.jsonl.gz");
     let mut out = Vec::new();
-    let summary = kaudit::scan::scan(&[corpus], &rules, &Default::default(), &mut out).unwrap();
+    let summary = kaudit::tools::scan::scan(&[corpus], &rules, &Default::default(), &mut out).unwrap();
     let alerts: Vec<Alert> = String::from_utf8(out)
         .unwrap()
         .lines()

@@ -62,12 +62,12 @@ fn scan_with(lines: &[String], config: &DedupConfig) -> Vec<Alert> {
     let file = dir.path().join("audit.log");
     std::fs::write(&file, lines.join("\n")).unwrap();
     let mut out = Vec::new();
-    let options = kaudit::scan::Options {
+    let options = kaudit::tools::scan::Options {
         cluster: "c1".into(),
         dedup: config.clone(),
         ..Default::default()
     };
-    kaudit::scan::scan(&[file], &rules, &options, &mut out).unwrap();
+    kaudit::tools::scan::scan(&[file], &rules, &options, &mut out).unwrap();
     String::from_utf8(out)
         .unwrap()
         .lines()
@@ -175,7 +175,7 @@ fn admit_users(deduper: &Deduper, users: usize) -> usize {
         let view = event.view();
         let firing = rules.evaluate(&view, "c1").into_iter().next().unwrap();
         let rule = rules.rule(firing.rule);
-        let alert = Alert::new(rule, firing, &view, "c1", "h");
+        let alert = kaudit::detect::alert(rule, firing, &view, "c1", "h");
         let mut out = Vec::new();
         if deduper.limit(rule, alert, 0, &mut out) == Verdict::Passed {
             passed += 1;

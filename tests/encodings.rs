@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 fn scan(file: &Path, encoding: Encoding, include_event: bool, dedup: bool) -> Vec<Value> {
-    let options = kaudit::scan::Options {
+    let options = kaudit::tools::scan::Options {
         encoder: Encoder::builtin(encoding, include_event, true),
         dedup: if dedup {
             Default::default()
@@ -435,7 +435,7 @@ fn a_credential_in_a_configmap_never_leaves_in_any_encoding() {
 
 /// The alerts of a scan with the event attached and no redaction, as one JSON text.
 fn unredacted(file: &Path) -> String {
-    let options = kaudit::scan::Options {
+    let options = kaudit::tools::scan::Options {
         encoder: Encoder::builtin(Encoding::Falco, true, false),
         dedup: kaudit::dedup::DedupConfig::off(),
         ..Default::default()
@@ -604,7 +604,7 @@ fn a_secret_a_rule_quotes_is_redacted_when_the_event_is_not_attached() {
     let dir = tempfile::tempdir().unwrap();
     let file = write_events(dir.path(), &[event.to_string()]);
     let run = |redactor: Option<Arc<Redactor>>| {
-        let options = kaudit::scan::Options {
+        let options = kaudit::tools::scan::Options {
             encoder: Encoder {
                 encoding: Encoding::Falco,
                 include_event: false,
@@ -614,7 +614,7 @@ fn a_secret_a_rule_quotes_is_redacted_when_the_event_is_not_attached() {
             ..Default::default()
         };
         let mut out = Vec::new();
-        kaudit::scan::scan(std::slice::from_ref(&file), &rules, &options, &mut out).unwrap();
+        kaudit::tools::scan::scan(std::slice::from_ref(&file), &rules, &options, &mut out).unwrap();
         String::from_utf8(out).unwrap()
     };
     let redacted = run(Some(Arc::new(Redactor::new(&Default::default()).unwrap())));

@@ -76,7 +76,7 @@ fn rule_files(shared: &Path, case: &Case, ruleset: &str, modern: bool) -> Vec<Pa
 /// Alerts per rule for one case, or why it could not run.
 fn run(shared: &Path, case: &Case, ruleset: &str, modern: bool) -> Result<BTreeMap<String, u64>, String> {
     let files = rule_files(shared, case, ruleset, modern);
-    let imported = kaudit::falco::import(&files, true).map_err(|e| e.join("; "))?;
+    let imported = kaudit::tools::falco::import(&files, true).map_err(|e| e.join("; "))?;
     let set = RuleSet::from_text("imported.yaml", &imported.yaml, Matching::First).map_err(|e| e.to_string())?;
     let trace = std::fs::File::open(shared.join("falco/traces").join(&case.trace)).unwrap();
     let mut counts = BTreeMap::new();

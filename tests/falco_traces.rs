@@ -6,8 +6,8 @@ mod common;
 use kaudit::alert::Alert;
 use std::path::PathBuf;
 
-fn scan(files: &[PathBuf]) -> (kaudit::scan::Summary, Vec<Alert>) {
-    let options = kaudit::scan::Options {
+fn scan(files: &[PathBuf]) -> (kaudit::tools::scan::Summary, Vec<Alert>) {
+    let options = kaudit::tools::scan::Options {
         cluster: "prod".into(),
         ..Default::default()
     };

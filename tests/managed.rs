@@ -17,8 +17,8 @@ fn fixture(name: &str) -> PathBuf {
     common::repo().join("integration/fixtures/managed").join(name)
 }
 
-fn scan(file: &Path, format: Format) -> (kaudit::scan::Summary, Vec<Alert>) {
-    let options = kaudit::scan::Options {
+fn scan(file: &Path, format: Format) -> (kaudit::tools::scan::Summary, Vec<Alert>) {
+    let options = kaudit::tools::scan::Options {
         format,
         dedup: kaudit::dedup::DedupConfig::off(),
         ..Default::default()

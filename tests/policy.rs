@@ -4,7 +4,7 @@
 mod common;
 
 use kaudit::engine::{Matching, RuleSet};
-use kaudit::policy::{check, Policy, RuleCheck};
+use kaudit::tools::policy::{check, Policy, RuleCheck};
 
 fn checks(policy_text: &str) -> Vec<RuleCheck> {
     let rules = RuleSet::load(&[common::repo().join("rules")], Matching::All).unwrap();

@@ -4,7 +4,8 @@
 mod common;
 
 use kaudit::engine::rules::RuleSource;
-use kaudit::engine::{fixtures, Matching, RuleSet};
+use kaudit::engine::{Matching, RuleSet};
+use kaudit::tools::fixtures;
 
 #[test]
 fn every_default_rule_passes_its_fixtures() {
@@ -52,7 +53,7 @@ fn the_cli_prints_the_table_and_fails_on_a_failing_rule() {
 #[test]
 fn the_readme_lists_the_rules_as_generated() {
     let rules = RuleSet::load(&[common::repo().join("rules")], Matching::All).unwrap();
-    let table = kaudit::engine::catalog::markdown(&rules);
+    let table = kaudit::tools::catalog::markdown(&rules);
     let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
     let start = readme.find("<!-- rules:begin -->\n").expect("rules:begin marker") + "<!-- rules:begin -->\n".len();
     let end = readme.find("<!-- rules:end -->").expect("rules:end marker");

@@ -8,14 +8,11 @@
 //! because the audit ID is whatever the client sent in its `Audit-ID` header: without it, a
 //! second request reusing an earlier audit ID would have its alert dropped as a "duplicate".
 
-use crate::audit::EventView;
-use crate::engine::{Firing, Rule};
 pub mod encode;
 pub mod redact;
 pub mod sink;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
@@ -79,57 +76,4 @@ pub struct WindowInfo {
     /// Event times of the window's first and last match.
     pub first_seen: String,
     pub last_seen: String,
-}
-
-impl Alert {
-    /// The alert for `firing` of `rule` on `view`.
-    pub fn new(rule: &Rule, firing: Firing, view: &EventView<'_>, cluster: &str, hostname: &str) -> Alert {
-        let audit_id = view.audit_id().into_owned();
-        let stage = view.stage();
-        let time = view.time().map(|t| t.into_owned()).unwrap_or_default();
-        let received = view.str("requestReceivedTimestamp").unwrap_or_default();
-        Alert {
-            id: digest(&[&rule.name, cluster, &audit_id, &stage, &received]),
-            time: time.clone(),
-            rule: rule.name.clone(),
-            priority: rule.priority.as_str().to_string(),
-            source: "k8s_audit".into(),
-            output: firing.output,
-            output_fields: firing.output_fields,
-            tags: rule.tags.clone(),
-            hostname: hostname.to_string(),
-            cluster: cluster.to_string(),
-            audit_id,
-            dedup: Dedup {
-                key: firing.dedup_key,
-                count: 1,
-                suppressed: 0,
-                first_seen: time.clone(),
-                last_seen: time,
-            },
-            window: None,
-            origin: Origin::default(),
-        }
-    }
-}
-
-/// A stable 128-bit hex digest of the parts (NUL-separated, so parts cannot run together).
-pub fn digest(parts: &[&str]) -> String {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update(p.as_bytes());
-        h.update([0]);
-    }
-    hex::encode(&h.finalize()[..16])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn digest_separates_parts() {
-        assert_ne!(digest(&["ab", "c"]), digest(&["a", "bc"]));
-        assert_eq!(digest(&["a"]).len(), 32);
-    }
 }

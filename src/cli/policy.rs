@@ -1,5 +1,5 @@
 //! `kaudit policy check`: which rules an apiserver audit Policy keeps from firing
-//! ([`crate::policy`]).
+//! ([`crate::tools::policy`]).
 
 use crate::engine::{Matching, RuleSet};
 use clap::Subcommand;
@@ -20,10 +20,11 @@ pub fn run(command: PolicyCommand) -> anyhow::Result<ExitCode> {
     let PolicyCommand::Check { policy, rules } = command;
     let text =
         std::fs::read_to_string(&policy).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", policy.display()))?;
-    let parsed = crate::policy::Policy::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", policy.display()))?;
+    let parsed =
+        crate::tools::policy::Policy::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", policy.display()))?;
     let set = RuleSet::load(&rules, Matching::All)?;
-    let checks = crate::policy::check(&parsed, &set);
+    let checks = crate::tools::policy::check(&parsed, &set);
     let total = set.rules().iter().filter(|r| r.enabled).count();
-    crate::policy::report(&checks, total, &mut std::io::stdout().lock())?;
+    crate::tools::policy::report(&checks, total, &mut std::io::stdout().lock())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -50,12 +50,12 @@ pub fn run(command: RulesCommand) -> anyhow::Result<ExitCode> {
         RulesCommand::ImportFalco { files, output, lenient } => import_falco(&files, output.as_deref(), lenient),
         RulesCommand::Doc { paths } => {
             let set = RuleSet::load(&paths, Matching::All)?;
-            print!("{}", crate::engine::catalog::markdown(&set));
+            print!("{}", crate::tools::catalog::markdown(&set));
             Ok(ExitCode::SUCCESS)
         }
         RulesCommand::Test { paths } => {
             let results = match crate::engine::rules::RuleSource::load_paths(&paths)
-                .and_then(|source| crate::engine::fixtures::run(&source))
+                .and_then(|source| crate::tools::fixtures::run(&source))
             {
                 Ok(results) => results,
                 Err(errors) => {
@@ -65,7 +65,7 @@ pub fn run(command: RulesCommand) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::FAILURE);
                 }
             };
-            let passed = crate::engine::fixtures::report(&results, &mut std::io::stdout().lock())?;
+            let passed = crate::tools::fixtures::report(&results, &mut std::io::stdout().lock())?;
             Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
@@ -99,7 +99,7 @@ fn lint(paths: &[PathBuf], explain: Option<&str>) -> anyhow::Result<ExitCode> {
 }
 
 fn import_falco(files: &[PathBuf], output: Option<&std::path::Path>, lenient: bool) -> anyhow::Result<ExitCode> {
-    let imported = match crate::falco::import(files, lenient) {
+    let imported = match crate::tools::falco::import(files, lenient) {
         Ok(imported) => imported,
         Err(errors) => {
             for e in &errors {

@@ -42,7 +42,7 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
     let rules = RuleSet::load(&args.rules, args.rule_matching)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    let options = crate::scan::Options {
+    let options = crate::tools::scan::Options {
         cluster: args.cluster,
         format: args.input,
         encoder: Encoder::builtin(args.format, args.include_event, !args.no_redact),
@@ -53,7 +53,7 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
             crate::dedup::DedupConfig::default()
         },
     };
-    let summary = crate::scan::scan(&args.files, &rules, &options, &mut out)?;
-    crate::scan::report(&summary, &rules, &mut std::io::stderr())?;
+    let summary = crate::tools::scan::scan(&args.files, &rules, &options, &mut out)?;
+    crate::tools::scan::report(&summary, &rules, &mut std::io::stderr())?;
     Ok(ExitCode::SUCCESS)
 }

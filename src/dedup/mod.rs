@@ -600,7 +600,7 @@ fn new_limit(policy: &DedupPolicy, clock: &EventClock) -> Limit {
 
 fn summary(p: Pending) -> Alert {
     let mut a = p.sample;
-    a.id = crate::alert::digest(&[&a.id, "summary"]);
+    a.id = crate::ids::digest(&[&a.id, "summary"]);
     a.dedup.count = p.suppressed;
     a.dedup.suppressed = p.suppressed;
     a.dedup.first_seen = p.first_seen;

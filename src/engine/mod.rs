@@ -10,17 +10,14 @@
 
 pub mod bind;
 mod budget;
-pub mod catalog;
 mod compile;
 pub use compile::MAX_EXPR_DEPTH;
 pub mod compiled;
-pub mod fixtures;
 pub mod functions;
 pub mod json;
 pub mod net;
 pub mod output;
 pub mod prefilter;
-pub mod reload;
 pub mod rules;
 pub mod stateful;
 
@@ -477,7 +474,7 @@ impl RuleSet {
                 "Rule '{rule}' could not evaluate an event; its verdict is unknown (cluster={cluster} audit_id={audit_id} error={error})"
             ),
             output_fields,
-            dedup_key: crate::alert::digest(&[DEGRADED, cluster, rule]),
+            dedup_key: crate::ids::digest(&[DEGRADED, cluster, rule]),
             observation: None,
         }
     }
@@ -604,7 +601,7 @@ impl RuleSet {
 fn key_digest(rule: &str, values: &[String]) -> String {
     let mut parts: Vec<&str> = vec![rule];
     parts.extend(values.iter().map(String::as_str));
-    crate::alert::digest(&parts)
+    crate::ids::digest(&parts)
 }
 
 /// A 64-bit hash of strings, for window state that lives in one process (never stored or sent).

@@ -16,7 +16,6 @@
 //! `kaudit_publish_seconds` and
 //! `kaudit_evaluate_seconds` (histograms).
 
-use crate::engine::RuleSet;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use opentelemetry::metrics::{Counter, Gauge, Histogram, MeterProvider};
@@ -64,7 +63,7 @@ pub struct Metrics {
     pub evaluate_seconds: Histogram<f64>,
     registry: prometheus::Registry,
     provider: SdkMeterProvider,
-    rule_sets: Arc<Mutex<Vec<Arc<RuleSet>>>>,
+    rule_errors: Arc<Mutex<Option<RuleErrors>>>,
     ready: AtomicBool,
 }
 
@@ -98,6 +97,9 @@ type OtlpReader = (
     opentelemetry_sdk::Resource,
 );
 
+/// What the metrics read the rules' evaluation errors through: the telemetry knows no rule set.
+type RuleErrors = Box<dyn Fn(&mut dyn FnMut(&str, u64)) + Send + Sync>;
+
 impl Metrics {
     fn new(otlp: Option<OtlpReader>) -> Metrics {
         let registry = prometheus::Registry::new();
@@ -113,17 +115,14 @@ impl Metrics {
         }
         let provider = provider.build();
         let meter = provider.meter("kaudit");
-        let rule_sets: Arc<Mutex<Vec<Arc<RuleSet>>>> = Arc::default();
-        let sets = rule_sets.clone();
+        let rule_errors: Arc<Mutex<Option<RuleErrors>>> = Arc::default();
+        let source = rule_errors.clone();
         let _errors = meter
             .u64_observable_counter("kaudit_rule_evaluation_errors")
             .with_description("Rule evaluations that failed for another reason than a missing field")
             .with_callback(move |obs| {
-                for set in sets.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-                    for rule in set.rules() {
-                        let errors = rule.stats.errors.load(Ordering::Relaxed);
-                        obs.observe(errors, &[KeyValue::new("rule", rule.name.clone())]);
-                    }
+                if let Some(read) = source.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                    read(&mut |rule, errors| obs.observe(errors, &[KeyValue::new("rule", rule.to_string())]));
                 }
             })
             .build();
@@ -225,16 +224,16 @@ impl Metrics {
                 .build(),
             registry,
             provider,
-            rule_sets,
+            rule_errors,
             ready: AtomicBool::new(false),
         }
     }
 
-    /// Reports per-rule counters of `set` (the rule set in use).
-    pub fn watch_rules(&self, set: Arc<RuleSet>) {
-        let mut sets = self.rule_sets.lock().unwrap_or_else(|e| e.into_inner());
-        sets.clear();
-        sets.push(set);
+    /// Reports the evaluation errors per rule that `read` gives (those of the rule set in use,
+    /// replacing the previous one's): it is called at each collection with a function to call
+    /// once per rule.
+    pub fn watch_rule_errors(&self, read: impl Fn(&mut dyn FnMut(&str, u64)) + Send + Sync + 'static) {
+        *self.rule_errors.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(read));
     }
 
     pub fn set_ready(&self, ready: bool) {

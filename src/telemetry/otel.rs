@@ -133,7 +133,7 @@ impl Drop for Guard {
 pub fn init(config: &OtlpConfig, role: &str) -> anyhow::Result<Guard> {
     let export = config.export(|v| std::env::var(v).ok())?;
     let mut resource = Resource::builder().with_attributes([
-        KeyValue::new("service.instance.id", crate::hostname().to_string()),
+        KeyValue::new("service.instance.id", crate::ids::hostname().to_string()),
         KeyValue::new("kaudit.role", role.to_string()),
     ]);
     if std::env::var_os("OTEL_SERVICE_NAME").is_none() {

@@ -71,11 +71,11 @@ pub fn repo() -> PathBuf {
 /// encodings).
 pub fn scan<T: serde::de::DeserializeOwned>(
     files: &[PathBuf],
-    options: &kaudit::scan::Options,
-) -> (kaudit::scan::Summary, Vec<T>) {
+    options: &kaudit::tools::scan::Options,
+) -> (kaudit::tools::scan::Summary, Vec<T>) {
     let rules = kaudit::engine::RuleSet::load(&[repo().join("rules")], kaudit::engine::Matching::All).unwrap();
     let mut out = Vec::new();
-    let summary = kaudit::scan::scan(files, &rules, options, &mut out).unwrap();
+    let summary = kaudit::tools::scan::scan(files, &rules, options, &mut out).unwrap();
     let alerts = String::from_utf8(out)
         .unwrap()
         .lines()

@@ -233,7 +233,7 @@ pub fn epoch_ms(time: &str) -> i64 {
 
 /// A stable id of a rule (its name, hashed): rules are identified by name in rule files.
 pub fn rule_uid(name: &str) -> String {
-    super::digest(&["rule", name])
+    crate::ids::digest(&["rule", name])
 }
 
 #[cfg(test)]

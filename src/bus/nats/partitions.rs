@@ -175,7 +175,7 @@ impl PartitionedSubscription {
             group: super::token(group),
             member: format!(
                 "{}-{}-{:08x}",
-                super::token(crate::hostname()),
+                super::token(crate::ids::hostname()),
                 std::process::id(),
                 rand::random::<u32>()
             ),

@@ -265,7 +265,11 @@ impl<'e> Frame<'e> {
         self.falco[index]
             .get_or_init(|| {
                 let (root, name, arg) = &self.compiled.falco[index];
-                Ok(crate::falco::fields::extract(name, arg, self.falco_root(*root)?))
+                Ok(crate::engine::functions::falco::extract(
+                    name,
+                    arg,
+                    self.falco_root(*root)?,
+                ))
             })
             .as_deref()
             .map_err(E::clone)
@@ -489,7 +493,7 @@ impl<'e> Frame<'e> {
                 let (op, v, x) = (self.eval(op, vars)?, self.eval(v, vars)?, self.eval(x, vars)?);
                 match (op, v, x) {
                     (V::Str(op), V::Str(v), V::Str(x)) => {
-                        V::Bool(crate::falco::fields::string_op(&op, &v, &x).map_err(E::Other)?)
+                        V::Bool(crate::engine::functions::falco::string_op(&op, &v, &x).map_err(E::Other)?)
                     }
                     _ => return Err(E::Defer),
                 }

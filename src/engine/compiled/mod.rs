@@ -404,7 +404,10 @@ impl<'a> Compiler<'a> {
                     },
                     _ => return Err(Unsupported),
                 };
-                let root = Self::intern(&mut self.out.roots, (root, crate::falco::fields::root_keys(&field)));
+                let root = Self::intern(
+                    &mut self.out.roots,
+                    (root, crate::engine::functions::falco::root_keys(&field)),
+                );
                 let key = (root, field, arg);
                 Node::FalcoField(Self::intern(&mut self.out.falco, key))
             }

@@ -237,7 +237,7 @@ pub enum Root {
 }
 
 /// A Falco field's root with only the keys its extraction reads (all if none are named; see
-/// `falco::fields::root_keys`).
+/// `functions::falco::root_keys`).
 pub type RootKeys = (Root, &'static [&'static str]);
 
 impl Node {

@@ -8,11 +8,12 @@
 //! on a negative one. Rate limits are off: "once" is the window's doing. A rule without both a
 //! positive and a negative fixture fails too.
 
-use super::rules::{RuleSource, Scalar};
-use super::{LoadErrors, Matching, Rule, RuleSet};
 use crate::alert::Alert;
 use crate::audit::{DocumentReader, Event, Format};
 use crate::dedup::{DedupConfig, Deduper};
+use crate::engine::rules::LoadErrors;
+use crate::engine::rules::{RuleSource, Scalar};
+use crate::engine::{Matching, Rule, RuleSet};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -3,7 +3,8 @@
 //! module for the semantics kept).
 
 use super::condition::{self, Check, Expr, Value};
-use super::{fields, strings, text, FalcoRule, Loaded};
+use super::{strings, text, FalcoRule, Loaded};
+use crate::engine::functions::falco as fields;
 use indexmap::IndexMap;
 use serde_json::Value as Json;
 use std::collections::BTreeSet;

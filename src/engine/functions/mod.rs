@@ -11,7 +11,11 @@
 //!   (`['sh', '-c', 'curl x | sh']`), empty when it has none;
 //! - Kubernetes' `ip()`/`cidr()` network library ([`super::net`]);
 //! - CEL's strings extension, as Kubernetes' CEL has it (`join`, `split`, `lowerAscii`,
-//!   `indexOf`, `replace`, `trim`, …).
+//!   `indexOf`, `replace`, `trim`, …);
+//! - `falco_field`/`falco_op`: Falco's field extraction and string operators, which rules
+//!   imported from Falco call ([`falco`]).
+
+pub mod falco;
 
 use cel::common::types::{CelBool, CelList, CelMap, CelString, DYN_TYPE, STRING_TYPE};
 use cel::common::value::{CowVal, Val};
@@ -121,7 +125,7 @@ fn falco_field<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, Exec
     let root = args.first().ok_or(ExecutionError::MissingArgumentOrTarget)?;
     let name = string_arg(&args, 1, "falco_field")?;
     let arg = string_arg(&args, 2, "falco_field")?;
-    let values = crate::falco::fields::extract(name, arg, &to_json(&**root));
+    let values = falco::extract(name, arg, &to_json(&**root));
     let list: Vec<Box<dyn Val + 'v>> = values
         .into_iter()
         .map(|s| Box::new(CelString::from(s)) as Box<dyn Val + 'v>)
@@ -134,7 +138,7 @@ fn falco_op<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, Executi
     let op = string_arg(&args, 0, "falco_op")?;
     let value = string_arg(&args, 1, "falco_op")?;
     let operand = string_arg(&args, 2, "falco_op")?;
-    crate::falco::fields::string_op(op, value, operand)
+    falco::string_op(op, value, operand)
         .map(|b| CowVal::owned(CelBool::from(b)))
         .map_err(|message| ExecutionError::FunctionError {
             function: "falco_op".into(),

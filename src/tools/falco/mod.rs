@@ -20,7 +20,6 @@
 //! translated is an error naming the rule and the construct.
 
 pub mod condition;
-pub mod fields;
 mod translate;
 
 use indexmap::IndexMap;

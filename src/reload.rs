@@ -12,7 +12,7 @@
 //! Dedup and window state are keyed by rule name and key values, not by position, so they carry
 //! over for rules that still exist; a removed rule's state ages out.
 
-use super::{Matching, RuleSet};
+use crate::engine::{Matching, RuleSet};
 use crate::telemetry::metrics;
 use arc_swap::ArcSwap;
 use opentelemetry::KeyValue;
@@ -33,7 +33,7 @@ pub struct Reloader {
 
 impl Reloader {
     /// Loads the first set; an error here is the process's to report (nothing runs yet).
-    pub fn new(paths: Vec<PathBuf>, matching: Matching) -> Result<Reloader, super::LoadErrors> {
+    pub fn new(paths: Vec<PathBuf>, matching: Matching) -> Result<Reloader, crate::engine::rules::LoadErrors> {
         let loaded = fingerprint(&paths);
         let set = RuleSet::load(&paths, matching)?;
         let reloader = Reloader {
@@ -89,7 +89,11 @@ impl Reloader {
         let set = self.rules();
         metrics().rules_loaded.record(set.rules().len() as u64, &[]);
         metrics().rules_reload_failed.record(0, &[]);
-        metrics().watch_rules(set);
+        metrics().watch_rule_errors(move |observe| {
+            for rule in set.rules() {
+                observe(&rule.name, rule.stats.errors.load(std::sync::atomic::Ordering::Relaxed));
+            }
+        });
     }
 
     /// Reloads on SIGHUP and, with a `poll` interval, when the files change; until `stop`.
@@ -141,7 +145,7 @@ impl Reloader {
 fn fingerprint(paths: &[PathBuf]) -> Fingerprint {
     let mut out = Vec::new();
     for path in paths {
-        let files = super::rules::rule_files(path).unwrap_or_default();
+        let files = crate::engine::rules::rule_files(path).unwrap_or_default();
         for file in files {
             let meta = std::fs::metadata(&file).ok();
             out.push((

@@ -3,7 +3,7 @@
 //! needs, MITRE ATT&CK tags, the detection ideas and Falco rules each covers), so it cannot drift
 //! from them.
 
-use super::RuleSet;
+use crate::engine::{Rule, RuleSet};
 
 /// The first sentence of a description, on one line.
 fn summary(desc: &str) -> String {
@@ -15,7 +15,7 @@ fn summary(desc: &str) -> String {
 }
 
 /// The description's summary, and the lists a rule is quiet without.
-fn what(rule: &super::Rule) -> String {
+fn what(rule: &Rule) -> String {
     let mut text = summary(&rule.desc);
     if !rule.meta.requires.is_empty() {
         let lists: Vec<String> = rule.meta.requires.iter().map(|l| format!("`{l}`")).collect();
