@@ -10,7 +10,7 @@ use crate::alert::sink::Sink;
 use crate::alert::Alert;
 use crate::audit::Event;
 use crate::backoff::Backoff;
-use crate::bus::{headers, Delivery, Subscription};
+use crate::bus::{headers, Bus, Delivery, Subscription};
 use crate::dedup::Verdict;
 use crate::detect::{Detect, Source};
 use crate::engine::{Matching, RuleSet};
@@ -73,6 +73,40 @@ impl Default for DetectorConfig {
     }
 }
 
+impl DetectorConfig {
+    /// The detector this config describes, and its subscription to `events_topic` on `bus`:
+    /// the rules loaded (hot reload starts with [`Detector::run`]), the dedup state moving with
+    /// the partitions where the bus can store it, alerts handed to `sinks`.
+    pub async fn build(
+        &self,
+        bus: &dyn Bus,
+        events_topic: &str,
+        sinks: Vec<Arc<dyn Sink>>,
+    ) -> anyhow::Result<(Detector, Box<dyn Subscription>)> {
+        let rules = Arc::new(Reloader::new(self.rules.clone(), self.rule_matching)?);
+        tracing::info!(rules = rules.rules().rules().len(), "rules loaded");
+        for rule in rules.rules().rules().iter().filter(|r| r.enabled) {
+            if let Some(lists) = &rule.dormant {
+                tracing::info!(rule = rule.name, "quiet until {lists} has items");
+            }
+        }
+        let deduper = Arc::new(crate::dedup::Deduper::new(&self.dedup)?);
+        let mut sub = bus.subscribe(events_topic, &self.group).await?;
+        let checkpoints = sub.keep_state(deduper.clone()).await?;
+        let detector = Detector {
+            rules,
+            deduper,
+            sinks,
+            batch_size: self.batch_size,
+            stats: Arc::default(),
+            event_budget: (self.event_budget_ms > 0).then(|| Duration::from_millis(self.event_budget_ms)),
+            checkpoint_every: checkpoints.then(|| Duration::from_millis(self.checkpoint_ms)),
+            reload_poll: (self.reload_poll_secs > 0).then(|| Duration::from_secs(self.reload_poll_secs)),
+        };
+        Ok((detector, sub))
+    }
+}
+
 /// What a detector has done (shared with whoever wants to watch it).
 #[derive(Debug, Default)]
 pub struct DetectorStats {
@@ -97,6 +131,8 @@ pub struct Detector {
     /// Most time between checkpoints (see [`DetectorConfig::checkpoint_ms`]), where the
     /// subscription stores state; `None`: commit every batch.
     pub checkpoint_every: Option<Duration>,
+    /// How often the rule files are looked at for changes; `None`: on SIGHUP only.
+    pub reload_poll: Option<Duration>,
 }
 
 /// Batches a checkpoint waits for at most (bounding the deliveries held uncommitted).
@@ -131,6 +167,7 @@ const TICK: Duration = Duration::from_secs(1);
 impl Detector {
     /// Runs until `stop` turns true, then drains what is already queued and returns.
     pub async fn run(&self, mut sub: Box<dyn Subscription>, mut stop: Shutdown) -> anyhow::Result<()> {
+        tokio::spawn(self.rules.clone().watch(self.reload_poll, stop.clone()));
         let ticker = tokio::spawn(tick(self.deduper.clone(), self.sinks.clone(), stop.clone()));
         let result = self.consume(&mut *sub, &mut stop).await;
         ticker.abort();

@@ -8,10 +8,11 @@
 //! relabelled.
 
 use crate::audit::{Event, Malformed, Position, Record};
-use crate::bus::{headers, Bus, Message, PublishError};
+use crate::bus::{headers, Bus, BusConfig, Message, PublishError};
 use crate::telemetry::metrics;
 use opentelemetry::KeyValue;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Longest cluster name taken (EKS allows 100 characters; GKE and AKS fewer).
 pub const MAX_CLUSTER_NAME: usize = 100;
@@ -143,17 +144,36 @@ impl Batch {
 
     /// Publishes the dead letters, then the events, each acknowledged by the bus before this
     /// returns `Ok`; counts what was published.
-    pub async fn publish(self, bus: &dyn Bus, events_topic: &str, dead_letter_topic: &str) -> Result<(), PublishError> {
+    pub async fn publish(self, to: &Destination) -> Result<(), PublishError> {
         let (published, dead_lettered) = (tally(&self.events), tally(&self.dead));
         if !self.dead.is_empty() {
-            bus.publish(dead_letter_topic, self.dead).await?;
+            to.bus.publish(&to.dead_letter_topic, self.dead).await?;
         }
         if !self.events.is_empty() {
-            bus.publish(events_topic, self.events).await?;
+            to.bus.publish(&to.events_topic, self.events).await?;
         }
         add(&metrics().events_published, published);
         add(&metrics().events_dead_lettered, dead_lettered);
         Ok(())
+    }
+}
+
+/// Where the sources publish: the bus, its events topic and its dead-letter topic.
+#[derive(Clone)]
+pub struct Destination {
+    pub bus: Arc<dyn Bus>,
+    pub events_topic: String,
+    pub dead_letter_topic: String,
+}
+
+impl Destination {
+    /// The topics `config` names, on `bus`.
+    pub fn new(bus: Arc<dyn Bus>, config: &BusConfig) -> Destination {
+        Destination {
+            bus,
+            events_topic: config.events_topic.clone(),
+            dead_letter_topic: config.dead_letter_topic.clone(),
+        }
     }
 }
 

@@ -8,7 +8,8 @@
 use crate::alert::sink;
 use crate::bus::{self, Bus};
 use crate::config::PipelineConfig;
-use crate::detector::{Detector, DetectorStats};
+use crate::detector::DetectorStats;
+use crate::ingest::Destination;
 use crate::reload::Reloader;
 use crate::shim::{server, Shim};
 use crate::shutdown::{self, Trigger};
@@ -119,35 +120,10 @@ pub async fn start(config: PipelineConfig, roles: Roles) -> anyhow::Result<Runni
     };
 
     if detector {
-        let rules = Arc::new(Reloader::new(
-            config.detector.rules.clone(),
-            config.detector.rule_matching,
-        )?);
-        tracing::info!(rules = rules.rules().rules().len(), "rules loaded");
-        for rule in rules.rules().rules().iter().filter(|r| r.enabled) {
-            if let Some(lists) = &rule.dormant {
-                tracing::info!(rule = rule.name, "quiet until {lists} has items");
-            }
-        }
-        let poll =
-            (config.detector.reload_poll_secs > 0).then(|| Duration::from_secs(config.detector.reload_poll_secs));
-        tokio::spawn(rules.clone().watch(poll, detector_rx.clone()));
-        running.rules = Some(rules.clone());
         let sinks = sink::build(&config.outputs, &bus, &config.bus, &config.redaction).await?;
-        let stats = Arc::new(DetectorStats::default());
-        let deduper = Arc::new(crate::dedup::Deduper::new(&config.detector.dedup)?);
-        let mut sub = bus.subscribe(&config.bus.events_topic, &config.detector.group).await?;
-        let checkpoints = sub.keep_state(deduper.clone()).await?;
-        let detector = Detector {
-            rules,
-            deduper,
-            sinks,
-            batch_size: config.detector.batch_size,
-            stats: stats.clone(),
-            event_budget: (config.detector.event_budget_ms > 0)
-                .then(|| Duration::from_millis(config.detector.event_budget_ms)),
-            checkpoint_every: checkpoints.then(|| Duration::from_millis(config.detector.checkpoint_ms)),
-        };
+        let (detector, sub) = config.detector.build(&*bus, &config.bus.events_topic, sinks).await?;
+        running.rules = Some(detector.rules.clone());
+        let stats = detector.stats.clone();
         running.detector = Some(tokio::spawn(async move { detector.run(sub, detector_rx).await }));
         running.detector_stats = Some(stats);
     }
@@ -155,9 +131,7 @@ pub async fn start(config: PipelineConfig, roles: Roles) -> anyhow::Result<Runni
     if let Roles::Tail(tail) = roles.clone() {
         running.ingress = Some(tokio::spawn(crate::tail::run(
             tail,
-            bus.clone(),
-            config.bus.events_topic.clone(),
-            config.bus.dead_letter_topic.clone(),
+            Destination::new(bus.clone(), &config.bus),
             config.shim.max_event_bytes,
             ingress_rx.clone(),
         )));
@@ -184,9 +158,7 @@ pub async fn start(config: PipelineConfig, roles: Roles) -> anyhow::Result<Runni
     if matches!(roles, Roles::All | Roles::Shim) {
         let shim = Arc::new(Shim::new(
             config.shim.clone(),
-            bus.clone(),
-            &config.bus.events_topic,
-            &config.bus.dead_letter_topic,
+            Destination::new(bus.clone(), &config.bus),
         )?);
         let listener = TcpListener::bind(&config.shim.listen)
             .await

@@ -25,8 +25,8 @@
 
 use crate::audit::envelope;
 use crate::audit::{Format, Malformed, Position};
-use crate::bus::{Bus, PublishError};
-use crate::ingest::{Batch, Item, Source};
+use crate::bus::PublishError;
+use crate::ingest::{Batch, Destination, Item, Source};
 use crate::telemetry::{metrics, otel};
 use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
@@ -36,7 +36,6 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// What `kaudit tail` follows and how.
@@ -450,9 +449,7 @@ fn read_lines(reading: &Reading, max: usize) -> io::Result<(Vec<Line>, u64, Opti
 /// batch: nothing is skipped.
 pub async fn run(
     config: TailConfig,
-    bus: Arc<dyn Bus>,
-    events_topic: String,
-    dead_letter_topic: String,
+    to: Destination,
     max_event_bytes: usize,
     mut stop: crate::shutdown::Shutdown,
 ) -> anyhow::Result<()> {
@@ -483,7 +480,7 @@ pub async fn run(
         let publish = otel::start("tail publish", SpanKind::Producer, &opentelemetry::Context::new());
         loop {
             let batch = Batch::build(items(&chunk, config.format), &source, max_event_bytes, &publish);
-            match batch.publish(bus.as_ref(), &events_topic, &dead_letter_topic).await {
+            match batch.publish(&to).await {
                 Ok(()) => {
                     otel::end(&publish);
                     break;

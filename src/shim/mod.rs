@@ -23,8 +23,8 @@ pub mod kubeconfig;
 pub mod server;
 
 use crate::audit::Format;
-use crate::bus::{Bus, PublishError};
-use crate::ingest::{self, Batch};
+use crate::bus::PublishError;
+use crate::ingest::{self, Batch, Destination};
 use crate::telemetry::{metrics, otel};
 use auth::{Authenticator, PeerCluster, Refusal};
 use axum::body::{Body, Bytes};
@@ -180,10 +180,9 @@ fn listens_on_loopback(listen: &str) -> bool {
 
 /// The shim's shared state.
 pub struct Shim {
-    pub bus: Arc<dyn Bus>,
+    /// Where accepted events go.
+    pub to: Destination,
     pub auth: Arc<Authenticator>,
-    pub events_topic: String,
-    pub dead_letter_topic: String,
     pub config: ShimConfig,
     inflight: Semaphore,
     /// Body bytes held, in KiB permits.
@@ -191,12 +190,7 @@ pub struct Shim {
 }
 
 impl Shim {
-    pub fn new(
-        config: ShimConfig,
-        bus: Arc<dyn Bus>,
-        events_topic: &str,
-        dead_letter_topic: &str,
-    ) -> anyhow::Result<Shim> {
+    pub fn new(config: ShimConfig, to: Destination) -> anyhow::Result<Shim> {
         for cluster in &config.clusters {
             ingest::check_cluster_name(&cluster.name).map_err(|e| anyhow::anyhow!("shim.clusters: {e}"))?;
         }
@@ -208,10 +202,8 @@ impl Shim {
             );
         }
         Ok(Shim {
-            bus,
+            to,
             auth,
-            events_topic: events_topic.to_string(),
-            dead_letter_topic: dead_letter_topic.to_string(),
             inflight: Semaphore::new(config.max_inflight_requests),
             buffered: Arc::new(Semaphore::new(config.max_buffered_bytes.div_ceil(1024))),
             config,
@@ -452,7 +444,7 @@ async fn accept(
             return reject("internal", StatusCode::INTERNAL_SERVER_ERROR, "decoding failed".into());
         }
     };
-    if let Some(max) = shim.bus.max_batch().filter(|max| items.len() > *max) {
+    if let Some(max) = shim.to.bus.max_batch().filter(|max| items.len() > *max) {
         return reject(
             "batch_too_large",
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -480,9 +472,7 @@ async fn accept(
         KeyValue::new("kaudit.events", accepted as i64),
         KeyValue::new("kaudit.dead_lettered", dead_lettered as i64),
     ]);
-    let published = batch
-        .publish(shim.bus.as_ref(), &shim.events_topic, &shim.dead_letter_topic)
-        .await;
+    let published = batch.publish(&shim.to).await;
     otel::end(&publish);
     match published {
         Ok(()) => {
