@@ -19,15 +19,21 @@
 //! listener of its own ([`crate::telemetry`]).
 
 pub mod auth;
+mod body;
+mod config;
 pub mod kubeconfig;
 pub mod server;
+
+use body::{buffers_full, inflate, is_gzip, read_body, Decoding};
+use config::check_credentials_travel_over_tls;
+pub use config::{ClusterConfig, ShimConfig, TlsConfig};
 
 use crate::audit::Format;
 use crate::bus::PublishError;
 use crate::ingest::{self, Batch, Destination};
 use crate::telemetry::{metrics, otel};
 use auth::{Authenticator, PeerCluster, Refusal};
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -35,148 +41,9 @@ use axum::routing::post;
 use axum::{Extension, Json, Router};
 use opentelemetry::trace::{SpanKind, TraceContextExt};
 use opentelemetry::KeyValue;
-use serde::Deserialize;
-use std::io::Read;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Semaphore;
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ShimConfig {
-    pub listen: String,
-    /// Largest request body taken, compressed (the apiserver's batches can be tens of MiB).
-    pub max_body_bytes: usize,
-    /// Largest body after gzip decompression; more is 413 (gzip bombs).
-    pub max_decompressed_bytes: usize,
-    /// A request that takes longer (a slow client) gets 408.
-    pub request_timeout_secs: u64,
-    /// Requests processed at once; more get 503 with Retry-After.
-    pub max_inflight_requests: usize,
-    /// Largest event published as it is. A larger one loses `requestObject`/`responseObject`
-    /// (annotated `audit.k8s.io/truncated`, as the apiserver's own truncation does); if it is
-    /// still too large it is dead-lettered. Keep it under the broker's message limit (NATS
-    /// `max_payload` and Kafka `message.max.bytes` are 1 MB by default).
-    pub max_event_bytes: usize,
-    /// Seconds the apiserver is told to wait on 429/503.
-    pub retry_after_secs: u64,
-    /// Body bytes held by all requests together, raw and inflated; past it, 503 + Retry-After.
-    pub max_buffered_bytes: usize,
-    /// Open connections; more are closed as soon as they are accepted (and logged).
-    pub max_connections: usize,
-    /// A connection with no request in flight for this long is closed (HTTP/1.1 keep-alive and
-    /// HTTP/2 alike: an HTTP/2 client is sent GOAWAY).
-    pub idle_timeout_secs: u64,
-    /// Accept requests without a credential (loopback demos only; logged at start).
-    pub allow_unauthenticated: bool,
-    pub clusters: Vec<ClusterConfig>,
-    pub tls: Option<TlsConfig>,
-}
-
-impl Default for ShimConfig {
-    fn default() -> Self {
-        ShimConfig {
-            listen: "127.0.0.1:8765".into(),
-            max_body_bytes: 64 * 1024 * 1024,
-            max_decompressed_bytes: 256 * 1024 * 1024,
-            request_timeout_secs: 30,
-            max_inflight_requests: 64,
-            max_event_bytes: 900 * 1024,
-            retry_after_secs: 1,
-            max_buffered_bytes: 512 * 1024 * 1024,
-            max_connections: 1024,
-            idle_timeout_secs: 60,
-            allow_unauthenticated: false,
-            clusters: Vec::new(),
-            tls: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterConfig {
-    pub name: String,
-    /// File holding this cluster's bearer token.
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
-    /// Subject CN of this cluster's mTLS client certificate.
-    #[serde(default)]
-    pub client_cert_cn: Option<String>,
-    /// For a forwarder posting managed clusters' envelopes to `/ingest/{format}` (a CloudWatch
-    /// subscription's Lambda, a Pub/Sub push subscription, an Event Hub function): the clusters
-    /// its envelopes may name (`prod-*`, or `*` for any). Records naming another cluster are
-    /// dead-lettered.
-    #[serde(default)]
-    pub forwards: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    /// CA that signs the apiservers' client certificates (enables mTLS).
-    #[serde(default)]
-    pub client_ca_file: Option<PathBuf>,
-}
-
-/// Credentials travel only over TLS. An apiserver sends a kubeconfig's token or client
-/// certificate only to an `https://` server (client-go drops them for `http://`): a shim that
-/// expects tokens on a plain listener would refuse every batch with 401 — and a token sent in
-/// clear can be read on the way. So tokens on a plain listener are refused unless the listener is
-/// on loopback, where a TLS-terminating proxy on the same host (a sidecar) may front the shim;
-/// that case is allowed with a warning. Certificate clusters need `[shim.tls]` with a client CA.
-fn check_credentials_travel_over_tls(config: &ShimConfig) -> anyhow::Result<()> {
-    let mtls = config.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
-    if let Some(c) = config.clusters.iter().find(|c| c.client_cert_cn.is_some()) {
-        if !mtls {
-            anyhow::bail!(
-                "shim.clusters {}: client_cert_cn needs [shim.tls] with client_ca_file; without it the shim \
-                 asks for no client certificate and the cluster could never authenticate",
-                c.name
-            );
-        }
-    }
-    if config.tls.is_some() {
-        return Ok(());
-    }
-    let with_tokens: Vec<&str> = config
-        .clusters
-        .iter()
-        .filter(|c| c.token_file.is_some())
-        .map(|c| c.name.as_str())
-        .collect();
-    if with_tokens.is_empty() {
-        return Ok(());
-    }
-    if listens_on_loopback(&config.listen) {
-        tracing::warn!(
-            "clusters {} send tokens to a plain-HTTP listener ({}): right only behind a TLS-terminating proxy \
-             on this host; an apiserver itself sends its token only to an https:// server",
-            with_tokens.join(", "),
-            config.listen
-        );
-        return Ok(());
-    }
-    anyhow::bail!(
-        "shim.clusters {} authenticate with tokens, but the shim listens on {} without [shim.tls]: an \
-         apiserver sends a token only to an https:// server (client-go drops it for http://), so every \
-         batch would get 401, and a token sent in clear can be read on the way. Configure [shim.tls] \
-         (cert_file, key_file), or listen on loopback behind a TLS-terminating proxy",
-        with_tokens.join(", "),
-        config.listen
-    )
-}
-
-/// Whether `listen` (`host:port`) is a loopback address.
-fn listens_on_loopback(listen: &str) -> bool {
-    if let Ok(addr) = listen.parse::<std::net::SocketAddr>() {
-        return addr.ip().is_loopback();
-    }
-    listen.rsplit_once(':').is_some_and(|(host, _)| host == "localhost")
-}
 
 /// The shim's shared state.
 pub struct Shim {
@@ -508,106 +375,10 @@ async fn accept(
     }
 }
 
-fn buffers_full(shim: &Shim) -> Response {
-    retry_later(
-        shim,
-        "buffers_full",
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the shim holds as many body bytes as it may (max_buffered_bytes); retry later".into(),
-    )
-}
-
-/// Body bytes a request holds, in KiB permits of [`Shim::buffered`]; given back when dropped.
-type Held = Vec<tokio::sync::OwnedSemaphorePermit>;
-
-/// Takes `bytes` more from the buffered-bytes budget, or `None` when it is spent.
-fn hold(budget: &Arc<Semaphore>, bytes: usize, held: &mut Held) -> Option<()> {
-    let kib = u32::try_from(bytes.div_ceil(1024)).ok()?;
-    if kib > 0 {
-        held.push(budget.clone().try_acquire_many_owned(kib).ok()?);
-    }
-    Some(())
-}
-
-/// Reads the body within `max_body_bytes` and the shared `max_buffered_bytes`.
-async fn read_body(shim: &Shim, headers: &HeaderMap, body: Body) -> Result<(Bytes, Held), Response> {
-    use http_body_util::BodyExt;
-    let limit = shim.config.max_body_bytes;
-    let too_large = || {
-        reject(
-            "too_large",
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("body exceeds {limit} bytes"),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    let mut held = Held::new();
-    if let Some(length) = declared {
-        if length > limit {
-            return Err(too_large());
-        }
-        hold(&shim.buffered, length, &mut held).ok_or_else(|| buffers_full(shim))?;
-    }
-    let mut out = bytes::BytesMut::with_capacity(declared.unwrap_or(0));
-    let mut body = body;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| reject("bad_body", StatusCode::BAD_REQUEST, format!("reading the body: {e}")))?;
-        let Ok(data) = frame.into_data() else { continue };
-        if out.len() + data.len() > limit {
-            return Err(too_large());
-        }
-        // A body longer than it declared, or of undeclared length, holds as it grows.
-        let over = (out.len() + data.len()).saturating_sub(declared.unwrap_or(0).max(out.len()));
-        if over > 0 {
-            hold(&shim.buffered, over, &mut held).ok_or_else(|| buffers_full(shim))?;
-        }
-        out.extend_from_slice(&data);
-    }
-    Ok((out.freeze(), held))
-}
-
-/// Why a body could not be decoded.
-enum Decoding {
-    TooLarge,
-    Buffered,
-    Corrupt(std::io::Error),
-    NotJson(String),
-}
-
-/// gzip by header or magic bytes.
-fn is_gzip(headers: &HeaderMap, body: &[u8]) -> bool {
-    headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"))
-        || body.starts_with(&[0x1f, 0x8b])
-}
-
-/// Inflates a gzip body, at most `limit` bytes, holding what it inflates against `budget`.
-fn inflate(body: &[u8], limit: usize, budget: &Arc<Semaphore>, held: &mut Held) -> Result<Bytes, Decoding> {
-    let mut out = Vec::new();
-    let mut reader = flate2::read::MultiGzDecoder::new(body).take(limit as u64 + 1);
-    let mut chunk = vec![0u8; 256 * 1024];
-    loop {
-        let n = reader.read(&mut chunk).map_err(Decoding::Corrupt)?;
-        if n == 0 {
-            break;
-        }
-        if out.len() + n > limit {
-            return Err(Decoding::TooLarge);
-        }
-        hold(budget, n, held).ok_or(Decoding::Buffered)?;
-        out.extend_from_slice(&chunk[..n]);
-    }
-    Ok(out.into())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn cluster(name: &str, token: bool, cn: bool) -> ClusterConfig {
         ClusterConfig {
