@@ -5,6 +5,12 @@
 //! replace, ...}` (or the legacy `append: true`), `enabled: false` alone to disable. Every problem
 //! is collected with its file, line and item so that `kaudit rules lint` prints them all and a
 //! rule set never half-loads.
+//!
+//! Falco's own rule files load through the same code ([`Dialect::Falco`], for `rules
+//! import-falco`): their items are read as kaudit's, minus what only Falco has (engine version
+//! requirements, syscall rules and the changes made to them, keys kaudit does not use) and with
+//! the short form of exceptions written out; the conditions stay Falco's text, for the importer
+//! to translate.
 
 mod defs;
 
@@ -74,7 +80,36 @@ pub struct RuleSource {
     pub lists: IndexMap<String, ListDef>,
     pub macros: IndexMap<String, MacroDef>,
     pub rules: IndexMap<String, RuleDef>,
+    /// Falco files: the rules of other sources than `k8s_audit`, left out with their changes.
+    foreign: std::collections::HashSet<String>,
 }
+
+/// The language of a rule file: kaudit's (CEL conditions), or Falco's (Falco conditions, loaded
+/// for `rules import-falco`, which translates them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Kaudit,
+    Falco,
+}
+
+/// The keys of a Falco item that kaudit reads; the rest (`required_engine_version`,
+/// `warn_evttypes`, `capture`, …) mean nothing on audit events.
+const FALCO_KEYS: &[&str] = &[
+    "list",
+    "items",
+    "macro",
+    "rule",
+    "desc",
+    "condition",
+    "output",
+    "priority",
+    "tags",
+    "enabled",
+    "exceptions",
+    "override",
+    "append",
+    "source",
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -110,6 +145,11 @@ struct RawItem {
 impl RuleSource {
     /// Loads rule files and directories (their `*.yaml`/`*.yml` files, sorted by name) in order.
     pub fn load_paths(paths: &[PathBuf]) -> Result<RuleSource, LoadErrors> {
+        Self::load_paths_in(paths, Dialect::Kaudit)
+    }
+
+    /// Loads rule files and directories written in `dialect`.
+    pub fn load_paths_in(paths: &[PathBuf], dialect: Dialect) -> Result<RuleSource, LoadErrors> {
         let mut files = Vec::new();
         let mut errors = Vec::new();
         for path in paths {
@@ -121,7 +161,7 @@ impl RuleSource {
         let mut source = RuleSource::default();
         for file in files {
             match std::fs::read_to_string(&file) {
-                Ok(text) => source.apply_text(&file.display().to_string(), &text, &mut errors),
+                Ok(text) => source.apply_text_in(&file.display().to_string(), &text, dialect, &mut errors),
                 Err(e) => errors.push(file_error(&file, e.to_string())),
             }
         }
@@ -134,12 +174,33 @@ impl RuleSource {
 
     /// Applies one file's text; `name` is what errors call the file.
     pub fn apply_text(&mut self, name: &str, text: &str, errors: &mut Vec<LoadError>) {
+        self.apply_text_in(name, text, Dialect::Kaudit, errors)
+    }
+
+    /// Applies one file's text, written in `dialect`.
+    pub fn apply_text_in(&mut self, name: &str, text: &str, dialect: Dialect, errors: &mut Vec<LoadError>) {
         let file: Arc<str> = Arc::from(name);
-        let items: Vec<Spanned<RawItem>> = if text.trim().is_empty() {
+        let parsed = match dialect {
+            Dialect::Kaudit => serde_saphyr::from_str::<Option<Vec<Spanned<RawItem>>>>(text).map(|items| {
+                items
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|item| (item.referenced, Ok(item.value)))
+                    .collect()
+            }),
+            Dialect::Falco => serde_saphyr::from_str::<Option<Vec<Spanned<serde_json::Value>>>>(text).map(|items| {
+                items
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|item| self.falco_item(item.value).map(|raw| (item.referenced, raw)))
+                    .collect()
+            }),
+        };
+        let items: Vec<(serde_saphyr::Location, Result<RawItem, String>)> = if text.trim().is_empty() {
             Vec::new()
         } else {
-            match serde_saphyr::from_str::<Option<Vec<Spanned<RawItem>>>>(text) {
-                Ok(items) => items.unwrap_or_default(),
+            match parsed {
+                Ok(items) => items,
                 Err(e) => {
                     let (line, column) = yaml_error_position(&e.to_string());
                     errors.push(LoadError {
@@ -151,13 +212,23 @@ impl RuleSource {
                 }
             }
         };
-        for item in items {
+        for (at, raw) in items {
             let origin = Origin {
                 file: file.clone(),
-                line: item.referenced.line(),
-                column: item.referenced.column(),
+                line: at.line(),
+                column: at.column(),
             };
-            let raw = item.value;
+            let raw = match raw {
+                Ok(raw) => raw,
+                Err(message) => {
+                    errors.push(LoadError {
+                        origin,
+                        item: String::new(),
+                        message,
+                    });
+                    continue;
+                }
+            };
             let result = match (&raw.list, &raw.macro_, &raw.rule) {
                 (Some(name), None, None) => self.apply_list(name.clone(), raw, &origin),
                 (None, Some(name), None) => self.apply_macro(name.clone(), raw, &origin),
@@ -171,6 +242,38 @@ impl RuleSource {
                 errors.push(LoadError { origin, item, message });
             }
         }
+    }
+
+    /// A Falco item as kaudit reads it; `None` for what is left out (engine requirements, empty
+    /// items, rules of other sources and the changes to them).
+    fn falco_item(&mut self, item: serde_json::Value) -> Option<Result<RawItem, String>> {
+        use serde_json::Value as Json;
+        let Json::Object(mut obj) = item else {
+            return (!item.is_null()).then(|| Err(format!("an item that is not a mapping: {item}")));
+        };
+        if let Some(rule) = obj.get("rule").and_then(Json::as_str) {
+            let defines = obj.contains_key("condition") && !obj.contains_key("override") && !obj.contains_key("append");
+            if defines {
+                // Falco's default source is `syscall`.
+                let source = obj.get("source").and_then(Json::as_str).unwrap_or("syscall");
+                if source == "k8s_audit" {
+                    self.foreign.remove(rule);
+                } else {
+                    self.foreign.insert(rule.to_string());
+                    return None;
+                }
+            } else if self.foreign.contains(rule) {
+                return None;
+            }
+        } else if !obj.contains_key("list") && !obj.contains_key("macro") {
+            // `required_engine_version`, `required_plugin_versions`, …
+            return None;
+        }
+        obj.retain(|key, _| FALCO_KEYS.contains(&key.as_str()));
+        if let Some(Json::Array(exceptions)) = obj.get_mut("exceptions") {
+            exceptions.iter_mut().for_each(falco_exception);
+        }
+        Some(serde_json::from_value(Json::Object(obj)).map_err(|e| format!("not a rule file item: {e}")))
     }
 
     fn apply_list(&mut self, name: String, raw: RawItem, origin: &Origin) -> Result<(), (String, String)> {
@@ -297,17 +400,7 @@ impl RuleSource {
         };
         let meta = RuleMetaDef {
             needs,
-            covers: raw
-                .covers
-                .unwrap_or_default()
-                .iter()
-                .map(|c| match c {
-                    Scalar::Bool(b) => b.to_string(),
-                    Scalar::Int(i) => i.to_string(),
-                    Scalar::Float(f) => f.to_string(),
-                    Scalar::String(s) => s.clone(),
-                })
-                .collect(),
+            covers: raw.covers.unwrap_or_default().iter().map(Scalar::text).collect(),
             falco: raw.falco.unwrap_or_default(),
             requires: raw.requires.unwrap_or_default(),
             fixtures: raw.fixtures,
@@ -344,11 +437,15 @@ fn apply_rule_changes(rule: &mut RuleDef, raw: RawItem, origin: &Origin) -> Resu
     }
     let modes: HashMap<String, String> = match (raw.override_, raw.append) {
         (Some(o), _) => o,
-        // Legacy `append: true`: condition and exceptions append.
-        (None, Some(true)) => [("condition", "append"), ("exceptions", "append")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        // Legacy `append: true`: the condition and the exceptions the item has append.
+        (None, Some(true)) => [
+            ("condition", raw.condition.is_some()),
+            ("exceptions", raw.exceptions.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, present)| *present)
+        .map(|(k, _)| (k.to_string(), "append".to_string()))
+        .collect(),
         (None, _) => [("enabled".to_string(), "replace".to_string())].into(),
     };
     for (key, mode) in &modes {
@@ -430,6 +527,38 @@ fn append_exceptions(existing: &mut Vec<ExceptionDef>, new: Vec<ExceptionDef>) -
     Ok(())
 }
 
+/// Writes out the short form of a Falco exception (`fields: f`, `comps: in`, `values: [a, b]`:
+/// "f is one of a, b") as the long form: one field, one row whose one value is the list. Values
+/// appended to a short-form exception by name (no `fields`, values that are not rows) become
+/// such a row too.
+fn falco_exception(exception: &mut serde_json::Value) {
+    use serde_json::Value as Json;
+    let Some(obj) = exception.as_object_mut() else {
+        return;
+    };
+    let Some(field) = obj.get("fields").and_then(Json::as_str).map(str::to_string) else {
+        if !obj.contains_key("fields") {
+            if let Some(Json::Array(values)) = obj.get_mut("values") {
+                if values.iter().any(|v| !v.is_array()) {
+                    *values = vec![Json::Array(vec![Json::Array(std::mem::take(values))])];
+                }
+            }
+        }
+        return;
+    };
+    let comp = match obj.get("comps") {
+        Some(Json::String(c)) => c.clone(),
+        _ => "in".to_string(),
+    };
+    let values = match obj.get("values") {
+        Some(Json::Array(v)) if !v.is_empty() => vec![Json::Array(vec![Json::Array(v.clone())])],
+        _ => Vec::new(),
+    };
+    obj.insert("fields".into(), Json::Array(vec![Json::String(field)]));
+    obj.insert("comps".into(), Json::Array(vec![Json::String(comp)]));
+    obj.insert("values".into(), Json::Array(values));
+}
+
 enum Change {
     Define,
     Append,
@@ -481,7 +610,11 @@ fn only_fields(raw: &RawItem, allowed: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
+/// Where `s` was written, or the item's position where that is not known.
 fn spanned_origin<T>(item: &Origin, s: &Spanned<T>) -> Origin {
+    if s.referenced.line() == 0 {
+        return item.clone();
+    }
     Origin {
         file: item.file.clone(),
         line: s.referenced.line(),
@@ -558,6 +691,75 @@ mod tests {
   priority: WARNING
   tags: [k8s]
 "#;
+
+    #[test]
+    fn falco_files_load_through_the_same_loader() {
+        let falco = r#"
+- required_engine_version: 15
+- list: images
+  items: [nginx, 443]
+- rule: Syscall
+  desc: d
+  condition: evt.type = open
+  output: o
+  priority: NOTICE
+  warn_evttypes: false
+- rule: Syscall
+  enabled: false
+- rule: Audit
+  desc: d
+  condition: ka.verb = create
+  output: "%ka.user.name"
+  priority: INFO
+  source: k8s_audit
+  exceptions:
+    - name: short
+      fields: ka.target.namespace
+      values: [kube-system, default]
+    - name: long
+      fields: [ka.user.name, ka.verb]
+      comps: [=, in]
+      values: [[admin, [get, list]]]
+-
+"#;
+        let later = "- rule: Audit\n  exceptions:\n    - name: short\n      values: [monitoring]\n  append: true\n";
+        let mut source = RuleSource::default();
+        let mut errors = Vec::new();
+        source.apply_text_in("falco.yaml", falco, Dialect::Falco, &mut errors);
+        source.apply_text_in("local.yaml", later, Dialect::Falco, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        // The syscall rule and the change to it are left out; the audit rule is read.
+        assert_eq!(source.rules.keys().collect::<Vec<_>>(), ["Audit"]);
+        let rule = &source.rules["Audit"];
+        assert_eq!(rule.priority, Priority::Informational);
+        assert_eq!(rule.origin.line, 13);
+        assert_eq!(source.lists["images"].items[1], Scalar::Int(443));
+        // The short form written out as the long one, and appended to by the later file.
+        let short = &rule.exceptions[0];
+        assert_eq!(
+            (short.fields.as_slice(), short.comps.as_slice()),
+            (&["ka.target.namespace".to_string()][..], &["in".to_string()][..])
+        );
+        let text = |v: &[ExceptionValue]| format!("{v:?}");
+        assert_eq!(short.values.len(), 2);
+        assert!(text(&short.values[0]).contains("kube-system") && text(&short.values[1]).contains("monitoring"));
+        assert_eq!(rule.exceptions[1].values[0].len(), 2);
+        // A kaudit file may not carry what a Falco file may.
+        let errors = load(&[("k.yaml", "- required_engine_version: 15\n")]).unwrap_err();
+        assert!(errors[0].message.contains("unknown field `required_engine_version`"), "{errors:?}");
+        // Errors in Falco files name file, line and item too.
+        let mut errors = Vec::new();
+        RuleSource::default().apply_text_in(
+            "f.yaml",
+            "- list: x\n  items: [a]\n  append: true\n",
+            Dialect::Falco,
+            &mut errors,
+        );
+        assert_eq!(
+            errors[0].to_string(),
+            "f.yaml:1:3: list 'x': appends to a list that is not defined"
+        );
+    }
 
     #[test]
     fn loads_items_with_positions() {

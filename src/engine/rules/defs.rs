@@ -65,6 +65,18 @@ pub enum Scalar {
     String(String),
 }
 
+impl Scalar {
+    /// The item as text (`443`, `true`, `nginx`).
+    pub fn text(&self) -> String {
+        match self {
+            Scalar::Bool(b) => b.to_string(),
+            Scalar::Int(i) => i.to_string(),
+            Scalar::Float(f) => f.to_string(),
+            Scalar::String(s) => s.clone(),
+        }
+    }
+}
+
 /// Exceptions to a rule: when one matches, the rule does not fire.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,7 +1,8 @@
 //! `kaudit rules import-falco`: Falco k8s_audit rule files, unmodified, as kaudit rules.
 //!
-//! The files are read in order with Falco's loader semantics (`append`/`override`, redefinition
-//! keeping the first position, `enabled`-only toggles, exceptions), then every `k8s_audit` rule
+//! The files are read in order by kaudit's own loader, which has Falco's semantics (`append`/
+//! `override`, redefinition keeping the first position, `enabled`-only toggles, exceptions; see
+//! [`crate::engine::rules::Dialect::Falco`]), then every `k8s_audit` rule
 //! is translated, its condition parsed ([`condition`]) and written as CEL over Falco's own field
 //! extraction ([`fields`]): `falco_field(root, 'ka.user.name', '')` is the field's values as
 //! strings, empty when absent, so
@@ -22,31 +23,10 @@
 pub mod condition;
 mod translate;
 
-use indexmap::IndexMap;
-use serde_json::Value as Json;
-use std::collections::HashMap;
+use crate::engine::rules::{Dialect, RuleSource, Scalar};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use translate::{cel_name, q, Translator};
-
-#[derive(Debug, Clone, Default)]
-struct FalcoRule {
-    desc: String,
-    condition: String,
-    output: String,
-    priority: String,
-    tags: Vec<String>,
-    enabled: bool,
-    source: String,
-    exceptions: Vec<Json>,
-}
-
-#[derive(Debug, Default)]
-struct Loaded {
-    lists: IndexMap<String, Vec<String>>,
-    macros: IndexMap<String, String>,
-    rules: IndexMap<String, FalcoRule>,
-}
 
 /// The result of an import: the rule file, and what was left out and why.
 #[derive(Debug)]
@@ -57,238 +37,34 @@ pub struct Imported {
     pub skipped: Vec<String>,
 }
 
-fn text(v: &Json) -> String {
-    match v {
-        Json::String(s) => s.clone(),
-        Json::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
-fn strings(v: Option<&Json>) -> Vec<String> {
-    v.and_then(Json::as_array)
-        .map(|a| a.iter().map(text).collect())
-        .unwrap_or_default()
-}
-
-impl Loaded {
-    fn apply_file(&mut self, file: &PathBuf) -> Result<(), Vec<String>> {
-        let source = std::fs::read_to_string(file).map_err(|e| vec![format!("{}: {e}", file.display())])?;
-        let items: Vec<Json> = serde_saphyr::from_str::<Option<Vec<Json>>>(&source)
-            .map_err(|e| vec![format!("{}: {e}", file.display())])?
-            .unwrap_or_default();
-        let mut errors = Vec::new();
-        for item in items {
-            if let Err(e) = self.apply(&item) {
-                errors.push(format!("{}: {e}", file.display()));
+/// A list's items with list names among them replaced by those lists' own items (one level, as
+/// Falco expands them).
+fn list_items(source: &RuleSource, name: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for item in source.lists.get(name).into_iter().flat_map(|l| &l.items) {
+        match item {
+            Scalar::String(inner) if inner != name && source.lists.contains_key(inner) => {
+                out.extend(source.lists[inner].items.iter().map(Scalar::text))
             }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
+            other => out.push(other.text()),
         }
     }
-
-    fn apply(&mut self, item: &Json) -> Result<(), String> {
-        // An empty item (`-` alone) is nothing, as Falco's loader reads it.
-        if item.is_null() {
-            return Ok(());
-        }
-        let obj = item.as_object().ok_or("an item that is not a mapping")?;
-        let modes = |keys: &[&str]| -> HashMap<String, String> {
-            let mut m = HashMap::new();
-            if let Some(o) = obj.get("override").and_then(Json::as_object) {
-                for (k, v) in o {
-                    m.insert(k.clone(), text(v));
-                }
-            }
-            if obj.get("append").and_then(Json::as_bool) == Some(true) {
-                for k in keys {
-                    m.insert(k.to_string(), "append".into());
-                }
-            }
-            m
-        };
-        if obj.contains_key("required_engine_version") || obj.contains_key("required_plugin_versions") {
-            return Ok(());
-        }
-        if let Some(name) = obj.get("list").map(text) {
-            let items = strings(obj.get("items"));
-            let m = modes(&["items"]);
-            match m.get("items").map(String::as_str) {
-                Some("append") => self
-                    .lists
-                    .get_mut(&name)
-                    .ok_or(format!("list '{name}': append to a list that is not defined"))?
-                    .extend(items),
-                Some(_) | None if m.contains_key("items") => {
-                    *self
-                        .lists
-                        .get_mut(&name)
-                        .ok_or(format!("list '{name}': override of a list that is not defined"))? = items
-                }
-                _ => {
-                    self.lists.insert(name, items);
-                }
-            }
-            return Ok(());
-        }
-        if let Some(name) = obj.get("macro").map(text) {
-            let cond = obj.get("condition").map(text).unwrap_or_default();
-            let m = modes(&["condition"]);
-            match m.get("condition").map(String::as_str) {
-                Some("append") => {
-                    let c = self
-                        .macros
-                        .get_mut(&name)
-                        .ok_or(format!("macro '{name}': append to a macro that is not defined"))?;
-                    *c = format!("{c} {cond}");
-                }
-                Some(_) => {
-                    *self
-                        .macros
-                        .get_mut(&name)
-                        .ok_or(format!("macro '{name}': override of a macro that is not defined"))? = cond
-                }
-                None => {
-                    self.macros.insert(name, cond);
-                }
-            }
-            return Ok(());
-        }
-        let Some(name) = obj.get("rule").map(text) else {
-            return Err(format!(
-                "an item that is no list, macro or rule: {}",
-                Json::Object(obj.clone())
-            ));
-        };
-        let m = modes(&["condition", "output", "desc", "tags", "exceptions"]);
-        let only_enabled = obj.contains_key("enabled")
-            && !["condition", "output", "desc", "priority", "tags", "exceptions"]
-                .iter()
-                .any(|k| obj.contains_key(*k));
-        if !m.is_empty() || only_enabled {
-            let rule = self
-                .rules
-                .get_mut(&name)
-                .ok_or(format!("rule '{name}': changes a rule that is not defined"))?;
-            if only_enabled && m.is_empty() {
-                rule.enabled = obj.get("enabled").and_then(Json::as_bool).unwrap_or(true);
-                return Ok(());
-            }
-            for (key, mode) in &m {
-                let append = mode == "append";
-                let value = obj.get(key.as_str());
-                match key.as_str() {
-                    "condition" | "output" | "desc" => {
-                        let new = value
-                            .map(text)
-                            .ok_or(format!("rule '{name}': override of `{key}` without one"))?;
-                        let slot = match key.as_str() {
-                            "condition" => &mut rule.condition,
-                            "output" => &mut rule.output,
-                            _ => &mut rule.desc,
-                        };
-                        *slot = if append { format!("{slot} {new}") } else { new };
-                    }
-                    "priority" => rule.priority = value.map(text).unwrap_or_default(),
-                    "enabled" => rule.enabled = value.and_then(Json::as_bool).unwrap_or(true),
-                    "tags" => {
-                        let tags = strings(value);
-                        if append {
-                            for t in tags {
-                                if !rule.tags.contains(&t) {
-                                    rule.tags.push(t);
-                                }
-                            }
-                        } else {
-                            rule.tags = tags;
-                        }
-                    }
-                    "exceptions" => {
-                        let new = value.and_then(Json::as_array).cloned().unwrap_or_default();
-                        if !append {
-                            rule.exceptions = new;
-                            continue;
-                        }
-                        for e in new {
-                            let ename = e.get("name").map(text).unwrap_or_default();
-                            match rule
-                                .exceptions
-                                .iter_mut()
-                                .find(|x| x.get("name").map(text) == Some(ename.clone()))
-                            {
-                                Some(existing) => {
-                                    let more = e.get("values").and_then(Json::as_array).cloned().unwrap_or_default();
-                                    if let Some(vals) = existing.get_mut("values").and_then(Json::as_array_mut) {
-                                        vals.extend(more);
-                                    } else {
-                                        existing["values"] = Json::Array(more);
-                                    }
-                                }
-                                None => rule.exceptions.push(e),
-                            }
-                        }
-                    }
-                    other => return Err(format!("rule '{name}': `{other}` cannot be overridden")),
-                }
-            }
-            return Ok(());
-        }
-        let rule = FalcoRule {
-            desc: obj.get("desc").map(text).unwrap_or_default(),
-            condition: obj.get("condition").map(text).unwrap_or_default(),
-            output: obj.get("output").map(text).unwrap_or_default(),
-            priority: obj.get("priority").map(text).unwrap_or_default(),
-            tags: strings(obj.get("tags")),
-            enabled: obj.get("enabled").and_then(Json::as_bool).unwrap_or(true),
-            source: obj.get("source").map(text).unwrap_or_else(|| "syscall".into()),
-            exceptions: obj
-                .get("exceptions")
-                .and_then(Json::as_array)
-                .cloned()
-                .unwrap_or_default(),
-        };
-        self.rules.insert(name, rule);
-        Ok(())
-    }
-
-    /// A list's items with list names among them replaced by those lists' own items.
-    fn list_items(&self, name: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        for item in self.lists.get(name).into_iter().flatten() {
-            match self.lists.get(item) {
-                Some(inner) if item != name => out.extend(inner.iter().cloned()),
-                _ => out.push(item.clone()),
-            }
-        }
-        out
-    }
+    out
 }
 
 /// Translates Falco rule files (in load order) into one kaudit rule file. With `lenient`, a
 /// rule that cannot be translated is left out and reported instead of failing the import
 /// (Falco's older engines failed such rules only when they ran).
 pub fn import(files: &[PathBuf], lenient: bool) -> Result<Imported, Vec<String>> {
-    let mut loaded = Loaded::default();
+    let loaded = RuleSource::load_paths_in(files, Dialect::Falco)
+        .map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     let mut errors = Vec::new();
-    for file in files {
-        if let Err(e) = loaded.apply_file(file) {
-            errors.extend(e);
-        }
-    }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
     let mut tr = Translator::new(&loaded);
     let mut rules_out = String::new();
     let mut skipped = Vec::new();
     let mut count = 0;
+    // Rules of other sources than k8s_audit were left out by the loader.
     for (name, rule) in &loaded.rules {
-        if rule.source != "k8s_audit" {
-            continue;
-        }
         match tr.rule(name, rule) {
             Ok(yaml) => {
                 rules_out.push_str(&yaml);
@@ -307,7 +83,7 @@ pub fn import(files: &[PathBuf], lenient: bool) -> Result<Imported, Vec<String>>
     }
     yaml.push('\n');
     for list in &tr.lists {
-        let items: Vec<String> = loaded.list_items(list).iter().map(|i| q(i)).collect();
+        let items: Vec<String> = list_items(&loaded, list).iter().map(|i| q(i)).collect();
         let _ = writeln!(yaml, "- list: {}\n  items: [{}]\n", cel_name(list), items.join(", "));
     }
     for (name, cel) in &tr.macros {

@@ -3,10 +3,9 @@
 //! module for the semantics kept).
 
 use super::condition::{self, Check, Expr, Value};
-use super::{strings, text, FalcoRule, Loaded};
 use crate::engine::functions::falco as fields;
+use crate::engine::rules::{ExceptionValue, RuleDef, RuleSource, Scalar};
 use indexmap::IndexMap;
-use serde_json::Value as Json;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
@@ -92,7 +91,7 @@ pub(super) fn cel_name(name: &str) -> String {
 }
 
 pub(super) struct Translator<'a> {
-    loaded: &'a Loaded,
+    loaded: &'a RuleSource,
     /// Translated macros: kaudit name → CEL.
     pub(super) macros: IndexMap<String, String>,
     /// Lists the translated conditions use.
@@ -101,7 +100,7 @@ pub(super) struct Translator<'a> {
 }
 
 impl<'a> Translator<'a> {
-    pub(super) fn new(loaded: &'a Loaded) -> Translator<'a> {
+    pub(super) fn new(loaded: &'a RuleSource) -> Translator<'a> {
         Translator {
             loaded,
             macros: IndexMap::new(),
@@ -124,17 +123,14 @@ fn direct(field: &str, arg: Option<&str>) -> Option<&'static str> {
 
 impl Translator<'_> {
     /// A rule as kaudit YAML.
-    pub(super) fn rule(&mut self, name: &str, rule: &FalcoRule) -> Result<String, String> {
+    pub(super) fn rule(&mut self, name: &str, rule: &RuleDef) -> Result<String, String> {
         let mut expr = condition::parse(&rule.condition).map_err(|e| format!("condition: {e}"))?;
         if let Some(exceptions) = self.exceptions(rule)? {
             expr = Expr::And(Box::new(expr), Box::new(Expr::Not(Box::new(exceptions))));
         }
         let cel = self.expr(&expr, true)?;
         let output = self.output(&rule.output)?;
-        let priority = match rule.priority.to_ascii_lowercase().as_str() {
-            "info" => "informational".to_string(),
-            p => p.to_string(),
-        };
+        let priority = rule.priority.as_str().to_ascii_lowercase();
         let mut y = String::new();
         let _ = writeln!(y, "- rule: {}", q(name));
         let _ = writeln!(y, "  desc: {}", q(rule.desc.trim()));
@@ -154,54 +150,34 @@ impl Translator<'_> {
     }
 
     /// A rule's exceptions as one Falco expression (`e1 or e2 …`), `None` when they add nothing.
-    fn exceptions(&self, rule: &FalcoRule) -> Result<Option<Expr>, String> {
+    /// (The loader wrote the short form out as the long one.)
+    fn exceptions(&self, rule: &RuleDef) -> Result<Option<Expr>, String> {
         let mut any: Option<Expr> = None;
         for e in &rule.exceptions {
-            let ename = e.get("name").map(text).unwrap_or_default();
-            let values = e.get("values").and_then(Json::as_array).cloned().unwrap_or_default();
-            if values.is_empty() {
-                continue;
-            }
-            let one_field = e.get("fields").and_then(Json::as_str).map(str::to_string);
-            let mut alternatives = Vec::new();
-            match one_field {
-                Some(field) => {
-                    // Short form: `fields: f`, `comps: in`, `values: [a, b]`.
-                    let comp = e.get("comps").map(text).unwrap_or_else(|| "in".into());
-                    alternatives.push(exception_check(&field, &comp, &Json::Array(values.clone())));
+            for row in &e.values {
+                if row.len() != e.fields.len() {
+                    return Err(format!(
+                        "exception '{}': {} values for {} fields",
+                        e.name,
+                        row.len(),
+                        e.fields.len()
+                    ));
                 }
-                None => {
-                    let fields = strings(e.get("fields"));
-                    let comps = strings(e.get("comps"));
-                    for row in &values {
-                        let row = row
-                            .as_array()
-                            .ok_or(format!("exception '{ename}': a row of values is not a list"))?;
-                        if row.len() != fields.len() {
-                            return Err(format!(
-                                "exception '{ename}': {} values for {} fields",
-                                row.len(),
-                                fields.len()
-                            ));
-                        }
-                        let mut all: Option<Expr> = None;
-                        for (i, field) in fields.iter().enumerate() {
-                            let comp = comps.get(i).cloned().unwrap_or_else(|| "=".into());
-                            let check = exception_check(field, &comp, &row[i]);
-                            all = Some(match all {
-                                None => check,
-                                Some(a) => Expr::And(Box::new(a), Box::new(check)),
-                            });
-                        }
-                        alternatives.extend(all);
-                    }
+                let mut all: Option<Expr> = None;
+                for (i, field) in e.fields.iter().enumerate() {
+                    let comp = e.comps.get(i).map_or("=", String::as_str);
+                    let check = exception_check(field, comp, &row[i]);
+                    all = Some(match all {
+                        None => check,
+                        Some(a) => Expr::And(Box::new(a), Box::new(check)),
+                    });
                 }
-            }
-            for alt in alternatives {
-                any = Some(match any {
-                    None => alt,
-                    Some(a) => Expr::Or(Box::new(a), Box::new(alt)),
-                });
+                if let Some(alt) = all {
+                    any = Some(match any {
+                        None => alt,
+                        Some(a) => Expr::Or(Box::new(a), Box::new(alt)),
+                    });
+                }
             }
         }
         Ok(any)
@@ -239,7 +215,7 @@ impl Translator<'_> {
             return Err(format!("macro '{name}' refers to itself"));
         }
         self.visiting.push(ours.clone());
-        let parsed = condition::parse(&body).map_err(|e| format!("macro '{name}': {e}"));
+        let parsed = condition::parse(&body.condition).map_err(|e| format!("macro '{name}': {e}"));
         let translated = parsed.and_then(|p| self.expr(&p, positive).map_err(|e| format!("macro '{name}': {e}")));
         self.visiting.pop();
         self.macros.insert(ours.clone(), translated?);
@@ -383,23 +359,18 @@ impl Translator<'_> {
 }
 
 /// One exception check: `field comp value`, the value a set under set operators.
-fn exception_check(field: &str, comp: &str, value: &Json) -> Expr {
+fn exception_check(field: &str, comp: &str, exception_value: &ExceptionValue) -> Expr {
     let (f, arg) = match field.find('[') {
         Some(i) if field.ends_with(']') => (field[..i].to_string(), Some(field[i + 1..field.len() - 1].to_string())),
         _ => (field.to_string(), None),
     };
-    let values = match value {
-        Json::Array(items) => items
-            .iter()
-            .map(|v| Value {
-                text: text(v),
-                quoted: false,
-            })
-            .collect(),
-        v => vec![Value {
-            text: text(v),
-            quoted: false,
-        }],
+    let value = |v: &Scalar| Value {
+        text: v.text(),
+        quoted: false,
+    };
+    let values = match exception_value {
+        ExceptionValue::Many(items) => items.iter().map(value).collect(),
+        ExceptionValue::One(v) => vec![value(v)],
     };
     let op = if comp == "==" {
         "=".to_string()
