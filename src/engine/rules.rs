@@ -746,7 +746,10 @@ mod tests {
         assert_eq!(rule.exceptions[1].values[0].len(), 2);
         // A kaudit file may not carry what a Falco file may.
         let errors = load(&[("k.yaml", "- required_engine_version: 15\n")]).unwrap_err();
-        assert!(errors[0].message.contains("unknown field `required_engine_version`"), "{errors:?}");
+        assert!(
+            errors[0].message.contains("unknown field `required_engine_version`"),
+            "{errors:?}"
+        );
         // Errors in Falco files name file, line and item too.
         let mut errors = Vec::new();
         RuleSource::default().apply_text_in(
