@@ -21,7 +21,12 @@
 //! [`unwrap`] takes one JSON object and returns the events it holds; with [`Format::Auto`] each
 //! object is recognised by its keys, a native Event first (the common case costs nothing more).
 
+mod aks;
+mod eks;
 mod gke;
+
+use aks::aks;
+use eks::eks;
 
 use super::Event;
 pub use gke::gke;
@@ -208,102 +213,6 @@ pub(super) fn str_of<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'
 
 // ---------------------------------------------------------------------------------------------
 // EKS
-
-/// `/aws/eks/<cluster>/cluster` → `<cluster>`.
-fn eks_cluster(log_group: &str) -> Option<String> {
-    let name = log_group.strip_prefix("/aws/eks/")?.strip_suffix("/cluster")?;
-    (!name.is_empty()).then(|| name.to_string())
-}
-
-fn eks(object: Map<String, Value>, budget: &InflateBudget) -> Vec<Result<Record, String>> {
-    // A Lambda subscribed to the log group gets `{"awslogs": {"data": base64(gzip(payload))}}`.
-    if let Some(data) = object.get("awslogs").and_then(|a| a.get("data")) {
-        return match awslogs_payload(data, budget) {
-            Ok(payload) => eks(payload, budget),
-            Err(e) => vec![Err(e)],
-        };
-    }
-    let cluster = str_of(&object, "logGroup")
-        .or_else(|| str_of(&object, "logGroupName"))
-        .and_then(eks_cluster);
-    let record = |value: &Value, what: &str| {
-        embedded_event(value, what).map(|event| Record {
-            event,
-            cluster: cluster.clone(),
-        })
-    };
-    if let Some(events) = object.get("logEvents").or_else(|| object.get("events")) {
-        // A subscription filter's control message (sent once when the filter is made) holds
-        // no audit events.
-        if str_of(&object, "messageType") == Some("CONTROL_MESSAGE") {
-            return Vec::new();
-        }
-        let Some(events) = events.as_array() else {
-            return vec![Err("logEvents is not an array".into())];
-        };
-        return events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| match e.get("message") {
-                Some(message) => record(message, &format!("logEvents[{i}].message")),
-                None => Err(format!("logEvents[{i}] has no message")),
-            })
-            .collect();
-    }
-    match object.get("message") {
-        Some(message) => vec![record(message, "message")],
-        None => vec![Err("an EKS record needs a message or logEvents".into())],
-    }
-}
-
-fn awslogs_payload(data: &Value, budget: &InflateBudget) -> Result<Map<String, Value>, String> {
-    use base64::Engine as _;
-    let data = data.as_str().ok_or("awslogs.data is not a string")?;
-    let gz = base64::engine::general_purpose::STANDARD
-        .decode(data.trim())
-        .map_err(|e| format!("awslogs.data is not base64: {e}"))?;
-    let json = budget.inflate(&gz, "awslogs.data")?;
-    serde_json::from_slice(&json).map_err(|e| format!("awslogs.data is not a subscription payload: {e}"))
-}
-
-// ---------------------------------------------------------------------------------------------
-// AKS
-
-/// `/SUBSCRIPTIONS/…/MANAGEDCLUSTERS/<NAME>` → `<name>`.
-fn aks_cluster(resource_id: &str) -> Option<String> {
-    let lower = resource_id.to_ascii_lowercase();
-    let (_, name) = lower.rsplit_once("/managedclusters/")?;
-    let name = name.split('/').next()?;
-    (!name.is_empty()).then(|| name.to_string())
-}
-
-fn aks(object: Map<String, Value>) -> Vec<Result<Record, String>> {
-    if let Some(records) = object.get("records") {
-        let Some(records) = records.as_array() else {
-            return vec![Err("records is not an array".into())];
-        };
-        return records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| match r.as_object() {
-                Some(r) => aks_record(r).map_err(|e| format!("records[{i}]: {e}")),
-                None => Err(format!("records[{i}] is not an object")),
-            })
-            .collect();
-    }
-    vec![aks_record(&object)]
-}
-
-fn aks_record(record: &Map<String, Value>) -> Result<Record, String> {
-    let log = record
-        .get("properties")
-        .and_then(|p| p.get("log"))
-        .ok_or("an AKS record needs properties.log")?;
-    Ok(Record {
-        event: embedded_event(log, "properties.log")?,
-        cluster: str_of(record, "resourceId").and_then(aks_cluster),
-    })
-}
 
 #[cfg(test)]
 mod tests {
