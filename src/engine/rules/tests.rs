@@ -49,13 +49,13 @@ fn falco_files_load_through_the_same_loader() {
   priority: INFO
   source: k8s_audit
   exceptions:
-- name: short
-  fields: ka.target.namespace
-  values: [kube-system, default]
-- name: long
-  fields: [ka.user.name, ka.verb]
-  comps: [=, in]
-  values: [[admin, [get, list]]]
+    - name: short
+      fields: ka.target.namespace
+      values: [kube-system, default]
+    - name: long
+      fields: [ka.user.name, ka.verb]
+      comps: [=, in]
+      values: [[admin, [get, list]]]
 -
 "#;
     let later = "- rule: Audit\n  exceptions:\n    - name: short\n      values: [monitoring]\n  append: true\n";
@@ -124,9 +124,9 @@ fn later_files_disable_append_and_add_exceptions() {
   enabled: false
 - rule: R
   exceptions:
-- name: ns
-  fields: [objectRef.namespace]
-  values: [[kube-system]]
+    - name: ns
+      fields: [objectRef.namespace]
+      values: [[kube-system]]
   override: { exceptions: append }
 "#;
     let s = load(&[("base.yaml", BASE), ("mine.yaml", overlay)]).unwrap();
