@@ -559,8 +559,10 @@ kind = "topic"
     // Labels Prometheus adds, and the histogram's bucket label.
     let added: BTreeSet<&str> = ["job", "instance", "le"].into();
     // The shim's refusal reasons, as its code names them.
-    let shim_code = std::fs::read_to_string(common::repo().join("src/shim/mod.rs")).unwrap()
-        + &std::fs::read_to_string(common::repo().join("src/shim/server.rs")).unwrap();
+    let shim_code: String = std::fs::read_dir(common::repo().join("src/shim"))
+        .unwrap()
+        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+        .collect();
     let reason = regex::Regex::new(r#"reason=~"([^"]*)""#).unwrap();
     for (what, expr) in &queries {
         let (metrics, labels) = promql_names(expr);
