@@ -128,6 +128,7 @@ struct Kaudit {
 impl Kaudit {
     /// With `bus`, a `[bus]` section (empty: the memory bus).
     async fn start(bus: &str) -> Kaudit {
+        common::logs();
         let dir = tempfile::tempdir().unwrap();
         let pki = common::pki::pki();
         let token_file = dir.path().join("token");

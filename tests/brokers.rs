@@ -1146,3 +1146,70 @@ async fn a_detector_stops_within_its_deadline_when_the_broker_is_gone() {
         detector.log_text()
     );
 }
+
+/// `Subscription::next` is cancel-safe: the detector races it with its commit timer, and a
+/// `next` dropped while it gathered a batch used to lose that batch (Kafka: for good, as the
+/// offsets after it were committed). Read here under a timer shorter than a batch's gathering,
+/// every message of the events topic (partitioned) and of the alerts topic arrives, once.
+async fn reads_raced_with_a_timer_lose_nothing(kind: Kind) {
+    let broker = Broker::start(kind);
+    let config = bus_config(&broker);
+    let bus = bus::connect(&config).await.unwrap();
+    for topic in [&config.events_topic, &config.alerts_topic] {
+        let mut sub = bus.subscribe(topic, "cancel-safety").await.unwrap();
+        let sent: Vec<String> = (0..200).map(|i| format!("{topic} {i}")).collect();
+        let messages = sent
+            .iter()
+            .enumerate()
+            .map(|(i, text)| kaudit::bus::Message {
+                key: format!("cluster-{}", i % 7),
+                route: format!("cluster-{}", i % 7),
+                id: None,
+                payload: text.clone().into_bytes().into(),
+                headers: vec![],
+            })
+            .collect();
+        bus.publish(topic, messages).await.unwrap();
+        let mut got: HashMap<String, usize> = HashMap::new();
+        let (mut cancelled, mut batches) = (0, 0);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while got.len() < sent.len() && Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_millis(3), sub.next(1000)).await {
+                Err(_) => cancelled += 1,
+                Ok(batch) => {
+                    let batch = batch.unwrap().unwrap();
+                    batches += 1;
+                    for d in &batch {
+                        *got.entry(String::from_utf8_lossy(&d.message.payload).into_owned())
+                            .or_default() += 1;
+                    }
+                    sub.commit(batch).await.unwrap();
+                }
+            }
+        }
+        let missing: Vec<&String> = sent.iter().filter(|s| !got.contains_key(*s)).collect();
+        assert!(
+            missing.is_empty(),
+            "{topic}: {} of {} messages never came ({cancelled} reads cut short, {batches} batches): {:?}",
+            missing.len(),
+            sent.len(),
+            &missing[..missing.len().min(5)]
+        );
+        let repeated: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(repeated.is_empty(), "{topic}: delivered more than once: {repeated:?}");
+        eprintln!(
+            "{topic}: {} messages in {batches} batches, {cancelled} reads cut short",
+            sent.len()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_reads_raced_with_a_timer_lose_nothing() {
+    reads_raced_with_a_timer_lose_nothing(Kind::Kafka).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_reads_raced_with_a_timer_lose_nothing() {
+    reads_raced_with_a_timer_lose_nothing(Kind::Nats).await;
+}

@@ -186,6 +186,8 @@ fn handed_over(partition: u32, bytes: usize, stored: anyhow::Result<()>) {
 #[async_trait]
 pub trait Subscription: Send {
     /// Waits for at least one delivery, then returns up to `max`; `None` when the bus closed.
+    /// Cancel-safe: a `next` dropped before it returns loses nothing it received (the detector
+    /// races it with its commit timer and its stop); the next call returns it.
     async fn next(&mut self, max: usize) -> anyhow::Result<Option<Vec<Delivery>>>;
 
     /// Marks deliveries as done; the broker will not hand them out again. Where state is kept,

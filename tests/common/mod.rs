@@ -94,3 +94,13 @@ pub fn json_lines(file: &std::path::Path) -> Vec<serde_json::Value> {
 pub mod apiserver;
 pub mod brokers;
 pub mod pki;
+
+/// kaudit's logs in this test process, at `KAUDIT_LOG` (`kaudit=info` by default), through the
+/// test harness's capture: shown beside a failing test's message, hidden otherwise.
+pub fn logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KAUDIT_LOG").unwrap_or_else(|_| "kaudit=info".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}

@@ -266,6 +266,9 @@ impl Bus for KafkaBus {
             group: group.to_string(),
             config: self.config.clone(),
             producer: self.current(),
+            pending: Vec::new(),
+            linger_until: None,
+            revokes_seen: 0,
         }))
     }
 }
@@ -407,6 +410,46 @@ struct KafkaSubscription {
     group: String,
     config: KafkaConfig,
     producer: FutureProducer,
+    /// Deliveries received and not yet returned: [`Subscription::next`] gathers its batch here,
+    /// so that a `next` dropped while it waits for more (the detector races it with its commit
+    /// timer and its stop) loses none of them.
+    pending: Vec<Delivery>,
+    /// When the batch gathering in `pending` stops waiting for more.
+    linger_until: Option<tokio::time::Instant>,
+    /// `revokes` when `pending` was last checked against the assignment.
+    revokes_seen: u64,
+}
+
+/// The delivery of a message read from the events topic: its key routes it, its headers carry
+/// the cluster and the receive time.
+fn delivery(m: &rdkafka::message::BorrowedMessage<'_>) -> Delivery {
+    let headers = m
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_string(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+    let message = Message {
+        route: key.clone(),
+        key,
+        id: None,
+        payload: bytes::Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+        headers,
+    };
+    let at = At {
+        topic: m.topic().to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
+    };
+    Delivery::new(message, m.partition() as u32, u64::try_from(m.offset()).ok(), at)
 }
 
 const BATCH_LINGER: Duration = Duration::from_millis(5);
@@ -449,81 +492,56 @@ impl KafkaSubscription {
 
 #[async_trait]
 impl Subscription for KafkaSubscription {
+    /// Cancel-safe: what was received before the future was dropped waits in `pending`.
     async fn next(&mut self, max: usize) -> anyhow::Result<Option<Vec<Delivery>>> {
-        let revokes = self.revokes.load(Ordering::SeqCst);
-        let mut out = Vec::new();
+        let max = max.max(1);
         let consumer = self.consumer.as_ref().expect("the consumer is taken only on drop");
-        while out.len() < max.max(1) {
-            let next = if out.is_empty() {
+        while self.pending.len() < max {
+            let next = if self.pending.is_empty() {
                 consumer.recv().await
             } else {
-                match tokio::time::timeout(BATCH_LINGER, consumer.recv()).await {
+                let until = *self
+                    .linger_until
+                    .get_or_insert_with(|| tokio::time::Instant::now() + BATCH_LINGER);
+                match tokio::time::timeout_at(until, consumer.recv()).await {
                     Ok(n) => n,
                     Err(_) => break,
                 }
             };
             match next {
                 Ok(m) => {
-                    let headers = m
-                        .headers()
-                        .map(|h| {
-                            h.iter()
-                                .map(|h| {
-                                    (
-                                        h.key.to_string(),
-                                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                                    )
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-                    let message = Message {
-                        route: key.clone(),
-                        key,
-                        id: None,
-                        payload: bytes::Bytes::copy_from_slice(m.payload().unwrap_or_default()),
-                        headers,
-                    };
                     if self.started.insert((m.topic().to_string(), m.partition())) {
                         tracing::info!("consuming {}[{}] from offset {}", m.topic(), m.partition(), m.offset());
                     }
-                    let at = At {
-                        topic: m.topic().to_string(),
-                        partition: m.partition(),
-                        offset: m.offset(),
-                    };
-                    out.push(Delivery::new(
-                        message,
-                        m.partition() as u32,
-                        u64::try_from(m.offset()).ok(),
-                        at,
-                    ));
+                    self.pending.push(delivery(&m));
                 }
                 Err(e) => {
                     tracing::warn!("Kafka consume: {e}");
-                    if !out.is_empty() {
+                    if !self.pending.is_empty() {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
         }
-        if self.revokes.load(Ordering::SeqCst) != revokes {
-            // Partitions were given up (with their state) while this batch was fetched: what came
+        self.linger_until = None;
+        if self.revokes.load(Ordering::SeqCst) != self.revokes_seen {
+            self.revokes_seen = self.revokes.load(Ordering::SeqCst);
+            // Partitions were given up (with their state) since these were fetched: what came
             // from them is their new owner's to evaluate.
-            let assigned: HashSet<(String, i32)> = consumer
+            let assigned: HashSet<(String, i32)> = self
+                .consumer()
                 .assignment()?
                 .elements()
                 .iter()
                 .map(|p| (p.topic().to_string(), p.partition()))
                 .collect();
-            out.retain(|d| {
+            self.pending.retain(|d| {
                 d.token::<At>()
                     .is_none_or(|at| assigned.contains(&(at.topic.clone(), at.partition)))
             });
         }
-        Ok(Some(out))
+        Ok(Some(std::mem::take(&mut self.pending)))
     }
 
     async fn keep_state(&mut self, state: Arc<dyn PartitionState>) -> anyhow::Result<bool> {

@@ -242,6 +242,12 @@ impl Bus for NatsBus {
 struct NatsSubscription {
     consumer: jetstream::consumer::Consumer<pull::Config>,
     messages: Option<pull::Stream>,
+    /// Deliveries received and not yet returned: [`Subscription::next`] gathers its batch here,
+    /// so that a `next` dropped while it waits for more loses none of them (they would come
+    /// again after `ack_wait`, out of order).
+    pending: Vec<Delivery>,
+    /// When the batch gathering in `pending` stops waiting for more.
+    linger_until: Option<tokio::time::Instant>,
     _lag: LagProbe,
 }
 
@@ -252,6 +258,8 @@ impl NatsSubscription {
             _lag: LagProbe::start(consumer.clone(), partition),
             consumer,
             messages: None,
+            pending: Vec::new(),
+            linger_until: None,
         }
     }
 }
@@ -296,52 +304,52 @@ const BATCH_LINGER: Duration = Duration::from_millis(5);
 
 #[async_trait]
 impl Subscription for NatsSubscription {
+    /// Cancel-safe: what was received before the future was dropped waits in `pending`.
     async fn next(&mut self, max: usize) -> anyhow::Result<Option<Vec<Delivery>>> {
-        let mut out = Vec::new();
-        loop {
+        let max = max.max(1);
+        while self.pending.len() < max {
             if self.messages.is_none() {
                 let stream = self
                     .consumer
                     .stream()
-                    .max_messages_per_batch(max.clamp(1, 1000))
+                    .max_messages_per_batch(max.min(1000))
                     .messages()
                     .await?;
                 self.messages = Some(stream);
             }
             let messages = self.messages.as_mut().expect("set above");
-            let next = if out.is_empty() {
+            let next = if self.pending.is_empty() {
                 messages.next().await
             } else {
-                match tokio::time::timeout(BATCH_LINGER, messages.next()).await {
+                let until = *self
+                    .linger_until
+                    .get_or_insert_with(|| tokio::time::Instant::now() + BATCH_LINGER);
+                match tokio::time::timeout_at(until, messages.next()).await {
                     Ok(n) => n,
                     Err(_) => break,
                 }
             };
             match next {
-                Some(Ok(m)) => {
-                    out.push(delivery(m));
-                    if out.len() >= max {
-                        break;
-                    }
-                }
+                Some(Ok(m)) => self.pending.push(delivery(m)),
                 Some(Err(e)) => {
                     // E.g. 409 "Exceeded MaxRequest*": the stream ended; subscribe again.
                     tracing::warn!("JetStream pull: {e}; resubscribing");
                     self.messages = None;
-                    if !out.is_empty() {
+                    if !self.pending.is_empty() {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 None => {
                     self.messages = None;
-                    if !out.is_empty() {
+                    if !self.pending.is_empty() {
                         break;
                     }
                 }
             }
         }
-        Ok(Some(out))
+        self.linger_until = None;
+        Ok(Some(std::mem::take(&mut self.pending)))
     }
 
     async fn commit(&mut self, deliveries: Vec<Delivery>) -> anyhow::Result<()> {

@@ -25,7 +25,7 @@ use crate::bus::{Delivery, PartitionState, Subscription};
 use async_nats::jetstream::{self, consumer::pull, kv};
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -124,6 +124,7 @@ impl Leases {
 
 /// What the lease manager tells the subscription about partitions (in order, before any
 /// delivery of a partition acquired).
+#[derive(Debug, Clone, Copy)]
 enum Control {
     Acquired(u32),
     HandBack(u32),
@@ -136,6 +137,14 @@ type Tasks = Arc<Mutex<BTreeMap<u32, JoinHandle<()>>>>;
 pub struct PartitionedSubscription {
     rx: mpsc::Receiver<Vec<Delivery>>,
     control: mpsc::UnboundedReceiver<Control>,
+    /// Controls received and not yet applied: one leaves only once applied, so that a `next`
+    /// dropped in the middle of applying it (the detector races `next` with its timers) applies
+    /// it again at the next call.
+    controls: VecDeque<Control>,
+    /// A partition's state taken for a hand-back whose store has not finished: a hand-back
+    /// applied again stores it, not the empty state left behind.
+    handing_back: Option<(u32, Vec<u8>)>,
+    /// Deliveries received and not yet returned (kept across a dropped `next`).
     leftover: Vec<Delivery>,
     manager: JoinHandle<()>,
     /// Each partition's consuming task.
@@ -267,6 +276,8 @@ impl PartitionedSubscription {
         Ok(PartitionedSubscription {
             rx,
             control,
+            controls: VecDeque::new(),
+            handing_back: None,
             leftover: Vec::new(),
             manager,
             tasks,
@@ -282,7 +293,11 @@ impl PartitionedSubscription {
     /// Acts on what the lease manager said, in order.
     async fn apply_control(&mut self) {
         while let Ok(control) = self.control.try_recv() {
+            self.controls.push_back(control);
+        }
+        while let Some(&control) = self.controls.front() {
             self.apply_one(control).await;
+            self.controls.pop_front();
         }
     }
 
@@ -322,9 +337,15 @@ impl PartitionedSubscription {
     async fn hand_back(&mut self, p: u32) {
         self.give_up(p).await;
         if let Some((state, store)) = &self.state {
-            let bytes = state.give_up(p);
-            let stored = handover::write(store, &self.leases.group, p, &bytes).await;
+            let bytes = match self.handing_back.take() {
+                Some((q, bytes)) if q == p => bytes,
+                _ => state.give_up(p),
+            };
+            self.handing_back = Some((p, bytes));
+            let bytes = &self.handing_back.as_ref().expect("set above").1;
+            let stored = handover::write(store, &self.leases.group, p, bytes).await;
             crate::bus::handed_over(p, bytes.len(), stored);
+            self.handing_back = None;
         }
         let key = self.leases.owner_key(p);
         match self.leases.kv.entry(&key).await {
@@ -430,9 +451,8 @@ impl Subscription for PartitionedSubscription {
             tokio::select! {
                 biased;
                 control = self.control.recv() => {
-                    if let Some(control) = control {
-                        self.apply_one(control).await;
-                    }
+                    // Applied at the top of the loop.
+                    self.controls.extend(control);
                 }
                 batch = self.rx.recv() => match batch {
                     Some(batch) => self.keep_held(batch).await,
