@@ -199,3 +199,28 @@ fn webhook_config_prints_a_kubeconfig() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("only to an https:// server"), "{err}");
 }
+
+/// `scan --profile` lists the rules by the time they took, with how often each was evaluated
+/// and matched: the exec fixture's rule is there, evaluated on all three events.
+#[test]
+fn scan_profile_lists_the_rules_by_time() {
+    let out = kaudit()
+        .args([
+            "scan",
+            "--profile",
+            "rules/fixtures/exec_or_attach_into_pod/positive.jsonl",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let table = stderr.split("rule time: ").nth(1).unwrap_or_else(|| panic!("{stderr}"));
+    let row = table
+        .lines()
+        .find(|l| l.ends_with("  Exec or attach into pod"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let columns: Vec<&str> = row.split_whitespace().collect();
+    // share, ms, evaluated, ns/eval, matched
+    assert_eq!((columns[2], columns[4]), ("3", "3"), "{row}");
+    assert!(columns[0].ends_with('%'), "{row}");
+}

@@ -36,10 +36,16 @@ pub struct ScanArgs {
     /// Show every match: no rate limits (stateful rules still alert when their window fires).
     #[arg(long)]
     no_dedup: bool,
+    /// Measure each rule's evaluation time and print the costliest rules after the summary.
+    #[arg(long)]
+    profile: bool,
 }
 
 pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
-    let rules = RuleSet::load(&args.rules, args.rule_matching)?;
+    let mut rules = RuleSet::load(&args.rules, args.rule_matching)?;
+    if args.profile {
+        rules.profile();
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let options = crate::tools::scan::Options {
@@ -55,5 +61,8 @@ pub fn run(args: ScanArgs) -> anyhow::Result<ExitCode> {
     };
     let summary = crate::tools::scan::scan(&args.files, &rules, &options, &mut out)?;
     crate::tools::scan::report(&summary, &rules, &mut std::io::stderr())?;
+    if args.profile {
+        crate::tools::scan::profile(&rules, &mut std::io::stderr())?;
+    }
     Ok(ExitCode::SUCCESS)
 }

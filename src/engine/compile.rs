@@ -312,6 +312,7 @@ impl RuleSet {
             prefilter,
             matching,
             compiled,
+            profiling: false,
         })
     }
 }

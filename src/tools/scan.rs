@@ -197,3 +197,48 @@ pub fn report(summary: &Summary, rules: &RuleSet, err: &mut dyn Write) -> std::i
     }
     Ok(())
 }
+
+/// The rules by the time they took (measured with [`RuleSet::profile`]), costliest first: the
+/// ones that account for nine tenths of it, at least ten.
+pub fn profile(rules: &RuleSet, err: &mut impl std::io::Write) -> std::io::Result<()> {
+    let mut costs: Vec<(u64, u64, u64, &str)> = rules
+        .rules()
+        .iter()
+        .map(|r| {
+            let s = &r.stats;
+            let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            (load(&s.nanos), load(&s.evaluated), load(&s.matched), r.name.as_str())
+        })
+        .filter(|c| c.1 > 0)
+        .collect();
+    costs.sort_by(|a, b| b.0.cmp(&a.0));
+    let total: u64 = costs.iter().map(|c| c.0).sum();
+    writeln!(
+        err,
+        "rule time: {:.3} s over {} rules (shared work counts for the first rule that needs it)",
+        total as f64 / 1e9,
+        costs.len()
+    )?;
+    writeln!(
+        err,
+        "  {:>6} {:>9} {:>10} {:>8} {:>8}  rule",
+        "share", "ms", "evaluated", "ns/eval", "matched"
+    )?;
+    let mut listed = 0;
+    for (shown, (nanos, evaluated, matched, name)) in costs.iter().enumerate() {
+        if shown >= 10 && listed * 10 >= total * 9 {
+            break;
+        }
+        listed += nanos;
+        writeln!(
+            err,
+            "  {:>5.1}% {:>9.1} {:>10} {:>8} {:>8}  {name}",
+            *nanos as f64 * 100.0 / total.max(1) as f64,
+            *nanos as f64 / 1e6,
+            evaluated,
+            nanos / evaluated.max(&1),
+            matched
+        )?;
+    }
+    Ok(())
+}
