@@ -3,7 +3,7 @@
 //! otherwise, with or without the triggering event. A sink's `send` returns only when the alerts are written (and, for the topic,
 //! acknowledged by the broker): the detector commits its input after that.
 
-use super::encode::{Encoder, Encoding};
+use super::encode::{Encoder, Encoding, Memo};
 use super::redact::{RedactionConfig, Redactor};
 use super::Alert;
 use crate::bus::{headers, Bus, Message};
@@ -88,8 +88,9 @@ pub trait Sink: Send + Sync {
 /// Encoded alerts as JSON lines.
 pub fn json_lines(encoder: &Encoder, alerts: &[Alert]) -> anyhow::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(alerts.len() * 1024);
+    let mut memo = Default::default();
     for a in alerts {
-        buf.extend_from_slice(&encoder.encode(a)?);
+        buf.extend_from_slice(&encoder.encode_with(a, &mut memo)?);
         buf.push(b'\n');
     }
     Ok(buf)
@@ -147,12 +148,17 @@ pub struct TopicSink {
 }
 
 pub fn alert_message(alert: &Alert, encoder: &Encoder) -> anyhow::Result<Message> {
+    alert_message_with(alert, encoder, &mut Default::default())
+}
+
+/// [`alert_message`] for one of several alerts made into messages in turn with one `memo`.
+fn alert_message_with(alert: &Alert, encoder: &Encoder, memo: &mut Memo) -> anyhow::Result<Message> {
     let encoding = encoder.encoding;
     let mut message = Message {
         key: alert.dedup.key.clone(),
         route: alert.priority.to_ascii_lowercase(),
         id: Some(alert.id.clone()),
-        payload: encoder.encode(alert)?.into(),
+        payload: encoder.encode_with(alert, memo)?.into(),
         headers: vec![
             (headers::CLUSTER.into(), alert.cluster.clone()),
             ("ce_specversion".into(), "1.0".into()),
@@ -192,9 +198,10 @@ impl Sink for TopicSink {
         if alerts.is_empty() {
             return Ok(());
         }
+        let mut memo = Memo::default();
         let messages = alerts
             .iter()
-            .map(|a| alert_message(a, &self.encoder))
+            .map(|a| alert_message_with(a, &self.encoder, &mut memo))
             .collect::<anyhow::Result<Vec<_>>>()?;
         if !self.per_priority {
             self.bus.publish(&self.topic, messages).await?;
@@ -313,6 +320,49 @@ mod tests {
                 assert_eq!(m.header(name), Some(value), "{encoding:?} {name}");
             }
             serde_json::from_slice::<serde_json::Value>(&m.payload).unwrap();
+        }
+    }
+
+    /// Alerts of one event, encoded in turn, share the event's redaction; the next event's is
+    /// its own: each line is scrubbed of its own event's secret, whatever came before it.
+    #[test]
+    fn alerts_of_one_event_in_a_row_are_each_redacted_by_their_own_event() {
+        use base64::Engine as _;
+        let secret_event = |value: &str| {
+            let data = base64::engine::general_purpose::STANDARD.encode(value);
+            let text = format!(
+                r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"a","stage":"ResponseComplete","verb":"create","objectRef":{{"resource":"secrets","namespace":"n","name":"s"}},"requestObject":{{"kind":"Secret","data":{{"blob":"{data}"}}}}}}"#
+            );
+            crate::audit::Event::from_json(bytes::Bytes::from(text)).unwrap()
+        };
+        let (first, second) = (secret_event("first-hidden-value"), secret_event("second-hidden-value"));
+        let quoting = |event: &crate::audit::Event, value: &str| Alert {
+            output: format!("the secret holds {value}"),
+            origin: crate::alert::Origin {
+                event: Some(event.clone()),
+                ..Default::default()
+            },
+            ..alert()
+        };
+        let alerts = [
+            quoting(&first, "first-hidden-value"),
+            quoting(&first, "first-hidden-value"),
+            quoting(&second, "second-hidden-value"),
+            quoting(&first, "first-hidden-value"),
+        ];
+        for encoding in [Encoding::Falco, Encoding::Ocsf] {
+            let encoder = Encoder {
+                encoding,
+                include_event: true,
+                redactor: Some(Redactor::builtin()),
+            };
+            let lines = String::from_utf8(json_lines(&encoder, &alerts).unwrap()).unwrap();
+            assert_eq!(lines.lines().count(), 4);
+            for line in lines.lines() {
+                assert!(!line.contains("hidden-value"), "{encoding:?}: {line}");
+                assert!(!line.contains(&base64::engine::general_purpose::STANDARD.encode("first-hidden-value")));
+                assert!(line.contains("the secret holds"), "{line}");
+            }
         }
     }
 

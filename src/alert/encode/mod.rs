@@ -97,7 +97,12 @@ impl Encoder {
     }
 
     pub fn encode(&self, alert: &Alert) -> anyhow::Result<Vec<u8>> {
-        let prepared = self.prepare(alert);
+        self.encode_with(alert, &mut Memo::default())
+    }
+
+    /// [`Encoder::encode`], for one of several alerts encoded in turn with the same `memo`.
+    pub fn encode_with(&self, alert: &Alert, memo: &mut Memo) -> anyhow::Result<Vec<u8>> {
+        let prepared = self.prepare(alert, memo);
         Ok(match self.encoding {
             Encoding::Falco => {
                 #[derive(serde::Serialize)]
@@ -126,31 +131,35 @@ impl Encoder {
         })
     }
 
-    fn prepare<'a>(&self, alert: &'a Alert) -> Prepared<'a> {
+    fn prepare<'a>(&self, alert: &'a Alert, memo: &mut Memo) -> Prepared<'a> {
         // The event is read when it is shown (OCSF and ECS show parts of it always) or when
-        // redaction must know what it holds.
+        // redaction must know what it holds; once for the alerts of one event in a row.
         let shown = self.include_event || self.encoding != Encoding::Falco;
-        let mut event: Option<Value> = match &alert.origin.event {
-            Some(e) if shown => crate::audit::to_value(e.as_str()).ok(),
-            // Redaction alone reads only the fields its structural pass looks at.
-            Some(e) if self.redactor.is_some() => structure_fields(e),
-            _ => None,
-        };
+        let text = alert.origin.event.as_ref().map(|e| e.as_str());
+        let id = text.map(|t| (t.as_ptr() as usize, t.len()));
+        if id.is_none() || memo.event != id {
+            let mut event: Option<Value> = match &alert.origin.event {
+                Some(e) if shown => crate::audit::to_value(e.as_str()).ok(),
+                // Redaction alone reads only the fields its structural pass looks at.
+                Some(e) if self.redactor.is_some() => structure_fields(e),
+                _ => None,
+            };
+            memo.removed = match (&self.redactor, event.as_mut()) {
+                (Some(redactor), Some(e)) if shown => redactor.event(e),
+                (Some(redactor), Some(e)) => redactor.structure(e),
+                _ => Vec::new(),
+            };
+            memo.event = id;
+            memo.shown = if shown { event } else { None };
+        }
+        let event = memo.shown.clone();
         let mut output = alert.output.clone();
         let mut output_fields = alert.output_fields.clone();
         if let Some(redactor) = &self.redactor {
-            let removed = match event.as_mut() {
-                Some(e) if shown => redactor.event(e),
-                Some(e) => redactor.structure(e),
-                None => Vec::new(),
-            };
-            output = redactor.text(&output, &removed).into_owned();
+            output = redactor.text(&output, &memo.removed).into_owned();
             for value in output_fields.values_mut() {
-                redactor.scrub_value(value, &removed);
+                redactor.scrub_value(value, &memo.removed);
             }
-        }
-        if !shown {
-            event = None;
         }
         Prepared {
             alert,
@@ -160,6 +169,19 @@ impl Encoder {
             include_event: self.include_event,
         }
     }
+}
+
+/// What the encoder learnt of the last event it read: several alerts of one event, encoded in
+/// turn, have it read and redacted once.
+#[derive(Default)]
+pub struct Memo {
+    /// Where the event's text is and how long it is: the alerts of one event share the text
+    /// (and no other event can take its place while they live).
+    event: Option<(usize, usize)>,
+    /// The values redaction removed from it (to scrub from the text that quotes them).
+    removed: Vec<String>,
+    /// The event as the encoding shows it (redacted), if it does.
+    shown: Option<Value>,
 }
 
 /// The fields of an event that redaction's structural pass reads, or `None` when it has none
