@@ -211,7 +211,7 @@ pub fn profile(rules: &RuleSet, err: &mut impl std::io::Write) -> std::io::Resul
         })
         .filter(|c| c.1 > 0)
         .collect();
-    costs.sort_by(|a, b| b.0.cmp(&a.0));
+    costs.sort_by_key(|c| std::cmp::Reverse(c.0));
     let total: u64 = costs.iter().map(|c| c.0).sum();
     writeln!(
         err,
