@@ -359,7 +359,26 @@ async fn end_to_end(kind: Kind) {
         want.keys().filter(|id| !got.contains(*id)).count()
     };
     let complete = eventually(Duration::from_secs(90), || missing() == 0).await;
-    assert!(complete, "{} of {} alerts missing\n{}", missing(), want.len(), p.logs());
+    if !complete {
+        let got = alerts.lock().unwrap().clone();
+        let ids: HashSet<&str> = got.iter().map(|a| a.id.as_str()).collect();
+        let lacking: Vec<(String, String, String)> = expected_alerts(&posted, kind)
+            .into_iter()
+            .filter(|a| !ids.contains(a.id.as_str()))
+            .map(|a| (a.cluster, a.rule, a.audit_id))
+            .collect();
+        let unexpected: Vec<(String, String)> = got
+            .iter()
+            .filter(|a| !want.contains_key(&a.id))
+            .map(|a| (a.rule.clone(), a.output.clone()))
+            .collect();
+        panic!(
+            "{} of {} alerts missing: {lacking:?}\nunexpected: {unexpected:?}\n{}",
+            missing(),
+            want.len(),
+            p.logs()
+        );
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let got = alerts.lock().unwrap().clone();
     let mut counts: HashMap<&str, usize> = HashMap::new();

@@ -63,6 +63,10 @@ pub struct KeyState {
 #[derive(Debug, Default)]
 pub struct Windows {
     keys: HashMap<u64, KeyState>,
+    /// The newest event time of any match seen: a key whose newest match is older than it by
+    /// more than window + lateness has expired, whether or not a purge removed it yet, so that
+    /// what a match does never depends on when the (wall-clock) purge ran.
+    watermark: u64,
     lateness: u64,
     max_keys: usize,
     pub evicted: u64,
@@ -72,6 +76,7 @@ impl Windows {
     pub fn new(lateness: std::time::Duration, max_keys: usize) -> Windows {
         Windows {
             keys: HashMap::new(),
+            watermark: 0,
             lateness: lateness.as_nanos() as u64,
             max_keys: max_keys.max(1),
             evicted: 0,
@@ -81,6 +86,11 @@ impl Windows {
     /// Adds a match at event time `t` to the window of its key.
     pub fn observe(&mut self, policy: &WindowPolicy, obs: &Observation, t: u64) -> Outcome {
         let window = policy.window.as_nanos() as u64;
+        // Expired at the watermark before this match: the key starts over, as after a purge.
+        if self.keys.get(&obs.key).is_some_and(|s| self.expired(s, self.watermark)) {
+            self.keys.remove(&obs.key);
+        }
+        self.watermark = self.watermark.max(t);
         if self.keys.len() >= self.max_keys && !self.keys.contains_key(&obs.key) {
             self.evict();
         }
@@ -164,11 +174,24 @@ impl Windows {
         }
     }
 
-    /// Forgets keys whose newest match is older than their window plus the lateness at `now`.
+    /// Whether a key's newest match is older than its window plus the lateness at `now`.
+    fn expired(&self, state: &KeyState, now: u64) -> bool {
+        state.newest.saturating_add(state.window).saturating_add(self.lateness) < now
+    }
+
+    /// Forgets keys expired at `now`, or at the watermark if that is older (a purge only
+    /// removes what the next match of the key would find expired anyway).
     pub fn purge(&mut self, now: u64) {
-        let lateness = self.lateness;
-        self.keys
-            .retain(|_, s| s.newest.saturating_add(s.window).saturating_add(lateness) >= now);
+        let now = now.min(self.watermark);
+        let expired: Vec<u64> = self
+            .keys
+            .iter()
+            .filter(|(_, s)| self.expired(s, now))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in expired {
+            self.keys.remove(&key);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -182,6 +205,8 @@ impl Windows {
 
     /// Keys handed over by a previous owner.
     pub fn restore(&mut self, entries: Vec<(u64, KeyState)>) {
+        let newest = entries.iter().map(|(_, s)| s.newest).max().unwrap_or(0);
+        self.watermark = self.watermark.max(newest);
         self.keys.extend(entries);
     }
 
@@ -249,6 +274,47 @@ mod tests {
 
     fn obs(key: u64, value: u64, steps: u32) -> Observation {
         Observation { key, value, steps }
+    }
+
+    /// What a match does does not depend on when the (wall-clock) purge ran: a stream out of
+    /// order by more than a horizon (a key seen in 2018, then another in 2019, then the first
+    /// again) gives the same outcomes with a purge between, or without.
+    #[test]
+    fn outcomes_do_not_depend_on_when_the_purge_ran() {
+        const DAY: u64 = 86_400 * S;
+        let p = policy(
+            WindowKind::NewTerms {
+                learn: Duration::from_secs(86_400),
+            },
+            1,
+            30 * 86_400,
+        );
+        let stream = [
+            (1, 10, 0),
+            (1, 11, 2 * DAY),
+            (2, 10, 400 * DAY),
+            (1, 12, 3 * DAY),
+            (1, 13, 4 * DAY),
+        ];
+        let outcomes = |purge_after: Option<usize>| {
+            let mut w = Windows::new(Duration::from_secs(5), 100);
+            let mut out = Vec::new();
+            for (i, (key, value, t)) in stream.iter().enumerate() {
+                out.push(w.observe(&p, &obs(*key, *value, 0), *t));
+                if purge_after == Some(i) {
+                    // A tick's `now` runs ahead of the events by the wall-clock time since.
+                    w.purge(u64::MAX);
+                }
+            }
+            out
+        };
+        let without = outcomes(None);
+        for i in 0..stream.len() {
+            assert_eq!(outcomes(Some(i)), without, "purged after match {i}");
+        }
+        // Key 1 expired at the watermark (day 400): it learns again from day 3.
+        assert_eq!(without[3], Outcome::Held);
+        assert_eq!(without[4], Outcome::Held);
     }
 
     #[test]
@@ -378,7 +444,12 @@ mod tests {
         }
         assert!(w.len() <= 100, "{} keys", w.len());
         assert!(w.evicted >= 150);
+        // A purge never runs ahead of the events: the keys within window + lateness of the
+        // newest match (249 s) stay, whatever the wall clock says.
         w.purge(1000 * S);
-        assert!(w.is_empty());
+        assert_eq!(w.len(), 66);
+        w.observe(&p, &obs(999, 0, 0), 1000 * S);
+        w.purge(1000 * S);
+        assert_eq!(w.len(), 1);
     }
 }
