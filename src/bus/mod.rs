@@ -64,6 +64,56 @@ pub struct Delivery {
     token: Box<dyn std::any::Any + Send>,
 }
 
+/// The batch a subscription's [`Subscription::next`] gathers: kept in the subscription, so that
+/// a `next` dropped midway (the detector races it with its commit timer and its stop) loses
+/// nothing, and the next call finishes the same batch.
+#[derive(Default)]
+pub(crate) struct Gathering {
+    deliveries: Vec<Delivery>,
+    /// When the batch stops waiting for more: [`BATCH_LINGER`] after its first delivery.
+    until: Option<tokio::time::Instant>,
+}
+
+/// How long `next` keeps collecting once it has a first delivery.
+const BATCH_LINGER: Duration = Duration::from_millis(5);
+
+impl Gathering {
+    /// Waits for `receive`: as long as it takes while the batch is empty, else until the batch
+    /// stops waiting (`None` then).
+    pub(crate) async fn wait<T>(&mut self, receive: impl std::future::Future<Output = T>) -> Option<T> {
+        if self.deliveries.is_empty() {
+            return Some(receive.await);
+        }
+        let until = *self
+            .until
+            .get_or_insert_with(|| tokio::time::Instant::now() + BATCH_LINGER);
+        tokio::time::timeout_at(until, receive).await.ok()
+    }
+
+    pub(crate) fn push(&mut self, delivery: Delivery) {
+        self.deliveries.push(delivery);
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.deliveries.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.deliveries.is_empty()
+    }
+
+    /// Keeps the deliveries `keep` says to.
+    pub(crate) fn retain(&mut self, keep: impl FnMut(&Delivery) -> bool) {
+        self.deliveries.retain(keep);
+    }
+
+    /// The batch, to return; the next one starts empty.
+    pub(crate) fn take(&mut self) -> Vec<Delivery> {
+        self.until = None;
+        std::mem::take(&mut self.deliveries)
+    }
+}
+
 /// A partition of the input (a Kafka partition, a NATS partition subject; 0 where the input is
 /// not partitioned): state kept per key (dedup, windows) belongs to one and moves with it.
 pub type Shard = u32;

@@ -60,6 +60,13 @@ pub struct KeyState {
     since: u64,
 }
 
+impl KeyState {
+    /// Whether the newest match is older than the window plus `lateness` at `now`.
+    fn expired(&self, lateness: u64, now: u64) -> bool {
+        self.newest.saturating_add(self.window).saturating_add(lateness) < now
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Windows {
     keys: HashMap<u64, KeyState>,
@@ -87,7 +94,11 @@ impl Windows {
     pub fn observe(&mut self, policy: &WindowPolicy, obs: &Observation, t: u64) -> Outcome {
         let window = policy.window.as_nanos() as u64;
         // Expired at the watermark before this match: the key starts over, as after a purge.
-        if self.keys.get(&obs.key).is_some_and(|s| self.expired(s, self.watermark)) {
+        if self
+            .keys
+            .get(&obs.key)
+            .is_some_and(|s| s.expired(self.lateness, self.watermark))
+        {
             self.keys.remove(&obs.key);
         }
         self.watermark = self.watermark.max(t);
@@ -174,24 +185,11 @@ impl Windows {
         }
     }
 
-    /// Whether a key's newest match is older than its window plus the lateness at `now`.
-    fn expired(&self, state: &KeyState, now: u64) -> bool {
-        state.newest.saturating_add(state.window).saturating_add(self.lateness) < now
-    }
-
     /// Forgets keys expired at `now`, or at the watermark if that is older (a purge only
     /// removes what the next match of the key would find expired anyway).
     pub fn purge(&mut self, now: u64) {
-        let now = now.min(self.watermark);
-        let expired: Vec<u64> = self
-            .keys
-            .iter()
-            .filter(|(_, s)| self.expired(s, now))
-            .map(|(k, _)| *k)
-            .collect();
-        for key in expired {
-            self.keys.remove(&key);
-        }
+        let (now, lateness) = (now.min(self.watermark), self.lateness);
+        self.keys.retain(|_, s| !s.expired(lateness, now));
     }
 
     pub fn len(&self) -> usize {
@@ -272,6 +270,12 @@ mod tests {
         }
     }
 
+    /// New terms over a 30-day horizon, learning for a day.
+    fn new_terms_learning_a_day() -> WindowPolicy {
+        let learn = Duration::from_secs(86_400);
+        policy(WindowKind::NewTerms { learn }, 1, 30 * 86_400)
+    }
+
     fn obs(key: u64, value: u64, steps: u32) -> Observation {
         Observation { key, value, steps }
     }
@@ -282,13 +286,7 @@ mod tests {
     #[test]
     fn outcomes_do_not_depend_on_when_the_purge_ran() {
         const DAY: u64 = 86_400 * S;
-        let p = policy(
-            WindowKind::NewTerms {
-                learn: Duration::from_secs(86_400),
-            },
-            1,
-            30 * 86_400,
-        );
+        let p = new_terms_learning_a_day();
         let stream = [
             (1, 10, 0),
             (1, 11, 2 * DAY),
@@ -320,13 +318,7 @@ mod tests {
     #[test]
     fn a_new_term_fires_once_after_learning_and_again_once_forgotten() {
         const DAY: u64 = 86_400 * S;
-        let p = policy(
-            WindowKind::NewTerms {
-                learn: Duration::from_secs(86_400),
-            },
-            1,
-            30 * 86_400,
-        );
+        let p = new_terms_learning_a_day();
         let mut w = Windows::new(Duration::from_secs(5), 100);
         // Learning: terms are recorded, nothing fires.
         assert_eq!(w.observe(&p, &obs(1, 10, 0), 0), Outcome::Held);

@@ -17,7 +17,7 @@
 
 mod handover;
 
-use super::{Bus, Delivery, Message, PartitionState, PublishError, Subscription};
+use super::{Bus, Delivery, Gathering, Message, PartitionState, PublishError, Subscription};
 use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -266,8 +266,7 @@ impl Bus for KafkaBus {
             group: group.to_string(),
             config: self.config.clone(),
             producer: self.current(),
-            pending: Vec::new(),
-            linger_until: None,
+            batch: Gathering::default(),
             revokes_seen: 0,
         }))
     }
@@ -410,13 +409,9 @@ struct KafkaSubscription {
     group: String,
     config: KafkaConfig,
     producer: FutureProducer,
-    /// Deliveries received and not yet returned: [`Subscription::next`] gathers its batch here,
-    /// so that a `next` dropped while it waits for more (the detector races it with its commit
-    /// timer and its stop) loses none of them.
-    pending: Vec<Delivery>,
-    /// When the batch gathering in `pending` stops waiting for more.
-    linger_until: Option<tokio::time::Instant>,
-    /// `revokes` when `pending` was last checked against the assignment.
+    /// The batch [`Subscription::next`] gathers (kept across a dropped `next`).
+    batch: Gathering,
+    /// `revokes` when `batch` was last checked against the assignment.
     revokes_seen: u64,
 }
 
@@ -451,8 +446,6 @@ fn delivery(m: &rdkafka::message::BorrowedMessage<'_>) -> Delivery {
     };
     Delivery::new(message, m.partition() as u32, u64::try_from(m.offset()).ok(), at)
 }
-
-const BATCH_LINGER: Duration = Duration::from_millis(5);
 
 /// Where a delivery was read: what its commit names.
 struct At {
@@ -492,39 +485,30 @@ impl KafkaSubscription {
 
 #[async_trait]
 impl Subscription for KafkaSubscription {
-    /// Cancel-safe: what was received before the future was dropped waits in `pending`.
+    /// Cancel-safe: what was received before the future was dropped waits in `batch`.
     async fn next(&mut self, max: usize) -> anyhow::Result<Option<Vec<Delivery>>> {
         let max = max.max(1);
         let consumer = self.consumer.as_ref().expect("the consumer is taken only on drop");
-        while self.pending.len() < max {
-            let next = if self.pending.is_empty() {
-                consumer.recv().await
-            } else {
-                let until = *self
-                    .linger_until
-                    .get_or_insert_with(|| tokio::time::Instant::now() + BATCH_LINGER);
-                match tokio::time::timeout_at(until, consumer.recv()).await {
-                    Ok(n) => n,
-                    Err(_) => break,
-                }
+        while self.batch.len() < max {
+            let Some(next) = self.batch.wait(consumer.recv()).await else {
+                break;
             };
             match next {
                 Ok(m) => {
                     if self.started.insert((m.topic().to_string(), m.partition())) {
                         tracing::info!("consuming {}[{}] from offset {}", m.topic(), m.partition(), m.offset());
                     }
-                    self.pending.push(delivery(&m));
+                    self.batch.push(delivery(&m));
                 }
                 Err(e) => {
                     tracing::warn!("Kafka consume: {e}");
-                    if !self.pending.is_empty() {
+                    if !self.batch.is_empty() {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
         }
-        self.linger_until = None;
         if self.revokes.load(Ordering::SeqCst) != self.revokes_seen {
             self.revokes_seen = self.revokes.load(Ordering::SeqCst);
             // Partitions were given up (with their state) since these were fetched: what came
@@ -536,12 +520,12 @@ impl Subscription for KafkaSubscription {
                 .iter()
                 .map(|p| (p.topic().to_string(), p.partition()))
                 .collect();
-            self.pending.retain(|d| {
+            self.batch.retain(|d| {
                 d.token::<At>()
                     .is_none_or(|at| assigned.contains(&(at.topic.clone(), at.partition)))
             });
         }
-        Ok(Some(std::mem::take(&mut self.pending)))
+        Ok(Some(self.batch.take()))
     }
 
     async fn keep_state(&mut self, state: Arc<dyn PartitionState>) -> anyhow::Result<bool> {

@@ -15,7 +15,7 @@
 mod handover;
 pub mod partitions;
 
-use super::{Bus, Delivery, Message, PublishError, Subscription};
+use super::{Bus, Delivery, Gathering, Message, PublishError, Subscription};
 use async_nats::jetstream::{self, consumer::pull, stream};
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -242,12 +242,9 @@ impl Bus for NatsBus {
 struct NatsSubscription {
     consumer: jetstream::consumer::Consumer<pull::Config>,
     messages: Option<pull::Stream>,
-    /// Deliveries received and not yet returned: [`Subscription::next`] gathers its batch here,
-    /// so that a `next` dropped while it waits for more loses none of them (they would come
-    /// again after `ack_wait`, out of order).
-    pending: Vec<Delivery>,
-    /// When the batch gathering in `pending` stops waiting for more.
-    linger_until: Option<tokio::time::Instant>,
+    /// The batch [`Subscription::next`] gathers (kept across a dropped `next`: its messages
+    /// would otherwise come again only after `ack_wait`, out of order).
+    batch: Gathering,
     _lag: LagProbe,
 }
 
@@ -258,8 +255,7 @@ impl NatsSubscription {
             _lag: LagProbe::start(consumer.clone(), partition),
             consumer,
             messages: None,
-            pending: Vec::new(),
-            linger_until: None,
+            batch: Gathering::default(),
         }
     }
 }
@@ -299,15 +295,12 @@ impl Drop for LagProbe {
     }
 }
 
-/// How long `next` keeps collecting once it has a first message.
-const BATCH_LINGER: Duration = Duration::from_millis(5);
-
 #[async_trait]
 impl Subscription for NatsSubscription {
-    /// Cancel-safe: what was received before the future was dropped waits in `pending`.
+    /// Cancel-safe: what was received before the future was dropped waits in `batch`.
     async fn next(&mut self, max: usize) -> anyhow::Result<Option<Vec<Delivery>>> {
         let max = max.max(1);
-        while self.pending.len() < max {
+        while self.batch.len() < max {
             if self.messages.is_none() {
                 let stream = self
                     .consumer
@@ -318,38 +311,29 @@ impl Subscription for NatsSubscription {
                 self.messages = Some(stream);
             }
             let messages = self.messages.as_mut().expect("set above");
-            let next = if self.pending.is_empty() {
-                messages.next().await
-            } else {
-                let until = *self
-                    .linger_until
-                    .get_or_insert_with(|| tokio::time::Instant::now() + BATCH_LINGER);
-                match tokio::time::timeout_at(until, messages.next()).await {
-                    Ok(n) => n,
-                    Err(_) => break,
-                }
+            let Some(next) = self.batch.wait(messages.next()).await else {
+                break;
             };
             match next {
-                Some(Ok(m)) => self.pending.push(delivery(m)),
+                Some(Ok(m)) => self.batch.push(delivery(m)),
                 Some(Err(e)) => {
                     // E.g. 409 "Exceeded MaxRequest*": the stream ended; subscribe again.
                     tracing::warn!("JetStream pull: {e}; resubscribing");
                     self.messages = None;
-                    if !self.pending.is_empty() {
+                    if !self.batch.is_empty() {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 None => {
                     self.messages = None;
-                    if !self.pending.is_empty() {
+                    if !self.batch.is_empty() {
                         break;
                     }
                 }
             }
         }
-        self.linger_until = None;
-        Ok(Some(std::mem::take(&mut self.pending)))
+        Ok(Some(self.batch.take()))
     }
 
     async fn commit(&mut self, deliveries: Vec<Delivery>) -> anyhow::Result<()> {
