@@ -200,7 +200,7 @@ pub fn report(summary: &Summary, rules: &RuleSet, err: &mut dyn Write) -> std::i
 
 /// The rules by the time they took (measured with [`RuleSet::profile`]), costliest first: the
 /// ones that account for nine tenths of it, at least ten.
-pub fn profile(rules: &RuleSet, err: &mut impl std::io::Write) -> std::io::Result<()> {
+pub fn profile(rules: &RuleSet, err: &mut dyn Write) -> std::io::Result<()> {
     let mut costs: Vec<(u64, u64, u64, &str)> = rules
         .rules()
         .iter()
