@@ -218,6 +218,28 @@ impl Redactor {
     /// event hands it only these (an event with none of the last three holds nothing it removes).
     pub const STRUCTURE_FIELDS: [&'static str; 4] = ["objectRef", "requestObject", "responseObject", "annotations"];
 
+    /// Whether [`Redactor::structure`] could remove anything from an event: it has a request or
+    /// response body, or an annotation of its own whose key is credential-like (not the
+    /// apiserver's `authorization.k8s.io/` decision and reason), or annotations that are no
+    /// object of strings' keys (then the pass decides). Most alerts are on reads with neither;
+    /// they are not parsed for it.
+    pub fn structure_reads(view: &crate::audit::EventView<'_>) -> bool {
+        if view.get("requestObject").is_some() || view.get("responseObject").is_some() {
+            return true;
+        }
+        let Some(raw) = view.get("annotations") else {
+            return false;
+        };
+        type Keys<'a> = std::collections::HashMap<Cow<'a, str>, serde::de::IgnoredAny>;
+        match serde_json::from_str::<Option<Keys>>(raw) {
+            Ok(keys) => keys
+                .unwrap_or_default()
+                .keys()
+                .any(|k| !k.starts_with("authorization.k8s.io/") && credential_key(k)),
+            Err(_) => true,
+        }
+    }
+
     /// The structural part alone: what an output that does not show the event needs to know
     /// to scrub the text that may quote it.
     pub fn structure(&self, event: &mut Value) -> Vec<String> {

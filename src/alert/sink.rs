@@ -366,6 +366,44 @@ mod tests {
         }
     }
 
+    /// A Falco alert without the event on a body-less read: an annotation of the event's own
+    /// with a credential key is still found (and scrubbed where the output quotes it), while
+    /// the apiserver's own annotations alone leave the event unread.
+    #[test]
+    fn a_quoted_credential_annotation_of_a_read_is_scrubbed() {
+        let event = |annotations: &str| {
+            let text = format!(
+                r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"a","stage":"ResponseComplete","verb":"get","objectRef":{{"resource":"pods"}},"annotations":{annotations}}}"#
+            );
+            crate::audit::Event::from_json(bytes::Bytes::from(text)).unwrap()
+        };
+        let quoting = |event: crate::audit::Event| Alert {
+            output: "the note says opaque-4711-value".into(),
+            origin: crate::alert::Origin {
+                event: Some(event),
+                ..Default::default()
+            },
+            ..alert()
+        };
+        let encoder = Encoder::builtin(Encoding::Falco, false, true);
+        let credential = event(r#"{"authorization.k8s.io/decision":"allow","example.com/session-token":"opaque-4711-value"}"#);
+        assert!(Redactor::structure_reads(&credential.view()));
+        let line = String::from_utf8(json_lines(&encoder, &[quoting(credential)]).unwrap()).unwrap();
+        assert!(!line.contains("opaque-4711-value") && line.contains("the note says"), "{line}");
+        for plain in [
+            r#"{"authorization.k8s.io/decision":"allow","authorization.k8s.io/reason":"RBAC"}"#,
+            "null",
+        ] {
+            let plain = event(plain);
+            assert!(!Redactor::structure_reads(&plain.view()));
+            let line = String::from_utf8(json_lines(&encoder, &[quoting(plain)]).unwrap()).unwrap();
+            assert!(line.contains("opaque-4711-value"), "{line}");
+        }
+        // What the pass cannot read as keys, it reads whole.
+        assert!(Redactor::structure_reads(&event(r#"["x"]"#).view()));
+        assert!(!Redactor::structure_reads(&event(r#"{"a":"b"}"#).view()));
+    }
+
     #[test]
     fn options_must_fit_the_kind() {
         let mut o = OutputConfig::stdout();

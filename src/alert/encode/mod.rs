@@ -188,13 +188,16 @@ pub struct Memo {
 /// that could hold a secret (most alerts are on reads without bodies).
 fn structure_fields(event: &crate::audit::Event) -> Option<Value> {
     let view = event.view();
+    if !Redactor::structure_reads(&view) {
+        return None;
+    }
     let mut fields = Map::new();
     for name in Redactor::STRUCTURE_FIELDS {
         if let Some(value) = view.get(name).and_then(|raw| crate::audit::to_value(raw).ok()) {
             fields.insert(name.to_string(), value);
         }
     }
-    (!fields.keys().all(|k| k == "objectRef")).then_some(Value::Object(fields))
+    Some(Value::Object(fields))
 }
 
 /// MITRE ATT&CK from an alert's tags: tactics (`mitre_<tactic>`, as Falco names them) and
