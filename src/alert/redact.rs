@@ -73,6 +73,11 @@ const KEY_VALUE: &str = r#"(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)["']?[ \t]*[:=][ \t
 const FLAG_VALUE: &str = r#"(?:^|[\s"'=])--?(?P<key>[A-Za-z][A-Za-z0-9_.\-]*)(?:=|[ \t]+|&command=)(?P<value>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s"'&\-][^\s"'&]*)"#;
 const SHORT_PASSWORD: &str = r#"(?:^|[\s=])-p(?P<value>[^\s&\-][^\s&]*)"#;
 
+/// What every key [`credential_key`] accepts holds (lower-cased).
+const CREDENTIAL_STEMS: &[&str] = &[
+    "pass", "pwd", "secret", "token", "key", "auth", "cred", "session", "cookie",
+];
+
 /// Words that name a credential when they end a key (`DB_PASSWORD`, `githubToken`, `x-api-key`).
 const CREDENTIAL_WORDS: &[&str] = &[
     "password",
@@ -117,11 +122,8 @@ const KEY_KINDS: &[&str] = &[
 /// `sessionAffinity` are not credentials; `SECRET_KEY`, `slack.token` and `--db-password` are.
 pub fn credential_key(key: &str) -> bool {
     // Most keys hold none of the credential words: no need to split them.
-    const STEMS: &[&str] = &[
-        "pass", "pwd", "secret", "token", "key", "auth", "cred", "session", "cookie",
-    ];
     let lower = key.to_ascii_lowercase();
-    if !STEMS.iter().any(|stem| lower.contains(stem)) {
+    if !CREDENTIAL_STEMS.iter().any(|stem| lower.contains(stem)) {
         return false;
     }
     let mut words: Vec<String> = Vec::new();
@@ -159,6 +161,18 @@ pub fn credential_key(key: &str) -> bool {
     }
 }
 
+/// Where [`KEY_VALUE`], [`FLAG_VALUE`] or [`SHORT_PASSWORD`] could replace a value: a key
+/// holding a credential stem (as every key [`credential_key`] accepts does) right before
+/// `:`/`=`, or after a dash before a flag's separator; or `-p` and a value. A text without one
+/// is not scanned for keys (a URI naming `secrets` is no `key=value` of a credential).
+fn mentions() -> String {
+    let stems = CREDENTIAL_STEMS.join("|");
+    let key = r"[A-Za-z0-9_.\-]*";
+    format!(
+        r#"(?i)(?:{stems}){key}["']?[ \t]*[:=]|-{key}(?:{stems}){key}(?:[ \t]|&command=)|(?:^|[\s=])-p[^\s&\-]"#
+    )
+}
+
 /// Annotations that repeat a whole object (secrets included).
 const WHOLE_OBJECT_ANNOTATIONS: &[&str] = &["kubectl.kubernetes.io/last-applied-configuration"];
 
@@ -169,7 +183,8 @@ pub struct Redactor {
     /// The same patterns as one automaton: most strings match none, found in one pass.
     any: regex::RegexSet,
     key_values: [Regex; 3],
-    /// Whether a text mentions a credential word at all (the key-value scan is skipped if not).
+    /// Whether a text has a credential-like key where the key-value scan could find one
+    /// ([`mentions`]; the scan is skipped if not).
     mentions: Regex,
 }
 
@@ -202,7 +217,7 @@ impl Redactor {
                 Regex::new(FLAG_VALUE)?,
                 Regex::new(SHORT_PASSWORD)?,
             ],
-            mentions: Regex::new(r"(?i)pass|pwd|secret|token|key|auth|cred|session|cookie|-p[^\s-]")?,
+            mentions: Regex::new(&mentions())?,
         })
     }
 
@@ -552,6 +567,32 @@ mod tests {
             ..Default::default()
         })
         .unwrap()
+    }
+
+    /// The key-value scan runs only where [`mentions`] finds a credential key: every text the
+    /// scan redacts has one, and a credential word outside a key (a URI naming `secrets`) is
+    /// none.
+    #[test]
+    fn the_key_value_scan_is_skipped_only_where_it_finds_nothing() {
+        let r = redactor();
+        let redacted = [
+            "DB_PASSWORD=hunter2",
+            "x-api-key: abcdef",
+            "{\"clientSecret\": \"abc\"}",
+            "export GITHUB_TOKEN = ghx",
+            "curl -H 'Authorization: Digest abc' --user-session s3ss http://x",
+            "mysql -u root -phunter2 db",
+            "/exec?command=sh&command=-c&command=--db-password&command=hunter2",
+            "run --Auth-Token=t0k3n",
+            "command=password = x",
+        ];
+        for text in redacted {
+            assert!(r.mentions.is_match(text), "{text}");
+            assert!(r.key_values.iter().any(|re| r.key_values_in(re, text).is_some()), "{text}");
+        }
+        let plain = "target=obj-97/secrets verb=list uri=/api/v1/namespaces/kube-public/secrets resp=200 (user=kube-proxy)";
+        assert!(!r.mentions.is_match(plain));
+        assert!(r.key_values.iter().all(|re| r.key_values_in(re, plain).is_none()));
     }
 
     #[test]

@@ -386,10 +386,14 @@ mod tests {
             ..alert()
         };
         let encoder = Encoder::builtin(Encoding::Falco, false, true);
-        let credential = event(r#"{"authorization.k8s.io/decision":"allow","example.com/session-token":"opaque-4711-value"}"#);
+        let credential =
+            event(r#"{"authorization.k8s.io/decision":"allow","example.com/session-token":"opaque-4711-value"}"#);
         assert!(Redactor::structure_reads(&credential.view()));
         let line = String::from_utf8(json_lines(&encoder, &[quoting(credential)]).unwrap()).unwrap();
-        assert!(!line.contains("opaque-4711-value") && line.contains("the note says"), "{line}");
+        assert!(
+            !line.contains("opaque-4711-value") && line.contains("the note says"),
+            "{line}"
+        );
         for plain in [
             r#"{"authorization.k8s.io/decision":"allow","authorization.k8s.io/reason":"RBAC"}"#,
             "null",

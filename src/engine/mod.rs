@@ -564,7 +564,7 @@ impl RuleSet {
             .dedup_key
             .iter()
             .enumerate()
-            .map(|(i, program)| value(keys.and_then(|k| k.get(i)), program).to_string())
+            .map(|(i, program)| key_text(frame, keys.and_then(|k| k.get(i)), program))
             .collect();
         firing.dedup_key = key_digest(&rule.name, &values);
     }
@@ -575,12 +575,7 @@ impl RuleSet {
         let rule = &self.rules[index];
         let nodes = self.compiled.windows.get(index);
         let node = |i: usize| nodes.and_then(|n| n.get(i));
-        let value_of = |i: usize, program: &Program| {
-            node(i)
-                .and_then(|n| frame.json(n))
-                .unwrap_or_else(|| output::value(program, &frame.bindings().context()))
-                .to_string()
-        };
+        let value_of = |i: usize, program: &Program| key_text(frame, node(i), program);
         let values: Vec<String> = window.key.iter().enumerate().map(|(i, p)| value_of(i, p)).collect();
         let key = hash64(std::iter::once(rule.name.as_str()).chain(values.iter().map(String::as_str)));
         let n = window.key.len();
@@ -632,6 +627,16 @@ impl RuleSet {
                 firing
             })
             .collect()
+    }
+}
+
+/// A key expression's value as JSON text (`null` when absent): on the compiled path where it
+/// answers, else in the interpreter.
+fn key_text(frame: &compiled::Frame<'_>, node: Option<&compiled::Node>, program: &Program) -> String {
+    let mut text = Vec::new();
+    match node.is_some_and(|n| frame.json_text(n, &mut text)) {
+        true => String::from_utf8(text).expect("serde_json writes UTF-8"),
+        false => output::value(program, &frame.bindings().context()).to_string(),
     }
 }
 

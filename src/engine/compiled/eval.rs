@@ -145,6 +145,25 @@ impl<'e> Frame<'e> {
         }
     }
 
+    /// [`Frame::json`] as the JSON text `serde_json` writes for it, appended to `out`, with no
+    /// JSON value built for a scalar (a dedup or window key is hashed, never kept); `false`
+    /// (and `out` untouched) where the interpreter must say.
+    pub fn json_text(&self, node: &Node, out: &mut Vec<u8>) -> bool {
+        use std::io::Write as _;
+        match self.eval(node, &mut Vec::new()) {
+            Ok(V::Str(s)) => serde_json::to_writer(&mut *out, s.as_ref()).is_ok(),
+            Ok(V::Int(i)) => write!(out, "{i}").is_ok(),
+            Ok(V::UInt(u)) => write!(out, "{u}").is_ok(),
+            Ok(V::Bool(b)) => write!(out, "{b}").is_ok(),
+            Ok(V::Null) | Err(E::Missing | E::Other(_)) => write!(out, "null").is_ok(),
+            Ok(v) => match to_json(&v) {
+                Some(json) => serde_json::to_writer(&mut *out, &json).is_ok(),
+                None => false,
+            },
+            Err(E::Defer) => false,
+        }
+    }
+
     /// Whether a sequence step holds (an error is "no"); `None` where the interpreter must say.
     pub fn holds(&self, node: &Node) -> Option<bool> {
         match self.eval(node, &mut Vec::new()) {
