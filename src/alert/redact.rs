@@ -168,9 +168,7 @@ pub fn credential_key(key: &str) -> bool {
 fn mentions() -> String {
     let stems = CREDENTIAL_STEMS.join("|");
     let key = r"[A-Za-z0-9_.\-]*";
-    format!(
-        r#"(?i)(?:{stems}){key}["']?[ \t]*[:=]|-{key}(?:{stems}){key}(?:[ \t]|&command=)|(?:^|[\s=])-p[^\s&\-]"#
-    )
+    format!(r#"(?i)(?:{stems}){key}["']?[ \t]*[:=]|-{key}(?:{stems}){key}(?:[ \t]|&command=)|(?:^|[\s=])-p[^\s&\-]"#)
 }
 
 /// Annotations that repeat a whole object (secrets included).
@@ -521,6 +519,24 @@ impl Redactor {
         Some(out)
     }
 
+    /// [`Redactor::scrub_value`] on a copy, made only if it changes something.
+    pub fn scrubbed(&self, value: &Value, removed: &[String]) -> Option<Value> {
+        let changed = match value {
+            Value::String(s) => match self.text(s, removed) {
+                Cow::Owned(t) => return Some(Value::String(t)),
+                Cow::Borrowed(_) => false,
+            },
+            Value::Array(items) => items.iter().any(|v| self.scrubbed(v, removed).is_some()),
+            Value::Object(map) => map.values().any(|v| self.scrubbed(v, removed).is_some()),
+            _ => false,
+        };
+        changed.then(|| {
+            let mut copy = value.clone();
+            self.scrub_value(&mut copy, removed);
+            copy
+        })
+    }
+
     /// Every string in a JSON value through [`Redactor::text`].
     pub fn scrub_value(&self, value: &mut Value, removed: &[String]) {
         match value {
@@ -588,9 +604,13 @@ mod tests {
         ];
         for text in redacted {
             assert!(r.mentions.is_match(text), "{text}");
-            assert!(r.key_values.iter().any(|re| r.key_values_in(re, text).is_some()), "{text}");
+            assert!(
+                r.key_values.iter().any(|re| r.key_values_in(re, text).is_some()),
+                "{text}"
+            );
         }
-        let plain = "target=obj-97/secrets verb=list uri=/api/v1/namespaces/kube-public/secrets resp=200 (user=kube-proxy)";
+        let plain =
+            "target=obj-97/secrets verb=list uri=/api/v1/namespaces/kube-public/secrets resp=200 (user=kube-proxy)";
         assert!(!r.mentions.is_match(plain));
         assert!(r.key_values.iter().all(|re| r.key_values_in(re, plain).is_none()));
     }

@@ -19,6 +19,7 @@ use super::redact::Redactor;
 use super::Alert;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -71,8 +72,9 @@ pub struct Encoder {
 /// An alert made ready for an encoding: redacted, its event parsed.
 pub struct Prepared<'a> {
     pub alert: &'a Alert,
-    pub output: String,
-    pub output_fields: Map<String, Value>,
+    /// The alert's own where redaction changed nothing.
+    pub output: Cow<'a, str>,
+    pub output_fields: Cow<'a, Map<String, Value>>,
     /// The triggering event (redacted), when the alert has one.
     pub event: Option<Value>,
     pub include_event: bool,
@@ -113,10 +115,10 @@ impl Encoder {
                 }
                 let redacted;
                 let mut alert = alert;
-                if prepared.output != alert.output || prepared.output_fields != alert.output_fields {
+                if matches!(prepared.output, Cow::Owned(_)) || matches!(prepared.output_fields, Cow::Owned(_)) {
                     redacted = Alert {
-                        output: prepared.output,
-                        output_fields: prepared.output_fields,
+                        output: prepared.output.into_owned(),
+                        output_fields: prepared.output_fields.into_owned(),
                         ..alert.clone()
                     };
                     alert = &redacted;
@@ -153,12 +155,14 @@ impl Encoder {
             memo.shown = if shown { event } else { None };
         }
         let event = memo.shown.clone();
-        let mut output = alert.output.clone();
-        let mut output_fields = alert.output_fields.clone();
+        let mut output = Cow::Borrowed(alert.output.as_str());
+        let mut output_fields = Cow::Borrowed(&alert.output_fields);
         if let Some(redactor) = &self.redactor {
-            output = redactor.text(&output, &memo.removed).into_owned();
-            for value in output_fields.values_mut() {
-                redactor.scrub_value(value, &memo.removed);
+            output = redactor.text(&alert.output, &memo.removed);
+            for (key, value) in &alert.output_fields {
+                if let Some(clean) = redactor.scrubbed(value, &memo.removed) {
+                    output_fields.to_mut().insert(key.clone(), clean);
+                }
             }
         }
         Prepared {
