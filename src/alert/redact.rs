@@ -519,22 +519,33 @@ impl Redactor {
         Some(out)
     }
 
-    /// [`Redactor::scrub_value`] on a copy, made only if it changes something.
+    /// [`Redactor::scrub_value`] on a copy, made (in one pass) only if it changes something.
     pub fn scrubbed(&self, value: &Value, removed: &[String]) -> Option<Value> {
-        let changed = match value {
+        match value {
             Value::String(s) => match self.text(s, removed) {
-                Cow::Owned(t) => return Some(Value::String(t)),
-                Cow::Borrowed(_) => false,
+                Cow::Owned(t) => Some(Value::String(t)),
+                Cow::Borrowed(_) => None,
             },
-            Value::Array(items) => items.iter().any(|v| self.scrubbed(v, removed).is_some()),
-            Value::Object(map) => map.values().any(|v| self.scrubbed(v, removed).is_some()),
-            _ => false,
-        };
-        changed.then(|| {
-            let mut copy = value.clone();
-            self.scrub_value(&mut copy, removed);
-            copy
-        })
+            Value::Array(items) => {
+                let mut copy: Option<Vec<Value>> = None;
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(clean) = self.scrubbed(item, removed) {
+                        copy.get_or_insert_with(|| items.clone())[i] = clean;
+                    }
+                }
+                copy.map(Value::Array)
+            }
+            Value::Object(map) => {
+                let mut copy: Option<serde_json::Map<String, Value>> = None;
+                for (key, item) in map {
+                    if let Some(clean) = self.scrubbed(item, removed) {
+                        copy.get_or_insert_with(|| map.clone()).insert(key.clone(), clean);
+                    }
+                }
+                copy.map(Value::Object)
+            }
+            _ => None,
+        }
     }
 
     /// Every string in a JSON value through [`Redactor::text`].
@@ -613,6 +624,18 @@ mod tests {
             "target=obj-97/secrets verb=list uri=/api/v1/namespaces/kube-public/secrets resp=200 (user=kube-proxy)";
         assert!(!r.mentions.is_match(plain));
         assert!(r.key_values.iter().all(|re| r.key_values_in(re, plain).is_none()));
+    }
+
+    /// The copying scrub gives what the in-place one does, and nothing where it changes nothing.
+    #[test]
+    fn a_scrubbed_copy_is_made_only_where_something_changes() {
+        let r = redactor();
+        let removed = vec!["hunter22".to_string()];
+        let value = json!({"a": ["keep", {"b": "pw is hunter22", "c": 1}], "d": "token=abcdef", "e": "plain"});
+        let mut in_place = value.clone();
+        r.scrub_value(&mut in_place, &removed);
+        assert_eq!(r.scrubbed(&value, &removed), Some(in_place));
+        assert_eq!(r.scrubbed(&json!({"a": ["keep", {"c": 1}], "e": "plain"}), &removed), None);
     }
 
     #[test]
