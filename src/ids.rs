@@ -6,12 +6,26 @@ use sha2::{Digest, Sha256};
 
 /// A stable 128-bit hex digest of the parts (NUL-separated, so parts cannot run together).
 pub fn digest(parts: &[&str]) -> String {
-    let mut h = Sha256::new();
+    let mut d = Digester::default();
     for p in parts {
-        h.update(p.as_bytes());
-        h.update([0]);
+        d.part(p.as_bytes());
     }
-    hex::encode(&h.finalize()[..16])
+    d.finish()
+}
+
+/// [`digest`] fed one part at a time.
+#[derive(Default)]
+pub struct Digester(Sha256);
+
+impl Digester {
+    pub fn part(&mut self, part: &[u8]) {
+        self.0.update(part);
+        self.0.update([0]);
+    }
+
+    pub fn finish(self) -> String {
+        hex::encode(&self.0.finalize()[..16])
+    }
 }
 
 /// This machine's name, as alerts carry it (`hostname`, as in Falco); read once.

@@ -635,7 +635,10 @@ mod tests {
         let mut in_place = value.clone();
         r.scrub_value(&mut in_place, &removed);
         assert_eq!(r.scrubbed(&value, &removed), Some(in_place));
-        assert_eq!(r.scrubbed(&json!({"a": ["keep", {"c": 1}], "e": "plain"}), &removed), None);
+        assert_eq!(
+            r.scrubbed(&json!({"a": ["keep", {"c": 1}], "e": "plain"}), &removed),
+            None
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod rules;
 pub mod stateful;
 
 use crate::audit::EventView;
+use crate::ids::Digester;
 use bind::{catch_panic, Bindings, Scope, Symbol};
 use cel::common::ast::{Expr, LiteralValue};
 use cel::parser::Expression;
@@ -560,13 +561,14 @@ impl RuleSet {
             .output
             .render_with(|i, program| value(outputs.and_then(|o| o.get(i)), program));
         let keys = self.compiled.keys.get(firing.rule);
-        let values: Vec<String> = rule
-            .dedup_key
-            .iter()
-            .enumerate()
-            .map(|(i, program)| key_text(frame, keys.and_then(|k| k.get(i)), program))
-            .collect();
-        firing.dedup_key = key_digest(&rule.name, &values);
+        let mut digest = Digester::default();
+        digest.part(rule.name.as_bytes());
+        let mut text = Vec::new();
+        for (i, program) in rule.dedup_key.iter().enumerate() {
+            key_text(frame, keys.and_then(|k| k.get(i)), program, &mut text);
+            digest.part(&text);
+        }
+        firing.dedup_key = digest.finish();
     }
 
     /// What a stateful rule's match feeds its window: key, distinct value, steps matched (each
@@ -575,15 +577,26 @@ impl RuleSet {
         let rule = &self.rules[index];
         let nodes = self.compiled.windows.get(index);
         let node = |i: usize| nodes.and_then(|n| n.get(i));
-        let value_of = |i: usize, program: &Program| key_text(frame, node(i), program);
-        let values: Vec<String> = window.key.iter().enumerate().map(|(i, p)| value_of(i, p)).collect();
-        let key = hash64(std::iter::once(rule.name.as_str()).chain(values.iter().map(String::as_str)));
+        // Each value's JSON text, written into one buffer and hashed in place.
+        let mut text = Vec::new();
+        let mut key = Hash64::new();
+        key.part(rule.name.as_bytes());
+        for (i, program) in window.key.iter().enumerate() {
+            key_text(frame, node(i), program, &mut text);
+            key.part(&text);
+        }
         let n = window.key.len();
         let value = window
             .field
             .as_ref()
-            .map(|f| hash64([value_of(n, f).as_str()]))
+            .map(|f| {
+                key_text(frame, node(n), f, &mut text);
+                let mut value = Hash64::new();
+                value.part(&text);
+                value.finish()
+            })
             .unwrap_or(0);
+        let key = key.finish();
         let first_step = n + usize::from(window.field.is_some());
         let steps = window
             .steps
@@ -621,7 +634,10 @@ impl RuleSet {
                             .iter()
                             .map(|p| output::value(p, &ctx).to_string())
                             .collect();
-                        firing.dedup_key = key_digest(&rule.name, &values);
+                        let parts: Vec<&str> = std::iter::once(rule.name.as_str())
+                            .chain(values.iter().map(String::as_str))
+                            .collect();
+                        firing.dedup_key = crate::ids::digest(&parts);
                     }
                 }
                 firing
@@ -630,31 +646,34 @@ impl RuleSet {
     }
 }
 
-/// A key expression's value as JSON text (`null` when absent): on the compiled path where it
-/// answers, else in the interpreter.
-fn key_text(frame: &compiled::Frame<'_>, node: Option<&compiled::Node>, program: &Program) -> String {
-    let mut text = Vec::new();
-    match node.is_some_and(|n| frame.json_text(n, &mut text)) {
-        true => String::from_utf8(text).expect("serde_json writes UTF-8"),
-        false => output::value(program, &frame.bindings().context()).to_string(),
+/// A key expression's value as JSON text (`null` when absent), written over `out`: on the
+/// compiled path where it answers, else in the interpreter.
+fn key_text(frame: &compiled::Frame<'_>, node: Option<&compiled::Node>, program: &Program, out: &mut Vec<u8>) {
+    out.clear();
+    if !node.is_some_and(|n| frame.json_text(n, out)) {
+        out.clear();
+        let value = output::value(program, &frame.bindings().context());
+        serde_json::to_writer(&mut *out, &value).expect("a JSON value writes to memory");
     }
 }
 
-/// A dedup key: the rule's name and the JSON of each key value (null when absent), hashed.
-fn key_digest(rule: &str, values: &[String]) -> String {
-    let mut parts: Vec<&str> = vec![rule];
-    parts.extend(values.iter().map(String::as_str));
-    crate::ids::digest(&parts)
-}
+/// A 64-bit hash of strings, for window state that lives in one process (never stored or
+/// sent): each part hashed as a `str` hashes (its bytes, then `0xff`).
+struct Hash64(std::collections::hash_map::DefaultHasher);
 
-/// A 64-bit hash of strings, for window state that lives in one process (never stored or sent).
-fn hash64<'a>(parts: impl IntoIterator<Item = &'a str>) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for p in parts {
-        p.hash(&mut h);
+impl Hash64 {
+    fn new() -> Hash64 {
+        Hash64(Default::default())
     }
-    h.finish()
+    fn part(&mut self, text: &[u8]) {
+        use std::hash::Hasher;
+        self.0.write(text);
+        self.0.write_u8(0xff);
+    }
+    fn finish(self) -> u64 {
+        use std::hash::Hasher;
+        self.0.finish()
+    }
 }
 
 fn eval_bool(program: &Program, ctx: &Context) -> Result<bool, Failure> {
