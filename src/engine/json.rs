@@ -1,8 +1,10 @@
 //! One event's fields as borrowed JSON trees, read by the compiled path ([`super::compiled`]).
 //!
 //! A top-level field is parsed once per event, the first time any rule reads it, and every
-//! rule shares the tree. Strings without escapes are borrowed from the event's text; objects
-//! are vectors of entries (Kubernetes objects are small, and a scan beats hashing them). The
+//! rule shares the tree. The tree lives in the event's arena (a [`Bump`] reset between events,
+//! so a tree costs no allocation of its own and nothing to drop): strings without escapes are
+//! borrowed from the event's text, the others copied into the arena; objects are slices of
+//! entries (Kubernetes objects are small, and a scan beats hashing them). The
 //! tree mirrors what [`super::bind::json_to_val`] gives the interpreter, so both paths see
 //! the same values: integers stay `int` where they fit, a duplicate key's last value wins, a
 //! field whose value is `null` is absent (as Kubernetes means a nil slice, map or pointer: an
@@ -11,47 +13,48 @@
 //! interpreter, whose `Unusable` values make them evaluation errors).
 
 use super::bind::MAX_VALUE_DEPTH;
+use bumpalo::Bump;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::fmt;
 
-/// A JSON value borrowed from an event.
-#[derive(Debug, Clone, PartialEq)]
+/// A JSON value borrowed from an event and its arena.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum J<'a> {
     Null,
     Bool(bool),
     Int(i64),
     UInt(u64),
     Double(f64),
-    Str(Cow<'a, str>),
-    Arr(Vec<J<'a>>),
+    Str(&'a str),
+    Arr(&'a [J<'a>]),
     /// Entries in the event's order; a key may repeat (the last one counts).
-    Obj(Vec<(Cow<'a, str>, J<'a>)>),
+    Obj(&'a [(&'a str, J<'a>)]),
     /// A value nested deeper than [`MAX_VALUE_DEPTH`].
     TooDeep,
 }
 
 /// The empty object an absent object-valued field reads as.
-pub static EMPTY_OBJECT: J<'static> = J::Obj(Vec::new());
+pub static EMPTY_OBJECT: J<'static> = J::Obj(&[]);
 
 impl<'a> J<'a> {
     /// The value at `key` of an object (its last occurrence); `None` for a missing key or a
     /// value that is no object.
     pub fn get(&self, key: &str) -> Option<&J<'a>> {
         match self {
-            J::Obj(entries) => entries.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v),
+            J::Obj(entries) => entries.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| v),
             _ => None,
         }
     }
 
     /// An object's keys, each once (its last occurrence), as a CEL map has them.
-    pub fn distinct_keys<'e>(entries: &'e [(Cow<'a, str>, J<'a>)]) -> impl Iterator<Item = &'e str> {
+    pub fn distinct_keys<'e>(entries: &'e [(&'a str, J<'a>)]) -> impl Iterator<Item = &'a str> + 'e {
         entries
             .iter()
             .enumerate()
             .filter(|(i, (k, _))| !entries[i + 1..].iter().any(|(later, _)| later == k))
-            .map(|(_, (k, _))| k.as_ref())
+            .map(|(_, (k, _))| *k)
     }
 
     /// Whether a value nested too deep is anywhere inside.
@@ -60,7 +63,7 @@ impl<'a> J<'a> {
         while let Some(j) = stack.pop() {
             match j {
                 J::TooDeep => return true,
-                J::Arr(items) => stack.extend(items),
+                J::Arr(items) => stack.extend(items.iter()),
                 J::Obj(entries) => stack.extend(entries.iter().map(|(_, v)| v)),
                 _ => {}
             }
@@ -86,7 +89,7 @@ impl<'a> J<'a> {
                 // serde_json's map keeps keys sorted (its `preserve_order` feature is off: a
                 // test below holds it so), and a repeated key's last value wins.
                 let mut map = serde_json::Map::new();
-                for (k, v) in entries {
+                for (k, v) in entries.iter() {
                     map.insert(k.to_string(), v.to_json()?);
                 }
                 Value::Object(map)
@@ -96,32 +99,39 @@ impl<'a> J<'a> {
     }
 }
 
-/// Parses one field's raw JSON text.
-pub fn parse(raw: &str) -> Result<J<'_>, serde_json::Error> {
+/// Parses one field's raw JSON text into `arena`.
+pub fn parse<'a>(raw: &'a str, arena: &'a Bump) -> Result<J<'a>, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_str(raw);
-    Seed { depth: 0 }.deserialize(&mut de)
+    Seed { depth: 0, arena }.deserialize(&mut de)
 }
 
-struct Seed {
+#[derive(Clone, Copy)]
+struct Seed<'a> {
     depth: usize,
+    arena: &'a Bump,
 }
 
-impl<'de> DeserializeSeed<'de> for Seed {
+impl<'de> DeserializeSeed<'de> for Seed<'de> {
     type Value = J<'de>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         if self.depth > MAX_VALUE_DEPTH {
             let _: &serde_json::value::RawValue = Deserialize::deserialize(d)?;
             return Ok(J::TooDeep);
         }
-        d.deserialize_any(JVisitor { depth: self.depth })
+        d.deserialize_any(self)
     }
 }
 
-struct JVisitor {
-    depth: usize,
+impl<'de> Seed<'de> {
+    fn inner(self) -> Seed<'de> {
+        Seed {
+            depth: self.depth + 1,
+            arena: self.arena,
+        }
+    }
 }
 
-impl<'de> Visitor<'de> for JVisitor {
+impl<'de> Visitor<'de> for Seed<'de> {
     type Value = J<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -143,13 +153,10 @@ impl<'de> Visitor<'de> for JVisitor {
         Ok(J::Double(v))
     }
     fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(J::Str(Cow::Borrowed(v)))
+        Ok(J::Str(v))
     }
     fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(J::Str(Cow::Owned(v.to_owned())))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok(J::Str(Cow::Owned(v)))
+        Ok(J::Str(self.arena.alloc_str(v)))
     }
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
         Ok(J::Null)
@@ -158,22 +165,26 @@ impl<'de> Visitor<'de> for JVisitor {
         Ok(J::Null)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(4));
-        while let Some(item) = seq.next_element_seed(Seed { depth: self.depth + 1 })? {
+        let mut items = bumpalo::collections::Vec::new_in(self.arena);
+        while let Some(item) = seq.next_element_seed(self.inner())? {
             items.push(item);
         }
-        Ok(J::Arr(items))
+        Ok(J::Arr(items.into_bump_slice()))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        let mut entries = bumpalo::collections::Vec::new_in(self.arena);
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            match map.next_value_seed(Seed { depth: self.depth + 1 })? {
+            let key: &'de str = match key {
+                Cow::Borrowed(k) => k,
+                Cow::Owned(k) => self.arena.alloc_str(&k),
+            };
+            match map.next_value_seed(self.inner())? {
                 // A null field is an absent one, as Kubernetes means it; a later duplicate wins.
-                J::Null => entries.retain(|(k, _): &(Cow<'de, str>, J<'de>)| *k != key),
+                J::Null => entries.retain(|(k, _): &(&'de str, J<'de>)| *k != key),
                 value => entries.push((key, value)),
             }
         }
-        Ok(J::Obj(entries))
+        Ok(J::Obj(entries.into_bump_slice()))
     }
 }
 
@@ -183,22 +194,23 @@ mod tests {
 
     #[test]
     fn trees_borrow_strings_keep_the_last_duplicate_and_cut_deep_values() {
-        let j = parse(r#"{"a":"x","a":"y","n":18446744073709551615,"e":"\u0041"}"#).unwrap();
-        assert_eq!(j.get("a"), Some(&J::Str(Cow::Borrowed("y"))));
+        let arena = Bump::new();
+        let j = parse(r#"{"a":"x","a":"y","n":18446744073709551615,"e":"\u0041"}"#, &arena).unwrap();
+        assert_eq!(j.get("a"), Some(&J::Str("y")));
         assert_eq!(j.get("n"), Some(&J::UInt(u64::MAX)));
         // As the interpreter's values render: keys sorted, the last duplicate kept.
         let keys: Vec<String> = j.to_json().unwrap().as_object().unwrap().keys().cloned().collect();
         assert_eq!(keys, ["a", "e", "n"]);
         assert_eq!(j.to_json().unwrap()["a"], "y");
-        assert!(matches!(j.get("e"), Some(J::Str(Cow::Owned(s))) if s == "A"));
+        assert_eq!(j.get("e"), Some(&J::Str("A")));
         // A null field is absent; a null list item is a null.
-        let j = parse(r#"{"a":1,"a":null,"b":null,"c":[null],"d":null,"d":2}"#).unwrap();
+        let j = parse(r#"{"a":1,"a":null,"b":null,"c":[null],"d":null,"d":2}"#, &arena).unwrap();
         assert_eq!(j.get("a"), None);
         assert_eq!(j.get("b"), None);
-        assert_eq!(j.get("c"), Some(&J::Arr(vec![J::Null])));
+        assert_eq!(j.get("c"), Some(&J::Arr(&[J::Null])));
         assert_eq!(j.get("d"), Some(&J::Int(2)));
         let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
-        let j = parse(&deep).unwrap();
+        let j = parse(&deep, &arena).unwrap();
         assert!(j.has_too_deep());
         assert_eq!(j.to_json(), None);
     }

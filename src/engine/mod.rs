@@ -318,12 +318,24 @@ impl RuleSet {
         let budget = budget.map(budget::Budget::start);
         let mut candidates = Vec::new();
         self.prefilter.candidates(&view.route_keys(), &mut candidates);
-        let mut firings = Vec::new();
         if candidates.iter().all(|w| *w == 0) {
-            return firings;
+            return Vec::new();
         }
-        let frame = compiled::Frame::new(&self.compiled, &self.scope, view, cluster);
-        let mut pending = prefilter::bits(&candidates).peekable();
+        compiled::with_arena(|arena| self.fire_all(view, cluster, budget, &candidates, arena))
+    }
+
+    /// The candidate rules of [`RuleSet::evaluate_within`] on one event, in rule order.
+    fn fire_all(
+        &self,
+        view: &EventView<'_>,
+        cluster: &str,
+        budget: Option<budget::Budget>,
+        candidates: &[u64],
+        arena: &bumpalo::Bump,
+    ) -> Vec<Firing> {
+        let mut firings = Vec::new();
+        let frame = compiled::Frame::new(&self.compiled, &self.scope, view, cluster, arena);
+        let mut pending = prefilter::bits(candidates).peekable();
         let mut first = true;
         while let Some(index) = pending.next() {
             // The budget is looked at between rules (the first always runs).
@@ -446,12 +458,12 @@ impl RuleSet {
             Err(Failure::Error(_)) => Verdict::Error,
         };
         match path {
-            EvalPath::Compiled => {
-                let frame = compiled::Frame::new(&self.compiled, &self.scope, view, cluster);
+            EvalPath::Compiled => compiled::with_arena(|arena| {
+                let frame = compiled::Frame::new(&self.compiled, &self.scope, view, cluster, arena);
                 (0..self.rules.len())
                     .map(|i| verdict(self.verdict(&frame, i)))
                     .collect()
-            }
+            }),
             EvalPath::Interpreted => {
                 let bindings = Bindings::new(&self.scope, view, cluster);
                 let ctx = bindings.context();
@@ -543,8 +555,10 @@ impl RuleSet {
     /// rule's match, once its window fired).
     pub fn render(&self, firing: &mut Firing, view: &EventView<'_>, cluster: &str) {
         if firing.dedup_key.is_empty() {
-            let frame = compiled::Frame::new(&self.compiled, &self.scope, view, cluster);
-            self.render_in(firing, &frame);
+            compiled::with_arena(|arena| {
+                let frame = compiled::Frame::new(&self.compiled, &self.scope, view, cluster, arena);
+                self.render_in(firing, &frame);
+            });
         }
     }
 
@@ -613,7 +627,15 @@ impl RuleSet {
     /// The rendered output, output fields and dedup key of every rule for an event, as if each
     /// had matched, on either path (for the differential tests).
     pub fn renders(&self, view: &EventView<'_>, cluster: &str, path: EvalPath) -> Vec<Firing> {
-        let frame = compiled::Frame::new(&self.compiled, &self.scope, view, cluster);
+        compiled::with_arena(|arena| {
+            self.renders_in(
+                &compiled::Frame::new(&self.compiled, &self.scope, view, cluster, arena),
+                path,
+            )
+        })
+    }
+
+    fn renders_in(&self, frame: &compiled::Frame<'_>, path: EvalPath) -> Vec<Firing> {
         (0..self.rules.len())
             .map(|rule| {
                 let mut firing = Firing {
@@ -624,7 +646,7 @@ impl RuleSet {
                     observation: None,
                 };
                 match path {
-                    EvalPath::Compiled => self.render_in(&mut firing, &frame),
+                    EvalPath::Compiled => self.render_in(&mut firing, frame),
                     EvalPath::Interpreted => {
                         let rule = &self.rules[rule];
                         let ctx = frame.bindings().context();

@@ -8,6 +8,7 @@ use crate::audit::EventView;
 use crate::engine::bind::{catch_panic, Bindings, Scope, OBJECT_FIELDS};
 use crate::engine::functions::compiled_regex;
 use crate::engine::json::{self, EMPTY_OBJECT, J};
+use bumpalo::Bump;
 use cel::common::types::CelBool;
 use std::borrow::Cow;
 use std::cell::OnceCell;
@@ -76,20 +77,21 @@ enum MacroOut {
 }
 
 /// One event as the compiled conditions see it; every cache lives as long as the event's
-/// evaluation, shared by all its rules.
+/// evaluation, shared by all its rules, in the event's arena ([`with_arena`]).
 pub struct Frame<'e> {
     compiled: &'e Compiled,
+    arena: &'e Bump,
     scope: &'e Scope,
     view: &'e EventView<'e>,
     cluster: &'e str,
     /// A top-level key holds a dot: a dotted path could name it, so the interpreter decides.
     dotted: bool,
     /// Per field name of the rule set, its index among the event's fields.
-    slots: Vec<OnceCell<Option<usize>>>,
+    slots: &'e [OnceCell<Option<usize>>],
     /// Per field of the event, its tree (`None` if it is not JSON).
-    trees: Vec<OnceCell<Option<J<'e>>>>,
-    macros: Vec<OnceCell<MacroOut>>,
-    memos: Vec<OnceCell<MacroOut>>,
+    trees: &'e [OnceCell<Option<J<'e>>>],
+    macros: &'e [OnceCell<MacroOut>],
+    memos: &'e [OnceCell<MacroOut>],
     /// Per Falco field root, `_top` gathered (`None` for a field's root, read in place).
     roots: Vec<OnceCell<Result<Option<J<'e>>, E>>>,
     falco: Vec<OnceCell<Result<Vec<String>, E>>>,
@@ -100,19 +102,55 @@ fn cells<T>(n: usize) -> Vec<OnceCell<T>> {
     (0..n).map(|_| OnceCell::new()).collect()
 }
 
+/// Cells in the arena, for values with nothing to drop (the arena drops nothing).
+fn arena_cells<T: Copy>(arena: &Bump, n: usize) -> &[OnceCell<T>] {
+    arena.alloc_slice_fill_with(n, |_| OnceCell::new())
+}
+
+/// Runs `f` with this thread's arena for one event's evaluation, emptied after it (a fresh
+/// arena where the thread's is in use). The arena keeps its largest chunk for the next event,
+/// but not one past [`ARENA_KEPT`].
+pub fn with_arena<T>(f: impl FnOnce(&Bump) -> T) -> T {
+    thread_local! {
+        static ARENA: std::cell::RefCell<Bump> = std::cell::RefCell::new(Bump::new());
+    }
+    ARENA.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut arena) => {
+            let out = f(&arena);
+            if arena.allocated_bytes() > ARENA_KEPT {
+                *arena = Bump::new();
+            } else {
+                arena.reset();
+            }
+            out
+        }
+        Err(_) => f(&Bump::new()),
+    })
+}
+
+/// The most arena memory a thread keeps between events (a larger event's is given back).
+const ARENA_KEPT: usize = 1 << 20;
+
 impl<'e> Frame<'e> {
-    pub fn new(compiled: &'e Compiled, scope: &'e Scope, view: &'e EventView<'e>, cluster: &'e str) -> Frame<'e> {
+    pub fn new(
+        compiled: &'e Compiled,
+        scope: &'e Scope,
+        view: &'e EventView<'e>,
+        cluster: &'e str,
+        arena: &'e Bump,
+    ) -> Frame<'e> {
         let n = view.fields().count();
         Frame {
             compiled,
+            arena,
             scope,
             view,
             cluster,
             dotted: view.fields().any(|(k, _)| k.contains('.')),
-            slots: cells(compiled.fields.len()),
-            trees: cells(n),
-            macros: cells(compiled.macros.len()),
-            memos: cells(compiled.memos.len()),
+            slots: arena_cells(arena, compiled.fields.len()),
+            trees: arena_cells(arena, n),
+            macros: arena_cells(arena, compiled.macros.len()),
+            memos: arena_cells(arena, compiled.memos.len()),
             roots: cells(compiled.roots.len()),
             falco: cells(compiled.falco.len()),
             bindings: OnceCell::new(),
@@ -177,7 +215,7 @@ impl<'e> Frame<'e> {
         self.trees[index]
             .get_or_init(|| {
                 let raw = self.view.fields().nth(index)?.1;
-                json::parse(raw).ok()
+                json::parse(raw, self.arena).ok()
             })
             .as_ref()
     }
@@ -245,7 +283,7 @@ impl<'e> Frame<'e> {
         let top = self.roots[i]
             .get_or_init(|| match root {
                 Root::Top => {
-                    let mut entries = Vec::new();
+                    let mut entries = bumpalo::collections::Vec::new_in(self.arena);
                     for (i, (key, _)) in self.view.fields().enumerate() {
                         if key == "requestObject" || !wanted(key) {
                             continue;
@@ -254,10 +292,10 @@ impl<'e> Frame<'e> {
                             if tree.has_too_deep() {
                                 return Err(E::Defer);
                             }
-                            entries.push((Cow::Borrowed(key), tree.clone()));
+                            entries.push((key, *tree));
                         }
                     }
-                    Ok(Some(J::Obj(entries)))
+                    Ok(Some(J::Obj(entries.into_bump_slice())))
                 }
                 Root::Field(name) => {
                     let deep = match self.field_by_name(name)? {
@@ -702,5 +740,28 @@ impl<'e> Frame<'e> {
             return Err(e);
         }
         self.eval(&l.result, vars)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_arena_is_emptied_after_each_event_and_a_large_one_given_back() {
+        // What one event leaves is gone before the next: its memory is used again.
+        let first = with_arena(|arena| arena.alloc_str("an event's tree").as_ptr());
+        let next = with_arena(|arena| arena.alloc_str("the next one's!").as_ptr());
+        assert_eq!(first, next);
+        // An event that took more than is kept leaves a fresh arena behind.
+        with_arena(|arena| {
+            arena.alloc_slice_fill_copy(2 * ARENA_KEPT, 0u8);
+        });
+        with_arena(|arena| assert!(arena.allocated_bytes() <= ARENA_KEPT));
+        // An evaluation inside another's (rendering while evaluating) gets its own arena.
+        with_arena(|outer| {
+            let outer = outer as *const Bump;
+            with_arena(|inner| assert_ne!(inner as *const Bump, outer));
+        });
     }
 }

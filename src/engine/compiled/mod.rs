@@ -567,4 +567,4 @@ mod node;
 
 pub use node::*;
 
-pub use eval::{Frame, Outcome};
+pub use eval::{with_arena, Frame, Outcome};

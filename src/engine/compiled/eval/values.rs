@@ -85,7 +85,7 @@ pub(super) fn from_j<'r>(j: &'r J<'r>) -> V<'r> {
         J::Int(i) => V::Int(*i),
         J::UInt(u) => V::UInt(*u),
         J::Double(d) => V::Double(*d),
-        J::Str(s) => V::Str(Cow::Borrowed(s.as_ref())),
+        J::Str(s) => V::Str(Cow::Borrowed(*s)),
         J::Arr(_) | J::Obj(_) | J::TooDeep => V::Json(j),
     }
 }
