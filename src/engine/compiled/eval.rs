@@ -33,7 +33,8 @@ enum V<'r> {
     Refs(Rc<Vec<&'r J<'r>>>),
     /// A list built by `map` or `filter`.
     Items(Rc<Vec<V<'r>>>),
-    Opt(Option<Box<V<'r>>>),
+    /// An optional: a part of the event, or none.
+    Opt(Option<&'r J<'r>>),
     /// A value the interpreter returned that the compiled path does not read.
     Opaque,
 }
@@ -375,7 +376,7 @@ impl<'e> Frame<'e> {
                     return Ok(V::Opt(None));
                 };
                 match target {
-                    V::Json(j @ J::Obj(_)) => V::Opt(j.get(field).map(|x| Box::new(from_j(x)))),
+                    V::Json(j @ J::Obj(_)) => V::Opt(j.get(field)),
                     v if unusable(&v) => return Err(E::Defer),
                     V::Opt(_) => return Err(E::Defer),
                     _ => V::Opt(None),
@@ -384,7 +385,7 @@ impl<'e> Frame<'e> {
             Node::OrValue(target, default) => {
                 let d = self.eval(default, vars)?;
                 match self.eval(target, vars)? {
-                    V::Opt(Some(v)) => *v,
+                    V::Opt(Some(j)) => from_j(j),
                     V::Opt(None) => d,
                     _ => return Err(E::Defer),
                 }
@@ -415,13 +416,8 @@ impl<'e> Frame<'e> {
                 };
                 let i = self.eval(b, vars)?;
                 match (v, i) {
-                    (V::Json(j @ J::Obj(_)), V::Str(k)) => V::Opt(j.get(&k).map(|x| Box::new(from_j(x)))),
-                    (V::Json(J::Arr(items)), V::Int(i)) => V::Opt(
-                        usize::try_from(i)
-                            .ok()
-                            .and_then(|i| items.get(i))
-                            .map(|x| Box::new(from_j(x))),
-                    ),
+                    (V::Json(j @ J::Obj(_)), V::Str(k)) => V::Opt(j.get(&k)),
+                    (V::Json(J::Arr(items)), V::Int(i)) => V::Opt(usize::try_from(i).ok().and_then(|i| items.get(i))),
                     _ => return Err(E::Defer),
                 }
             }

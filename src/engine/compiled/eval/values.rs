@@ -167,7 +167,7 @@ pub(super) fn any_equal<'r>(items: impl Iterator<Item = V<'r>>, x: &V<'_>) -> Op
 /// The value inside an optional (`None` for an empty one); any other value as it is.
 pub(super) fn present(v: V<'_>) -> Option<V<'_>> {
     match v {
-        V::Opt(inner) => inner.map(|b| *b),
+        V::Opt(inner) => inner.map(from_j),
         v => Some(v),
     }
 }
