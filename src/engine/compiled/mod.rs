@@ -13,8 +13,9 @@
 //! (`tests/differential.rs`) holds both paths to the same answer per rule and event.
 //!
 //! Work is shared across rules within an event ([`Frame`]): each top-level field is parsed
-//! once, each macro evaluated once, each Falco field extracted once; strings are borrowed from
-//! the event, and no CEL value is built unless the interpreter is asked.
+//! once, each macro evaluated once, each Falco field extracted once; trees and caches live in
+//! the event's arena ([`with_arena`]), strings are borrowed from the event, and no CEL value is
+//! built unless the interpreter is asked.
 
 use super::bind::Symbol;
 use cel::common::ast::{operators, Expr, LiteralValue};
