@@ -321,20 +321,26 @@ impl RuleSet {
         if candidates.iter().all(|w| *w == 0) {
             return Vec::new();
         }
-        compiled::with_arena(|arena| self.fire_all(view, cluster, budget, &candidates, arena))
+        self.with_frame(view, cluster, |frame| {
+            self.fire_all(frame, view, cluster, budget, &candidates)
+        })
+    }
+
+    /// Runs `f` on the compiled path's frame for an event, in the thread's arena.
+    fn with_frame<T>(&self, view: &EventView<'_>, cluster: &str, f: impl FnOnce(&compiled::Frame<'_>) -> T) -> T {
+        compiled::with_arena(|arena| f(&compiled::Frame::new(&self.compiled, &self.scope, view, cluster, arena)))
     }
 
     /// The candidate rules of [`RuleSet::evaluate_within`] on one event, in rule order.
     fn fire_all(
         &self,
+        frame: &compiled::Frame<'_>,
         view: &EventView<'_>,
         cluster: &str,
         budget: Option<budget::Budget>,
         candidates: &[u64],
-        arena: &bumpalo::Bump,
     ) -> Vec<Firing> {
         let mut firings = Vec::new();
-        let frame = compiled::Frame::new(&self.compiled, &self.scope, view, cluster, arena);
         let mut pending = prefilter::bits(candidates).peekable();
         let mut first = true;
         while let Some(index) = pending.next() {
@@ -351,7 +357,7 @@ impl RuleSet {
             let rule = &self.rules[index];
             rule.stats.evaluated.fetch_add(1, Ordering::Relaxed);
             let started = self.profiling.then(std::time::Instant::now);
-            let fired = self.fire(&frame, index, view, cluster);
+            let fired = self.fire(frame, index, view, cluster);
             if let Some(started) = started {
                 let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 rule.stats.nanos.fetch_add(nanos, Ordering::Relaxed);
@@ -458,11 +464,8 @@ impl RuleSet {
             Err(Failure::Error(_)) => Verdict::Error,
         };
         match path {
-            EvalPath::Compiled => compiled::with_arena(|arena| {
-                let frame = compiled::Frame::new(&self.compiled, &self.scope, view, cluster, arena);
-                (0..self.rules.len())
-                    .map(|i| verdict(self.verdict(&frame, i)))
-                    .collect()
+            EvalPath::Compiled => self.with_frame(view, cluster, |frame| {
+                (0..self.rules.len()).map(|i| verdict(self.verdict(frame, i))).collect()
             }),
             EvalPath::Interpreted => {
                 let bindings = Bindings::new(&self.scope, view, cluster);
@@ -555,10 +558,7 @@ impl RuleSet {
     /// rule's match, once its window fired).
     pub fn render(&self, firing: &mut Firing, view: &EventView<'_>, cluster: &str) {
         if firing.dedup_key.is_empty() {
-            compiled::with_arena(|arena| {
-                let frame = compiled::Frame::new(&self.compiled, &self.scope, view, cluster, arena);
-                self.render_in(firing, &frame);
-            });
+            self.with_frame(view, cluster, |frame| self.render_in(firing, frame));
         }
     }
 
@@ -593,7 +593,7 @@ impl RuleSet {
         let node = |i: usize| nodes.and_then(|n| n.get(i));
         // Each value's JSON text, written into one buffer and hashed in place.
         let mut text = Vec::new();
-        let mut key = Hash64::new();
+        let mut key = Hash64::default();
         key.part(rule.name.as_bytes());
         for (i, program) in window.key.iter().enumerate() {
             key_text(frame, node(i), program, &mut text);
@@ -605,7 +605,7 @@ impl RuleSet {
             .as_ref()
             .map(|f| {
                 key_text(frame, node(n), f, &mut text);
-                let mut value = Hash64::new();
+                let mut value = Hash64::default();
                 value.part(&text);
                 value.finish()
             })
@@ -627,12 +627,7 @@ impl RuleSet {
     /// The rendered output, output fields and dedup key of every rule for an event, as if each
     /// had matched, on either path (for the differential tests).
     pub fn renders(&self, view: &EventView<'_>, cluster: &str, path: EvalPath) -> Vec<Firing> {
-        compiled::with_arena(|arena| {
-            self.renders_in(
-                &compiled::Frame::new(&self.compiled, &self.scope, view, cluster, arena),
-                path,
-            )
-        })
+        self.with_frame(view, cluster, |frame| self.renders_in(frame, path))
     }
 
     fn renders_in(&self, frame: &compiled::Frame<'_>, path: EvalPath) -> Vec<Firing> {
@@ -679,14 +674,14 @@ fn key_text(frame: &compiled::Frame<'_>, node: Option<&compiled::Node>, program:
     }
 }
 
-/// A 64-bit hash of strings, for window state that lives in one process (never stored or
-/// sent): each part hashed as a `str` hashes (its bytes, then `0xff`).
+/// A 64-bit hash of strings for window state: each part hashed as a `str` hashes (its bytes,
+/// then `0xff`). `DefaultHasher` with its fixed keys gives every process of one build the same
+/// hash, so checkpoints and hand-overs between detectors carry these keys (a Rust release may
+/// change the algorithm: a detector of another build would not find a window again).
+#[derive(Default)]
 struct Hash64(std::collections::hash_map::DefaultHasher);
 
 impl Hash64 {
-    fn new() -> Hash64 {
-        Hash64(Default::default())
-    }
     fn part(&mut self, text: &[u8]) {
         use std::hash::Hasher;
         self.0.write(text);

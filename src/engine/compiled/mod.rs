@@ -124,14 +124,11 @@ impl<'a> Compiler<'a> {
         // Each program copied afresh, depth first and in the order events walk them, so that
         // its nodes lie together in memory rather than among what compiling them allocated:
         // an event reads them with fewer cache misses.
-        fn packed(nodes: &[Node]) -> Vec<Node> {
-            nodes.to_vec()
-        }
-        out.macros = packed(&out.macros);
-        out.conditions = packed(&out.conditions);
-        out.outputs = out.outputs.iter().map(|n| packed(n)).collect();
-        out.keys = out.keys.iter().map(|n| packed(n)).collect();
-        out.windows = out.windows.iter().map(|n| packed(n)).collect();
+        out.macros = out.macros.to_vec();
+        out.conditions = out.conditions.to_vec();
+        out.outputs = out.outputs.to_vec();
+        out.keys = out.keys.to_vec();
+        out.windows = out.windows.to_vec();
         out
     }
 
