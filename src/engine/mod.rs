@@ -675,11 +675,13 @@ fn key_text(frame: &compiled::Frame<'_>, node: Option<&compiled::Node>, program:
 }
 
 /// A 64-bit hash of strings for window state: each part hashed as a `str` hashes (its bytes,
-/// then `0xff`). `DefaultHasher` with its fixed keys gives every process of one build the same
-/// hash, so checkpoints and hand-overs between detectors carry these keys (a Rust release may
-/// change the algorithm: a detector of another build would not find a window again).
+/// then `0xff`), by SipHash-1-3 with zero keys. Checkpoints and hand-overs between detectors
+/// carry these keys, so the algorithm is the specified one of the `siphasher` crate, not
+/// `DefaultHasher`'s, which Rust may change in any release: detectors built by different Rust
+/// releases (a rolling upgrade) find each other's windows. The two gave the same hashes when the
+/// change was made, so checkpoints written before it are read as they were.
 #[derive(Default)]
-struct Hash64(std::collections::hash_map::DefaultHasher);
+struct Hash64(siphasher::sip::SipHasher13);
 
 impl Hash64 {
     fn part(&mut self, text: &[u8]) {
