@@ -200,7 +200,10 @@ impl<'a> EventView<'a> {
     /// Indexes the top-level fields of `text` and checks what every audit event has.
     pub fn parse(text: &'a str) -> Result<EventView<'a>, String> {
         let view: EventView<'a> = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        match view.get("kind").map(serde_json::from_str::<Cow<str>>) {
+        match view
+            .get("kind")
+            .map(|raw| serde_json::from_str::<CowStr>(raw).map(|s| s.0))
+        {
             None | Some(Ok(Cow::Borrowed("Event"))) => {}
             Some(Ok(k)) if k == "Event" => {}
             Some(_) => return Err("`kind` is not \"Event\"".into()),
@@ -289,7 +292,7 @@ impl<'a> EventView<'a> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut found: [Option<Option<&'de str>>; N] = [None; N];
-                while let Some(key) = map.next_key::<Cow<str>>()? {
+                while let Some(CowStr(key)) = map.next_key()? {
                     let raw: &'de RawValue = map.next_value()?;
                     if let Some(i) = self.0.iter().position(|n| *n == key) {
                         if found[i].is_some() {
@@ -397,7 +400,33 @@ pub fn to_value(text: &str) -> Result<serde_json::Value, serde_json::Error> {
 }
 
 pub fn json_str(raw: &str) -> Option<Cow<'_, str>> {
-    serde_json::from_str::<Cow<str>>(raw).ok()
+    serde_json::from_str::<CowStr>(raw).ok().map(|s| s.0)
+}
+
+/// A JSON string borrowed from the text it is read from where it has no escapes, copied only
+/// where it has (serde's own `Cow<str>` is always a copy: a key read that way is an allocation).
+pub struct CowStr<'de>(pub Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for CowStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Str;
+        impl<'de> Visitor<'de> for Str {
+            type Value = CowStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(CowStr(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(Str)
+    }
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for EventView<'a> {
@@ -410,7 +439,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for EventView<'a> {
             }
             fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
                 let mut fields: Vec<(Cow<'a, str>, &'a str)> = Vec::with_capacity(20);
-                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                while let Some(CowStr(key)) = map.next_key()? {
                     if fields.iter().any(|(k, _)| *k == key) {
                         return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
                     }
@@ -450,6 +479,11 @@ mod tests {
         // A null field is an absent one.
         let view = EventView::parse(r#"{"auditID":"a1","stage":"ResponseComplete","requestObject":null}"#).unwrap();
         assert_eq!(view.get("requestObject"), None);
+        // Names and strings are the text's own, copied only where they hold an escape.
+        let view = EventView::parse(r#"{"audit\u0049D":"a\u0031","stage":"x","verb":"get"}"#).unwrap();
+        assert!(matches!(view.fields.iter().find(|(k, _)| k == "stage"), Some((Cow::Borrowed(_), _))));
+        assert!(matches!(view.str("verb"), Some(Cow::Borrowed("get"))));
+        assert!(matches!(view.audit_id(), Cow::Owned(id) if id == "a1"));
     }
 
     #[test]

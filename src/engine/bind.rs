@@ -407,7 +407,7 @@ impl<'de> Visitor<'de> for JsonVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut entries: HashMap<CelMapKey<'de>, Box<dyn Val + 'de>> =
             HashMap::with_capacity(map.size_hint().unwrap_or(8));
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(crate::audit::CowStr(key)) = map.next_key()? {
             let key = match key {
                 std::borrow::Cow::Borrowed(k) => CelMapKey::from(k),
                 std::borrow::Cow::Owned(k) => CelMapKey::from(k),

@@ -173,7 +173,7 @@ impl<'de> Visitor<'de> for Seed<'de> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut entries = bumpalo::collections::Vec::new_in(self.arena);
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(crate::audit::CowStr(key)) = map.next_key()? {
             let key: &'de str = match key {
                 Cow::Borrowed(k) => k,
                 Cow::Owned(k) => self.arena.alloc_str(&k),
