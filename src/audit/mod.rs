@@ -481,7 +481,10 @@ mod tests {
         assert_eq!(view.get("requestObject"), None);
         // Names and strings are the text's own, copied only where they hold an escape.
         let view = EventView::parse(r#"{"audit\u0049D":"a\u0031","stage":"x","verb":"get"}"#).unwrap();
-        assert!(matches!(view.fields.iter().find(|(k, _)| k == "stage"), Some((Cow::Borrowed(_), _))));
+        assert!(matches!(
+            view.fields.iter().find(|(k, _)| k == "stage"),
+            Some((Cow::Borrowed(_), _))
+        ));
         assert!(matches!(view.str("verb"), Some(Cow::Borrowed("get"))));
         assert!(matches!(view.audit_id(), Cow::Owned(id) if id == "a1"));
     }

@@ -6,8 +6,8 @@
 //! lease on, so one cluster's events reach one detector. Other topics are not: a message goes to
 //! `<topic>.<route>` (`kaudit.alerts.<priority>`) and readers share one durable pull consumer.
 //! Publish waits for every JetStream ack; consumers (`max_ack_pending` and `ack_wait` from the
-//! config) acknowledge with `double_ack` — which waits for the server — only after their alerts
-//! are stored. Every message carries a `Nats-Msg-Id` — its own id (alerts: the alert id; a log
+//! config) acknowledge only after their alerts are stored, and a commit returns once the server
+//! has read every ack ([`ack`]). Every message carries a `Nats-Msg-Id` — its own id (alerts: the alert id; a log
 //! line's: file and offset) or else a digest of its key and payload ([`content_id`]) — and the
 //! stream drops one it has stored within its duplicate window: the events of a batch an apiserver
 //! re-sends after a refusal are stored once, even those stored before the refusal.
@@ -341,14 +341,26 @@ impl Subscription for NatsSubscription {
     }
 }
 
-/// Acknowledges deliveries, waiting for the server to confirm each.
+/// Acknowledges deliveries: one `+ACK` each, then a flush, which returns when the server has
+/// read every one of them (a ping answered after them on the same connection). An ack a server
+/// loses after that (it fails before applying it) is a redelivery, which at-least-once allows and
+/// a checkpoint's or hand-over's positions skip. `double_ack` asked the same of the server one
+/// delivery at a time, with a subscription of its own each: four protocol messages per event,
+/// most of the server's work.
 async fn ack(deliveries: Vec<Delivery>) -> anyhow::Result<()> {
-    let acks = deliveries
+    let mut client = None;
+    for m in deliveries
         .into_iter()
         .filter_map(Delivery::into_token::<jetstream::Message>)
-        .map(|m| async move { m.double_ack().await });
-    for r in futures::future::join_all(acks).await {
-        r.map_err(|e| anyhow::anyhow!("JetStream ack: {e}"))?;
+    {
+        m.ack().await.map_err(|e| anyhow::anyhow!("JetStream ack: {e}"))?;
+        client.get_or_insert_with(|| m.context.client());
+    }
+    if let Some(client) = client {
+        client
+            .flush()
+            .await
+            .map_err(|e| anyhow::anyhow!("JetStream ack (flush): {e}"))?;
     }
     Ok(())
 }
