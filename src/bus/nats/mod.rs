@@ -7,10 +7,11 @@
 //! `<topic>.<route>` (`kaudit.alerts.<priority>`) and readers share one durable pull consumer.
 //! Publish waits for every JetStream ack; consumers (`max_ack_pending` and `ack_wait` from the
 //! config) acknowledge only after their alerts are stored, and a commit returns once the server
-//! has read every ack ([`ack`]). Every message carries a `Nats-Msg-Id` — its own id (alerts: the alert id; a log
-//! line's: file and offset) or else a digest of its key and payload ([`content_id`]) — and the
-//! stream drops one it has stored within its duplicate window: the events of a batch an apiserver
-//! re-sends after a refusal are stored once, even those stored before the refusal.
+//! has read every ack ([`ack`]). Every message carries a `Nats-Msg-Id` — its own id (alerts: the
+//! alert id; a log line's: file and offset) or else a digest of its key and payload
+//! ([`content_id`]) — and the stream drops one it has stored within its duplicate window: the
+//! events of a batch an apiserver re-sends after a refusal are stored once, even those stored
+//! before the refusal.
 
 mod handover;
 pub mod partitions;
