@@ -243,12 +243,12 @@ impl Redactor {
         let Some(raw) = view.get("annotations") else {
             return false;
         };
-        type Keys<'a> = std::collections::HashMap<Cow<'a, str>, serde::de::IgnoredAny>;
+        type Keys<'a> = std::collections::HashMap<crate::audit::CowStr<'a>, serde::de::IgnoredAny>;
         match serde_json::from_str::<Option<Keys>>(raw) {
             Ok(keys) => keys
                 .unwrap_or_default()
                 .keys()
-                .any(|k| !k.starts_with("authorization.k8s.io/") && credential_key(k)),
+                .any(|crate::audit::CowStr(k)| !k.starts_with("authorization.k8s.io/") && credential_key(k)),
             Err(_) => true,
         }
     }

@@ -204,7 +204,7 @@ impl<'a> EventView<'a> {
             .get("kind")
             .map(|raw| serde_json::from_str::<CowStr>(raw).map(|s| s.0))
         {
-            None | Some(Ok(Cow::Borrowed("Event"))) => {}
+            None => {}
             Some(Ok(k)) if k == "Event" => {}
             Some(_) => return Err("`kind` is not \"Event\"".into()),
         }
@@ -405,6 +405,7 @@ pub fn json_str(raw: &str) -> Option<Cow<'_, str>> {
 
 /// A JSON string borrowed from the text it is read from where it has no escapes, copied only
 /// where it has (serde's own `Cow<str>` is always a copy: a key read that way is an allocation).
+#[derive(PartialEq, Eq, Hash)]
 pub struct CowStr<'de>(pub Cow<'de, str>);
 
 impl<'de> Deserialize<'de> for CowStr<'de> {
