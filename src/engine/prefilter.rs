@@ -5,7 +5,9 @@
 //! `user.username` and whether `impersonatedUser.username` is there: `verb == 'create'`,
 //! `verb in ['get', 'create']`, `objectRef.resource in some_list`,
 //! `responseStatus.?code.orValue(0) in [401, 403]` (the default counts for an absent code),
-//! `user.username == 'system:anonymous'`, `has(impersonatedUser.username)`, combined through
+//! `user.username == 'system:anonymous'`, `has(impersonatedUser.username)`, and the same read
+//! through an imported Falco rule's `falco_field(user, 'ka.user.name', '').exists(v, v == …)`
+//! (or `v in list`, `v.startsWith('system:')` and Falco's `non_system_user`), combined through
 //! `&&` (intersection) and `||` (union). Anything else demands nothing. Nobody declares these by
 //! hand, so they cannot drift from the condition (`kaudit rules lint --explain` shows them). At
 //! run time a few hash lookups and word-wide ANDs give the candidate rules; most audit events
@@ -13,7 +15,7 @@
 //! ([`Key::Unknown`]) keeps every rule of that dimension: its conditions decide.
 
 use crate::audit::{Key, RouteKeys};
-use cel::common::ast::{operators, Expr, LiteralValue};
+use cel::common::ast::{operators, ComprehensionExpr, Expr, LiteralValue};
 use cel::parser::Expression;
 use std::collections::{BTreeSet, HashMap};
 
@@ -149,6 +151,13 @@ fn analyze_depth(expr: &Expression, names: &dyn Names, depth: usize) -> Route {
                 _ => Route::any(),
             }
         }
+        // An imported Falco rule's `falco_field(user, 'ka.user.name', '').exists(v, …)`.
+        Expr::Comprehension(c) => falco_route(c, names)
+            .or_else(|| falco_user_classes(expr).map(|classes| Route::only(USER_CLASS, classes)))
+            .unwrap_or_else(Route::any),
+        Expr::Call(_) if falco_user_classes(expr).is_some() => {
+            Route::only(USER_CLASS, falco_user_classes(expr).unwrap_or_default())
+        }
         // `user.username.startsWith('system:')`, `!…`, also with `user.?username.orValue('')`
         Expr::Call(_) if user_classes(expr).is_some() => {
             let (classes, default) = user_classes(expr).unwrap_or_default();
@@ -218,6 +227,102 @@ fn user_classes(expr: &Expression) -> Option<(BTreeSet<String>, Option<String>)>
             // absent key is allowed.
             let default = default.map(|d| user_class(&d).to_string());
             Some((classes, default))
+        }
+        _ => None,
+    }
+}
+
+/// The dimension of a Falco field, read from its root by the importer's `falco_field(root,
+/// 'name', '')`: for an event whose key is a string, the field's values are exactly `[key]`;
+/// for an event without the key, `[]` (a key of another type is [`Key::Unknown`], judged by
+/// the condition).
+fn falco_dimension(expr: &Expression) -> Option<usize> {
+    let Expr::Call(call) = &expr.expr else { return None };
+    let [root, name, arg] = call.args.as_slice() else {
+        return None;
+    };
+    let text = |e: &Expression| match &e.expr {
+        Expr::Literal(LiteralValue::String(s)) => Some(s.inner().to_string()),
+        _ => None,
+    };
+    let Expr::Ident(root) = &root.expr else { return None };
+    if call.func_name != "falco_field" || call.target.is_some() || text(arg)?.as_str() != "" {
+        return None;
+    }
+    match (root.as_str(), text(name)?.as_str()) {
+        ("_top", "ka.verb") => Some(0),
+        ("objectRef", "ka.target.resource") => Some(1),
+        ("objectRef", "ka.target.subresource") => Some(2),
+        ("_top", "ka.stage") => Some(3),
+        ("user", "ka.user.name") => Some(USER),
+        _ => None,
+    }
+}
+
+/// `falco_field(…).exists(v, body)` as CEL expands `exists`: the field's dimension, the
+/// variable and the body.
+fn falco_exists(c: &ComprehensionExpr) -> Option<(usize, &str, &Expression)> {
+    let accu = |e: &Expression| matches!(&e.expr, Expr::Ident(n) if *n == c.accu_var);
+    let Expr::Call(step) = &c.loop_step.expr else {
+        return None;
+    };
+    let [a, body] = step.args.as_slice() else { return None };
+    let expands_exists = step.func_name == operators::LOGICAL_OR
+        && accu(a)
+        && accu(&c.result)
+        && c.iter_var2.is_none()
+        && matches!(&c.accu_init.expr, Expr::Literal(LiteralValue::Boolean(b)) if !**b);
+    expands_exists.then_some(())?;
+    Some((falco_dimension(&c.iter_range)?, c.iter_var.as_str(), body))
+}
+
+/// What `falco_field(…).exists(v, v == 'x')` (or `v in list`) demands: the key is one of the
+/// values (an event without the key has no values: no item, no match).
+fn falco_route(c: &ComprehensionExpr, names: &dyn Names) -> Option<Route> {
+    let (dim, var, body) = falco_exists(c)?;
+    let Expr::Call(call) = &body.expr else { return None };
+    let is_var = |e: &Expression| matches!(&e.expr, Expr::Ident(n) if n == var);
+    let values = match (call.func_name.as_str(), call.target.as_deref(), call.args.as_slice()) {
+        (operators::EQUALS, None, [a, b]) if is_var(a) => vec![literal(b)?],
+        (operators::EQUALS, None, [a, b]) if is_var(b) => vec![literal(a)?],
+        (operators::IN, None, [a, list]) if is_var(a) => strings(list, names)?,
+        _ => return None,
+    };
+    // The values are texts: an integer literal never equals one.
+    if values.iter().any(|v| v.int) {
+        return None;
+    }
+    Some(Route::only(dim, values.into_iter().map(|v| v.text).collect()))
+}
+
+/// The user classes (and [`NO_CODE`] for an event without a user name) for which
+/// `falco_field(user, 'ka.user.name', '').exists(v, v.startsWith(P))` holds, or its negation.
+fn falco_user_classes(expr: &Expression) -> Option<BTreeSet<String>> {
+    match &expr.expr {
+        Expr::Call(call) if call.func_name == operators::LOGICAL_NOT && call.args.len() == 1 => {
+            let holds = falco_user_classes(&call.args[0])?;
+            Some(
+                CLASSES
+                    .iter()
+                    .chain([&NO_CODE])
+                    .filter(|c| !holds.contains(**c))
+                    .map(|c| c.to_string())
+                    .collect(),
+            )
+        }
+        Expr::Comprehension(c) => {
+            let (dim, var, body) = falco_exists(c)?;
+            let Expr::Call(call) = &body.expr else { return None };
+            let (Some(target), [prefix]) = (call.target.as_deref(), call.args.as_slice()) else {
+                return None;
+            };
+            let Expr::Literal(LiteralValue::String(prefix)) = &prefix.expr else {
+                return None;
+            };
+            let reads_var = matches!(&target.expr, Expr::Ident(n) if n == var);
+            (dim == USER && call.func_name == "startsWith" && reads_var).then_some(())?;
+            // No name, no values: `exists` is false, so NO_CODE is not among them.
+            classes_with_prefix(prefix.inner())
         }
         _ => None,
     }
@@ -600,6 +705,62 @@ mod tests {
         assert_eq!(run(user(Key::Is(Cow::Borrowed("system:node:n1")))), [1]);
         assert_eq!(
             run(user(Key::Is(Cow::Borrowed("system:kube-scheduler")))),
+            Vec::<usize>::new()
+        );
+        assert_eq!(run(user(Key::Absent)), [0]);
+        assert_eq!(run(user(Key::Unknown)), [0, 1]);
+    }
+
+    #[test]
+    fn imported_falco_fields_route_as_their_keys() {
+        let name = "falco_field(user, 'ka.user.name', '')";
+        let r = route(&format!("{name}.exists(v, v == 'system:anonymous')"));
+        assert_eq!(r.0[USER], only(&["system:anonymous"]));
+        let r = route("falco_field(_top, 'ka.verb', '').exists(v, v in exec_verbs)");
+        assert_eq!(r.0[0], only(&["create", "get"]));
+        let r = route("falco_field(objectRef, 'ka.target.resource', '').exists(v, 'pods' == v)");
+        assert_eq!(r.0[1], only(&["pods"]));
+        let r = route("falco_field(objectRef, 'ka.target.subresource', '').exists(v, v == 'exec')");
+        assert_eq!(r.0[2], only(&["exec"]));
+        // Falco's `non_system_user`: an event without a name has no values, so no `system:` one.
+        let classes = |src: &str| route(src).0[USER_CLASS].clone();
+        assert_eq!(
+            classes(&format!("!({name}.exists(v, v.startsWith('system:')))")),
+            only(&["", "other"])
+        );
+        assert_eq!(
+            classes(&format!("{name}.exists(v, v.startsWith('system:node:'))")),
+            only(&["node"])
+        );
+        // Other fields, arguments, quantifiers, literals and negations demand nothing.
+        for src in [
+            "falco_field(user, 'ka.user.name', 'x').exists(v, v == 'a')",
+            "falco_field(user, 'ka.user.groups', '').exists(v, v == 'a')",
+            "falco_field(requestObject, 'ka.user.name', '').exists(v, v == 'a')",
+            "falco_field(user, 'ka.user.name', '').all(v, v == 'a')",
+            "falco_field(user, 'ka.user.name', '').exists(v, v == 5)",
+            "falco_field(user, 'ka.user.name', '').exists(v, verb == 'a')",
+            "falco_field(user, 'ka.user.name', '').exists(v, v != 'a')",
+            "!(falco_field(user, 'ka.user.name', '').exists(v, v == 'a'))",
+            "falco_field(user, 'ka.user.name', '').exists(v, v.startsWith('system:kube'))",
+            "falco_field(_top, 'ka.verb', '').exists(v, v.startsWith('system:'))",
+        ] {
+            assert_eq!(route(src), Route::any(), "{src}");
+        }
+
+        let pf = Prefilter::new(&[
+            Some(route(&format!("!({name}.exists(v, v.startsWith('system:')))"))),
+            Some(route(&format!("{name}.exists(v, v == 'system:anonymous')"))),
+        ]);
+        let user = |user| RouteKeys {
+            user,
+            ..RouteKeys::default()
+        };
+        let run = |keys: RouteKeys| candidates(&pf, keys);
+        assert_eq!(run(user(Key::Is(Cow::Borrowed("alice")))), [0]);
+        assert_eq!(run(user(Key::Is(Cow::Borrowed("system:anonymous")))), [1]);
+        assert_eq!(
+            run(user(Key::Is(Cow::Borrowed("system:serviceaccount:a:b")))),
             Vec::<usize>::new()
         );
         assert_eq!(run(user(Key::Absent)), [0]);
