@@ -17,7 +17,7 @@
 use crate::audit::{Key, RouteKeys};
 use cel::common::ast::{operators, ComprehensionExpr, Expr, LiteralValue};
 use cel::parser::Expression;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 /// What a rule allows in one dimension.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -490,7 +490,8 @@ pub struct Prefilter {
 #[derive(Debug, Default)]
 struct Dimension {
     any: Vec<u64>,
-    by_value: HashMap<String, Vec<u64>>,
+    /// Hashed with foldhash: built from the rules at load, looked up per event.
+    by_value: foldhash::HashMap<String, Vec<u64>>,
 }
 
 impl Prefilter {
@@ -582,6 +583,7 @@ mod tests {
         bits(&out).collect()
     }
     use std::borrow::Cow;
+    use std::collections::HashMap;
 
     struct NoNames(HashMap<String, Expression>);
     impl Names for NoNames {

@@ -4,7 +4,6 @@
 use crate::engine::rules::Scalar;
 use cel::parser::Expression;
 use regex::Regex;
-use std::collections::HashSet;
 use std::sync::Arc;
 
 /// A scalar written in a rule.
@@ -22,10 +21,11 @@ pub enum Const {
 #[derive(Debug)]
 pub struct LitList {
     pub(super) items: Vec<Const>,
-    /// The items when every one is a string: `in` is one hash lookup.
-    pub(super) strings: Option<HashSet<String>>,
+    /// The items when every one is a string: `in` is one hash lookup (foldhash: the set is
+    /// built at load, looked up per event).
+    pub(super) strings: Option<foldhash::HashSet<String>>,
     /// The items when every one is an int.
-    pub(super) ints: Option<HashSet<i64>>,
+    pub(super) ints: Option<foldhash::HashSet<i64>>,
 }
 
 impl LitList {
