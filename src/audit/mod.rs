@@ -164,38 +164,6 @@ pub struct EventView<'a> {
     fields: Vec<(Cow<'a, str>, &'a str)>,
 }
 
-/// The values the rule prefilter indexes on.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct RouteKeys<'a> {
-    pub verb: Key<'a>,
-    pub resource: Key<'a>,
-    pub subresource: Key<'a>,
-    pub stage: Key<'a>,
-    /// `responseStatus.code`, an integer in decimal.
-    pub code: Key<'a>,
-    /// `user.username`.
-    pub user: Key<'a>,
-    /// Whether `impersonatedUser.username` is there: [`Key::PRESENT`] or absent.
-    pub impersonated: Key<'a>,
-}
-
-/// One of an event's keys for the prefilter.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub enum Key<'a> {
-    /// The field is not there (or `null`): a rule that demands a value cannot match.
-    Absent,
-    Is(Cow<'a, str>),
-    /// A shape the prefilter does not judge (a code that is no integer, a user that is no
-    /// object, a duplicate key, a dotted top-level key): every rule stays a candidate and its
-    /// condition decides, errors included.
-    #[default]
-    Unknown,
-}
-
-impl Key<'_> {
-    pub const PRESENT: &'static str = "present";
-}
-
 impl<'a> EventView<'a> {
     /// Indexes the top-level fields of `text` and checks what every audit event has.
     pub fn parse(text: &'a str) -> Result<EventView<'a>, String> {
@@ -244,91 +212,8 @@ impl<'a> EventView<'a> {
             .or_else(|| self.str("timestamp"))
             .or_else(|| self.str("requestReceivedTimestamp"))
     }
-
-    pub fn route_keys(&self) -> RouteKeys<'a> {
-        // A key with a dot could be what a dotted path names: the conditions decide.
-        let dotted = self.fields.iter().any(|(k, _)| k.contains('.'));
-        let top = |name: &str| match self.get(name) {
-            _ if dotted => Key::Unknown,
-            None => Key::Absent,
-            Some(raw) if raw.trim() == "null" => Key::Absent,
-            Some(raw) => json_str(raw).map_or(Key::Unknown, Key::Is),
-        };
-        let [resource, subresource] = self.members("objectRef", ["resource", "subresource"], dotted);
-        let [code] = self.members("responseStatus", ["code"], dotted);
-        let [user] = self.members("user", ["username"], dotted);
-        let [impersonated] = self.members("impersonatedUser", ["username"], dotted);
-        RouteKeys {
-            verb: top("verb"),
-            resource: key(resource, json_str),
-            subresource: key(subresource, json_str),
-            stage: top("stage"),
-            // JSON writes an integer one way (no `+`, no leading zeros), but for `-0`.
-            code: key(code, |raw| match serde_json::from_str::<i64>(raw) {
-                Ok(0) => Some(Cow::Borrowed("0")),
-                Ok(_) => Some(Cow::Borrowed(raw)),
-                Err(_) => None,
-            }),
-            user: key(user, json_str),
-            impersonated: key(impersonated, |_| Some(Cow::Borrowed(Key::PRESENT))),
-        }
-    }
-
-    /// The raw values of members `names` of the object field `field`, each `Some(None)` when
-    /// either is missing or `null` (an absent object field reads as `{}`), all `None` (unknown)
-    /// when the field is no object or a member named repeats.
-    fn members<const N: usize>(&self, field: &str, names: [&str; N], dotted: bool) -> [Option<Option<&'a str>>; N] {
-        struct Members<'n, const N: usize>([&'n str; N]);
-        impl<'de, const N: usize> de::DeserializeSeed<'de> for Members<'_, N> {
-            type Value = [Option<&'de str>; N];
-            fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-                d.deserialize_map(self)
-            }
-        }
-        impl<'de, const N: usize> Visitor<'de> for Members<'_, N> {
-            type Value = [Option<&'de str>; N];
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut found: [Option<Option<&'de str>>; N] = [None; N];
-                while let Some(CowStr(key)) = map.next_key()? {
-                    let raw: &'de RawValue = map.next_value()?;
-                    if let Some(i) = self.0.iter().position(|n| *n == key) {
-                        if found[i].is_some() {
-                            return Err(de::Error::custom("repeated member"));
-                        }
-                        found[i] = Some((raw.get().trim() != "null").then(|| raw.get()));
-                    }
-                }
-                Ok(found.map(Option::flatten))
-            }
-        }
-        let raw = match self.get(field) {
-            _ if dotted => return [None; N],
-            None => return [Some(None); N],
-            Some(raw) if raw.trim() == "null" => return [Some(None); N],
-            Some(raw) => raw,
-        };
-        let mut reader = serde_json::Deserializer::from_str(raw);
-        match de::DeserializeSeed::deserialize(Members(names), &mut reader) {
-            Ok(values) => values.map(Some),
-            Err(_) => [None; N],
-        }
-    }
 }
 
-/// A prefilter key from a member's raw value (see [`EventView::members`]): `value` says what
-/// the raw JSON is as a key, `None` if it cannot.
-fn key<'a>(raw: Option<Option<&'a str>>, value: impl Fn(&'a str) -> Option<Cow<'a, str>>) -> Key<'a> {
-    match raw {
-        None => Key::Unknown,
-        Some(None) => Key::Absent,
-        Some(Some(raw)) => value(raw).map_or(Key::Unknown, Key::Is),
-    }
-}
-
-/// A JSON string value, borrowed when it has no escapes.
 /// Depth below which [`to_value`] keeps an event's JSON as it is.
 pub const MAX_VALUE_DEPTH: usize = 64;
 
@@ -399,6 +284,7 @@ pub fn to_value(text: &str) -> Result<serde_json::Value, serde_json::Error> {
     Ok(value)
 }
 
+/// A JSON string value, borrowed when it has no escapes.
 pub fn json_str(raw: &str) -> Option<Cow<'_, str>> {
     serde_json::from_str::<CowStr>(raw).ok().map(|s| s.0)
 }
@@ -467,16 +353,6 @@ mod tests {
         let view = EventView::parse(text).unwrap();
         assert_eq!(view.audit_id(), "a1");
         assert_eq!(view.get("requestObject").unwrap(), r#"{"x":[1,2]}"#);
-        let keys = view.route_keys();
-        let is = |v: &str| Key::Is(Cow::Owned(v.to_string()));
-        assert_eq!(keys.verb, is("create"));
-        assert_eq!(keys.resource, is("pods"));
-        assert_eq!(keys.subresource, is("exec"));
-        assert_eq!(keys.stage, is("ResponseComplete"));
-        assert_eq!(
-            (keys.code, keys.user, keys.impersonated),
-            (Key::Absent, Key::Absent, Key::Absent)
-        );
         // A null field is an absent one.
         let view = EventView::parse(r#"{"auditID":"a1","stage":"ResponseComplete","requestObject":null}"#).unwrap();
         assert_eq!(view.get("requestObject"), None);
@@ -488,57 +364,6 @@ mod tests {
         ));
         assert!(matches!(view.str("verb"), Some(Cow::Borrowed("get"))));
         assert!(matches!(view.audit_id(), Cow::Owned(id) if id == "a1"));
-    }
-
-    #[test]
-    fn keys_of_shapes_the_prefilter_does_not_judge_are_unknown() {
-        // Wrong types: the conditions decide (and say so if they fail).
-        let view = EventView::parse(
-            r#"{"auditID":"a","stage":"x","verb":7,"objectRef":"pods","responseStatus":{"code":"403"},"user":"u"}"#,
-        )
-        .unwrap();
-        let wrong = view.route_keys();
-        assert_eq!(
-            [wrong.verb, wrong.resource, wrong.code, wrong.user],
-            [Key::Unknown, Key::Unknown, Key::Unknown, Key::Unknown]
-        );
-        let is = |v: &str| Key::Is(Cow::Owned(v.to_string()));
-        fn keys(text: &str) -> RouteKeys<'_> {
-            EventView::parse(text).unwrap().route_keys()
-        }
-        // Codes are integers in decimal; a double, a repeated member, a dotted key: unknown.
-        let k = keys(
-            r#"{"auditID":"a","stage":"x","responseStatus":{"code":403},"user":{"username":"system:anonymous"},"impersonatedUser":{"username":"x"}}"#,
-        );
-        assert_eq!(
-            (k.code, k.user, k.impersonated),
-            (is("403"), is("system:anonymous"), is(Key::PRESENT))
-        );
-        assert_eq!(
-            keys(r#"{"auditID":"a","stage":"x","responseStatus":{"code":403.0}}"#).code,
-            Key::Unknown
-        );
-        assert_eq!(
-            keys(r#"{"auditID":"a","stage":"x","responseStatus":{"code":1,"code":2}}"#).code,
-            Key::Unknown
-        );
-        assert_eq!(
-            keys(r#"{"auditID":"a","stage":"x","verb":"get","a.b":1}"#).verb,
-            Key::Unknown
-        );
-        // Absent, null, or an object without the member: absent.
-        for text in [
-            r#"{"auditID":"a","stage":"x","responseStatus":null,"user":{}}"#,
-            r#"{"auditID":"a","stage":"x","responseStatus":{"code":null},"user":{"username":null}}"#,
-            r#"{"auditID":"a","stage":"x","impersonatedUser":{"groups":["g"]}}"#,
-        ] {
-            let k = keys(text);
-            assert_eq!(
-                (k.code, k.user, k.impersonated),
-                (Key::Absent, Key::Absent, Key::Absent),
-                "{text}"
-            );
-        }
     }
 
     #[test]

@@ -316,12 +316,12 @@ impl RuleSet {
     pub fn evaluate_within(&self, view: &EventView<'_>, cluster: &str, budget: Option<Duration>) -> Vec<Firing> {
         // Read the clocks only when there is a budget to hold against them.
         let budget = budget.map(budget::Budget::start);
-        let mut candidates = Vec::new();
-        self.prefilter.candidates(&view.route_keys(), &mut candidates);
-        if candidates.iter().all(|w| *w == 0) {
-            return Vec::new();
-        }
         self.with_frame(view, cluster, |frame| {
+            let mut candidates = Vec::new();
+            self.prefilter.candidates(&frame.route_keys(), &mut candidates);
+            if candidates.iter().all(|w| *w == 0) {
+                return Vec::new();
+            }
             self.fire_all(frame, view, cluster, budget, &candidates)
         })
     }
@@ -447,7 +447,9 @@ impl RuleSet {
     /// (`error && false` is false), though the interpreter answers an error there.
     pub fn candidates(&self, view: &EventView<'_>) -> Vec<bool> {
         let mut set = Vec::new();
-        self.prefilter.candidates(&view.route_keys(), &mut set);
+        self.with_frame(view, "", |frame| {
+            self.prefilter.candidates(&frame.route_keys(), &mut set)
+        });
         (0..self.rules.len())
             .map(|i| set[i / 64] & (1 << (i % 64)) != 0)
             .collect()

@@ -14,10 +14,43 @@
 //! (reads) skip evaluation entirely. An event whose key has a shape the prefilter does not judge
 //! ([`Key::Unknown`]) keeps every rule of that dimension: its conditions decide.
 
-use crate::audit::{Key, RouteKeys};
 use cel::common::ast::{operators, ComprehensionExpr, Expr, LiteralValue};
 use cel::parser::Expression;
+use std::borrow::Cow;
 use std::collections::BTreeSet;
+
+/// The values the rule prefilter indexes on, read from an event by the compiled path's frame
+/// (`compiled::Frame::route_keys`) from the trees its conditions read.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RouteKeys<'a> {
+    pub verb: Key<'a>,
+    pub resource: Key<'a>,
+    pub subresource: Key<'a>,
+    pub stage: Key<'a>,
+    /// `responseStatus.code`, an integer in decimal.
+    pub code: Key<'a>,
+    /// `user.username`.
+    pub user: Key<'a>,
+    /// Whether `impersonatedUser.username` is there: [`Key::PRESENT`] or absent.
+    pub impersonated: Key<'a>,
+}
+
+/// One of an event's keys for the prefilter.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum Key<'a> {
+    /// The field is not there (or `null`): a rule that demands a value cannot match.
+    Absent,
+    Is(Cow<'a, str>),
+    /// A shape the prefilter does not judge (a code that is no integer, a user that is no
+    /// object, a dotted top-level key): every rule stays a candidate and its condition decides,
+    /// errors included.
+    #[default]
+    Unknown,
+}
+
+impl Key<'_> {
+    pub const PRESENT: &'static str = "present";
+}
 
 /// What a rule allows in one dimension.
 #[derive(Debug, Clone, PartialEq, Eq)]

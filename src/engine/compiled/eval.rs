@@ -8,6 +8,7 @@ use crate::audit::EventView;
 use crate::engine::bind::{catch_panic, Bindings, Scope, OBJECT_FIELDS};
 use crate::engine::functions::compiled_regex;
 use crate::engine::json::{self, EMPTY_OBJECT, J};
+use crate::engine::prefilter::{Key, RouteKeys};
 use bumpalo::Bump;
 use cel::common::types::CelBool;
 use std::borrow::Cow;
@@ -209,6 +210,51 @@ impl<'e> Frame<'e> {
             Ok(V::Bool(b)) => Some(b),
             Err(E::Missing | E::Other(_)) => Some(false),
             Ok(_) | Err(E::Defer) => None,
+        }
+    }
+
+    /// The prefilter's keys of this event, read from the trees the conditions read (a field is
+    /// parsed once per event, by whichever reads it first), so they say what the conditions
+    /// see: a member repeated in an object is its last value, a `null` one is absent.
+    pub fn route_keys(&self) -> RouteKeys<'e> {
+        // A key with a dot could be what a dotted path names: the conditions decide.
+        if self.dotted {
+            return RouteKeys::default();
+        }
+        // A top-level field: `Ok(None)` when the event has none; `Err` when it is no JSON.
+        let top = |name: &str| match self.view.fields().position(|(k, _)| k == name) {
+            None => Ok(None),
+            Some(i) => self.tree(i).copied().map(Some).ok_or(()),
+        };
+        // A member of an object field (an absent field reads as `{}`); `Err` for another shape.
+        let member = |field: &str, name: &str| match top(field)? {
+            None => Ok(None),
+            Some(obj @ J::Obj(_)) => Ok(obj.get(name).copied()),
+            Some(_) => Err(()),
+        };
+        let text = |j: Result<Option<J<'e>>, ()>| match j {
+            Ok(None) => Key::Absent,
+            Ok(Some(J::Str(s))) => Key::Is(Cow::Borrowed(s)),
+            _ => Key::Unknown,
+        };
+        RouteKeys {
+            verb: text(top("verb")),
+            resource: text(member("objectRef", "resource")),
+            subresource: text(member("objectRef", "subresource")),
+            stage: text(top("stage")),
+            code: match member("responseStatus", "code") {
+                Ok(None) => Key::Absent,
+                Ok(Some(J::Int(code))) => Key::Is(Cow::Borrowed(
+                    bumpalo::format!(in self.arena, "{}", code).into_bump_str(),
+                )),
+                _ => Key::Unknown,
+            },
+            user: text(member("user", "username")),
+            impersonated: match member("impersonatedUser", "username") {
+                Ok(None) => Key::Absent,
+                Ok(Some(_)) => Key::Is(Cow::Borrowed(Key::PRESENT)),
+                Err(()) => Key::Unknown,
+            },
         }
     }
 
@@ -742,6 +788,100 @@ impl<'e> Frame<'e> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs `check` on the prefilter's keys of the event `text`.
+    fn with_keys(text: &str, check: impl FnOnce(RouteKeys<'_>)) {
+        let view = EventView::parse(text).unwrap();
+        let scope = Scope {
+            env: std::sync::Arc::new(cel::Env::stdlib()),
+            symbols: Default::default(),
+            macros: Vec::new(),
+            lists: Vec::new(),
+        };
+        let compiled = Compiled::default();
+        with_arena(|arena| check(Frame::new(&compiled, &scope, &view, "c", arena).route_keys()));
+    }
+
+    #[test]
+    fn route_keys_are_what_the_conditions_read() {
+        let is = |v: &str| Key::Is(Cow::Owned(v.to_string()));
+        with_keys(
+            r#"{"kind":"Event","auditID":"a1","stage":"ResponseComplete","verb":"create",
+            "objectRef":{"resource":"pods","subresource":"exec"},"requestObject":{"x":[1,2]}}"#,
+            |keys| {
+                assert_eq!(keys.verb, is("create"));
+                assert_eq!(keys.resource, is("pods"));
+                assert_eq!(keys.subresource, is("exec"));
+                assert_eq!(keys.stage, is("ResponseComplete"));
+                assert_eq!(
+                    (keys.code, keys.user, keys.impersonated),
+                    (Key::Absent, Key::Absent, Key::Absent)
+                );
+            },
+        );
+        with_keys(
+            r#"{"auditID":"a","stage":"x","responseStatus":{"code":403},"user":{"username":"system:anonymous"},"impersonatedUser":{"username":"x"}}"#,
+            |k| {
+                assert_eq!(
+                    (k.code, k.user, k.impersonated),
+                    (is("403"), is("system:anonymous"), is(Key::PRESENT))
+                )
+            },
+        );
+        // A member repeated is its last value, as the conditions read it.
+        with_keys(
+            r#"{"auditID":"a","stage":"x","responseStatus":{"code":1,"code":2},"user":{"username":"a","username":"b"}}"#,
+            |k| assert_eq!((k.code, k.user), (is("2"), is("b"))),
+        );
+        // Absent, null, or an object without the member: absent.
+        for text in [
+            r#"{"auditID":"a","stage":"x","responseStatus":null,"user":{}}"#,
+            r#"{"auditID":"a","stage":"x","responseStatus":{"code":null},"user":{"username":null}}"#,
+            r#"{"auditID":"a","stage":"x","impersonatedUser":{"groups":["g"]}}"#,
+            r#"{"auditID":"a","stage":"x","user":{"username":"a","username":null}}"#,
+        ] {
+            with_keys(text, |k| {
+                assert_eq!(
+                    (k.code, k.user, k.impersonated),
+                    (Key::Absent, Key::Absent, Key::Absent),
+                    "{text}"
+                )
+            });
+        }
+    }
+
+    #[test]
+    fn keys_of_shapes_the_prefilter_does_not_judge_are_unknown() {
+        // Wrong types: the conditions decide (and say so if they fail).
+        with_keys(
+            r#"{"auditID":"a","stage":"x","verb":7,"objectRef":"pods","responseStatus":{"code":"403"},"user":"u"}"#,
+            |k| {
+                assert_eq!(
+                    [k.verb, k.resource, k.code, k.user],
+                    [Key::Unknown, Key::Unknown, Key::Unknown, Key::Unknown]
+                )
+            },
+        );
+        // Codes are integers: a double, or one past i64, is unknown; so is every key of an
+        // event with a dotted top-level key.
+        for text in [
+            r#"{"auditID":"a","stage":"x","responseStatus":{"code":403.0}}"#,
+            r#"{"auditID":"a","stage":"x","responseStatus":{"code":18446744073709551615}}"#,
+            r#"{"auditID":"a","stage":"x","verb":"get","responseStatus":{"code":200},"a.b":1}"#,
+        ] {
+            with_keys(text, |k| assert_eq!(k.code, Key::Unknown, "{text}"));
+        }
+        with_keys(r#"{"auditID":"a","stage":"x","verb":"get","a.b":1}"#, |k| {
+            assert_eq!(k, RouteKeys::default())
+        });
+        // A user nested too deep to read is no name.
+        let deep = format!(
+            r#"{{"auditID":"a","stage":"x","user":{{"username":{}"u"{}}}}}"#,
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        with_keys(&deep, |k| assert_eq!(k.user, Key::Unknown));
+    }
 
     #[test]
     fn the_arena_is_emptied_after_each_event_and_a_large_one_given_back() {
