@@ -121,9 +121,14 @@ const KEY_KINDS: &[&str] = &[
 /// [`CREDENTIAL_WORDS`], or `key` after one of [`KEY_KINDS`]. `secretName`, `tokenFile` and
 /// `sessionAffinity` are not credentials; `SECRET_KEY`, `slack.token` and `--db-password` are.
 pub fn credential_key(key: &str) -> bool {
-    // Most keys hold none of the credential words: no need to split them.
-    let lower = key.to_ascii_lowercase();
-    if !CREDENTIAL_STEMS.iter().any(|stem| lower.contains(stem)) {
+    // Most keys hold none of the credential words: no need to split them (one pass, no copy).
+    static STEMS: std::sync::LazyLock<aho_corasick::AhoCorasick> = std::sync::LazyLock::new(|| {
+        aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(CREDENTIAL_STEMS)
+            .expect("the credential stems build a searcher")
+    });
+    if !STEMS.is_match(key) {
         return false;
     }
     let mut words: Vec<String> = Vec::new();
