@@ -730,20 +730,28 @@ mod tests {
             )),
             Some(route("user.username.startsWith('system:node:')")),
         ]);
-        let user = |user| RouteKeys {
-            verb: Key::Is(Cow::Borrowed("get")),
-            user,
-            ..RouteKeys::default()
-        };
-        let run = |keys: RouteKeys| candidates(&pf, keys);
-        assert_eq!(run(user(Key::Is(Cow::Borrowed("alice")))), [0]);
-        assert_eq!(run(user(Key::Is(Cow::Borrowed("system:node:n1")))), [1]);
-        assert_eq!(
-            run(user(Key::Is(Cow::Borrowed("system:kube-scheduler")))),
-            Vec::<usize>::new()
-        );
-        assert_eq!(run(user(Key::Absent)), [0]);
-        assert_eq!(run(user(Key::Unknown)), [0, 1]);
+        assert_eq!(for_user(&pf, named("alice")), [0]);
+        assert_eq!(for_user(&pf, named("system:node:n1")), [1]);
+        assert_eq!(for_user(&pf, named("system:kube-scheduler")), Vec::<usize>::new());
+        assert_eq!(for_user(&pf, Key::Absent), [0]);
+        assert_eq!(for_user(&pf, Key::Unknown), [0, 1]);
+    }
+
+    /// The rules `pf` leaves as candidates for a `get` by `user`.
+    fn for_user(pf: &Prefilter, user: Key<'_>) -> Vec<usize> {
+        let verb = named("get");
+        candidates(
+            pf,
+            RouteKeys {
+                verb,
+                user,
+                ..RouteKeys::default()
+            },
+        )
+    }
+
+    fn named(name: &str) -> Key<'_> {
+        Key::Is(Cow::Borrowed(name))
     }
 
     #[test]
@@ -787,19 +795,11 @@ mod tests {
             Some(route(&format!("!({name}.exists(v, v.startsWith('system:')))"))),
             Some(route(&format!("{name}.exists(v, v == 'system:anonymous')"))),
         ]);
-        let user = |user| RouteKeys {
-            user,
-            ..RouteKeys::default()
-        };
-        let run = |keys: RouteKeys| candidates(&pf, keys);
-        assert_eq!(run(user(Key::Is(Cow::Borrowed("alice")))), [0]);
-        assert_eq!(run(user(Key::Is(Cow::Borrowed("system:anonymous")))), [1]);
-        assert_eq!(
-            run(user(Key::Is(Cow::Borrowed("system:serviceaccount:a:b")))),
-            Vec::<usize>::new()
-        );
-        assert_eq!(run(user(Key::Absent)), [0]);
-        assert_eq!(run(user(Key::Unknown)), [0, 1]);
+        assert_eq!(for_user(&pf, named("alice")), [0]);
+        assert_eq!(for_user(&pf, named("system:anonymous")), [1]);
+        assert_eq!(for_user(&pf, named("system:serviceaccount:a:b")), Vec::<usize>::new());
+        assert_eq!(for_user(&pf, Key::Absent), [0]);
+        assert_eq!(for_user(&pf, Key::Unknown), [0, 1]);
     }
 
     #[test]
