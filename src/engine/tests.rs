@@ -505,3 +505,26 @@ fn window_keys_hash_the_same_in_every_build() {
     assert_eq!(hash(&[""]), 0x30406ea523c53def);
     assert_ne!(hash(&["a", "b"]), hash(&["ab"]));
 }
+
+#[test]
+fn repeated_members_route_as_the_conditions_read_them() {
+    // A member written twice is its last value for the conditions (compiled and interpreter)
+    // and for the prefilter alike: the rule is left out exactly where it cannot match.
+    let rules = "- rule: Secrets\n  desc: d\n  condition: objectRef.resource == 'secrets' && user.username == 'alice'\n  output: o\n  priority: notice\n";
+    let s = RuleSet::from_text("t.yaml", rules, Matching::All).unwrap();
+    for (resource, user, matches) in [
+        (r#""secrets","resource":"pods""#, r#""alice""#, false),
+        (r#""pods","resource":"secrets""#, r#""bob","username":"alice""#, true),
+        (r#""secrets","resource":null"#, r#""alice""#, false),
+    ] {
+        let text = format!(
+            r#"{{"auditID":"1","stage":"ResponseComplete","verb":"get","objectRef":{{"resource":{resource}}},"user":{{"username":{user}}}}}"#
+        );
+        let e = event(&text);
+        let view = e.view();
+        let interpreted = s.verdicts(&view, "c", EvalPath::Interpreted)[0];
+        assert_eq!(interpreted, s.verdicts(&view, "c", EvalPath::Compiled)[0], "{text}");
+        assert_eq!(interpreted == Verdict::Match, matches, "{text}");
+        assert_eq!(s.candidates(&view)[0], matches, "{text}");
+    }
+}
