@@ -184,21 +184,12 @@ fn analyze_depth(expr: &Expression, names: &dyn Names, depth: usize) -> Route {
                 _ => Route::any(),
             }
         }
-        // An imported Falco rule's `falco_field(user, 'ka.user.name', '').exists(v, …)`.
-        Expr::Comprehension(c) => falco_route(c, names)
-            .or_else(|| falco_user_classes(expr).map(|classes| Route::only(USER_CLASS, classes)))
-            .unwrap_or_else(Route::any),
-        Expr::Call(_) if falco_user_classes(expr).is_some() => {
-            Route::only(USER_CLASS, falco_user_classes(expr).unwrap_or_default())
-        }
+        // An imported Falco rule's `falco_field(user, 'ka.user.name', '').exists(v, v == …)`.
+        Expr::Comprehension(c) if falco_route(c, names).is_some() => falco_route(c, names).unwrap_or_else(Route::any),
         // `user.username.startsWith('system:')`, `!…`, also with `user.?username.orValue('')`
-        Expr::Call(_) if user_classes(expr).is_some() => {
-            let (classes, default) = user_classes(expr).unwrap_or_default();
-            Dim {
-                index: USER_CLASS,
-                default,
-            }
-            .only(classes.into_iter().map(|text| Lit { text, int: false }).collect())
+        // or through Falco's field (its `non_system_user`).
+        Expr::Call(_) | Expr::Comprehension(_) if user_classes(expr).is_some() => {
+            Route::only(USER_CLASS, user_classes(expr).map(|c| c.holds).unwrap_or_default())
         }
         // `has(impersonatedUser.username)`
         Expr::Select(select) if select.test && is_field(&select.operand, "impersonatedUser") => {
@@ -236,33 +227,68 @@ impl Dim {
     }
 }
 
-/// The user classes a predicate on the user name allows, and the default an absent name takes
-/// (`user.?username.orValue('')`): `startsWith` of a prefix that bounds classes, or its negation.
-fn user_classes(expr: &Expression) -> Option<(BTreeSet<String>, Option<String>)> {
-    let Expr::Call(call) = &expr.expr else { return None };
-    match (call.func_name.as_str(), call.target.as_deref(), call.args.as_slice()) {
-        (operators::LOGICAL_NOT, None, [operand]) => {
-            let (classes, default) = user_classes(operand)?;
-            let complement = CLASSES
-                .iter()
-                .filter(|c| !classes.contains(**c))
-                .map(|c| c.to_string())
-                .collect();
-            Some((complement, default))
-        }
-        ("startsWith", Some(target), [prefix]) => {
-            let Expr::Literal(LiteralValue::String(prefix)) = &prefix.expr else {
+/// Where a predicate on the user name holds and where it fails, as user classes ([`NO_CODE`]
+/// standing for an event without a name): `startsWith` of a prefix that bounds classes, on
+/// `user.username`, on `user.?username.orValue(D)` or through Falco's `falco_field(user,
+/// 'ka.user.name', '').exists(v, v.startsWith(P))`, or the negation of one.
+struct Classes {
+    holds: BTreeSet<String>,
+    fails: BTreeSet<String>,
+}
+
+/// Where an event without a user name goes.
+enum Absent {
+    /// With the class of `orValue`'s default.
+    As(&'static str),
+    /// Among the failures: Falco's field has no values then, and `exists` is false.
+    Fails,
+    /// Nowhere: a strict read of an absent name is an error, negated or not.
+    Errs,
+}
+
+fn user_classes(expr: &Expression) -> Option<Classes> {
+    let (prefix, absent) = match &expr.expr {
+        Expr::Call(call) => match (call.func_name.as_str(), call.target.as_deref(), call.args.as_slice()) {
+            (operators::LOGICAL_NOT, None, [operand]) => {
+                let Classes { holds, fails } = user_classes(operand)?;
+                return Some(Classes {
+                    holds: fails,
+                    fails: holds,
+                });
+            }
+            ("startsWith", Some(target), [prefix]) => match user_name(target)? {
+                Some(default) => (prefix, Absent::As(user_class(&default))),
+                None => (prefix, Absent::Errs),
+            },
+            _ => return None,
+        },
+        Expr::Comprehension(c) => {
+            let (dim, var, body) = falco_exists(c)?;
+            let Expr::Call(call) = &body.expr else { return None };
+            let (Some(target), [prefix]) = (call.target.as_deref(), call.args.as_slice()) else {
                 return None;
             };
-            let default = user_name(target)?;
-            let classes = classes_with_prefix(prefix.inner())?;
-            // The class of the default stands for an absent name: as an allowed class, the
-            // absent key is allowed.
-            let default = default.map(|d| user_class(&d).to_string());
-            Some((classes, default))
+            let reads_var = matches!(&target.expr, Expr::Ident(n) if n == var);
+            (dim == USER && call.func_name == "startsWith" && reads_var).then_some(())?;
+            (prefix, Absent::Fails)
         }
-        _ => None,
-    }
+        _ => return None,
+    };
+    let Expr::Literal(LiteralValue::String(prefix)) = &prefix.expr else {
+        return None;
+    };
+    let mut holds = classes_with_prefix(prefix.inner())?;
+    let mut fails: BTreeSet<String> = CLASSES
+        .iter()
+        .filter(|c| !holds.contains(**c))
+        .map(|c| c.to_string())
+        .collect();
+    match absent {
+        Absent::As(class) if holds.contains(class) => holds.insert(NO_CODE.to_string()),
+        Absent::As(_) | Absent::Fails => fails.insert(NO_CODE.to_string()),
+        Absent::Errs => false,
+    };
+    Some(Classes { holds, fails })
 }
 
 /// The dimension of a Falco field, read from its root by the importer's `falco_field(root,
@@ -326,39 +352,6 @@ fn falco_route(c: &ComprehensionExpr, names: &dyn Names) -> Option<Route> {
         return None;
     }
     Some(Route::only(dim, values.into_iter().map(|v| v.text).collect()))
-}
-
-/// The user classes (and [`NO_CODE`] for an event without a user name) for which
-/// `falco_field(user, 'ka.user.name', '').exists(v, v.startsWith(P))` holds, or its negation.
-fn falco_user_classes(expr: &Expression) -> Option<BTreeSet<String>> {
-    match &expr.expr {
-        Expr::Call(call) if call.func_name == operators::LOGICAL_NOT && call.args.len() == 1 => {
-            let holds = falco_user_classes(&call.args[0])?;
-            Some(
-                CLASSES
-                    .iter()
-                    .chain([&NO_CODE])
-                    .filter(|c| !holds.contains(**c))
-                    .map(|c| c.to_string())
-                    .collect(),
-            )
-        }
-        Expr::Comprehension(c) => {
-            let (dim, var, body) = falco_exists(c)?;
-            let Expr::Call(call) = &body.expr else { return None };
-            let (Some(target), [prefix]) = (call.target.as_deref(), call.args.as_slice()) else {
-                return None;
-            };
-            let Expr::Literal(LiteralValue::String(prefix)) = &prefix.expr else {
-                return None;
-            };
-            let reads_var = matches!(&target.expr, Expr::Ident(n) if n == var);
-            (dim == USER && call.func_name == "startsWith" && reads_var).then_some(())?;
-            // No name, no values: `exists` is false, so NO_CODE is not among them.
-            classes_with_prefix(prefix.inner())
-        }
-        _ => None,
-    }
 }
 
 /// `user.username` (`Some(None)`) or `user.?username.orValue(D)` (`Some(Some(D))`).
