@@ -23,6 +23,7 @@ use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -455,8 +456,8 @@ impl Redactor {
             }
         }
         if out.contains([':', '=', '-']) && self.mentions.is_match(&out) {
-            for re in &self.key_values {
-                if let Some(redacted) = self.key_values_in(re, &out) {
+            for i in 0..self.key_values.len() {
+                if let Some(redacted) = self.key_values_in(i, &out) {
                     out = Cow::Owned(redacted);
                 }
             }
@@ -485,28 +486,27 @@ impl Redactor {
         out
     }
 
-    /// `text` with the value of every credential-like key replaced, or `None` if it has none. A
-    /// match whose key is no credential is looked at again from its value on (`command=password
-    /// = x` holds `password = x`).
-    fn key_values_in(&self, re: &Regex, text: &str) -> Option<String> {
+    /// `text` with the value of every credential-like key of `key_values[i]` replaced, or
+    /// `None` if it has none. A match whose key is no credential is looked at again from its
+    /// value on (`command=password = x` holds `password = x`).
+    fn key_values_in(&self, i: usize, text: &str) -> Option<String> {
         let mut out = String::new();
         let mut copied = 0;
         let mut at = 0;
-        while let Some(caps) = re.captures_at(text, at) {
-            let whole = caps.get(0).expect("group 0");
-            let Some(value) = caps.name("value") else { break };
-            let credential = caps.name("key").is_none_or(|k| credential_key(k.as_str()));
-            if !credential || value.as_str() == self.marker {
-                at = if credential { whole.end() } else { value.start() };
+        while let Some(found) = self.key_value_at(i, text, at) {
+            let (whole, value) = (found.whole, found.value);
+            let credential = found.key.is_none_or(|k| credential_key(&text[k]));
+            if !credential || text[value.clone()] == self.marker {
+                at = if credential { whole.end } else { value.start };
                 // Step at least one character.
-                if at <= whole.start() {
-                    at = whole.start() + text[whole.start()..].chars().next().map_or(1, char::len_utf8);
+                if at <= whole.start {
+                    at = whole.start + text[whole.start..].chars().next().map_or(1, char::len_utf8);
                 }
                 continue;
             }
-            let v = value.as_str();
+            let v = &text[value.clone()];
             let quoted = v.len() >= 2 && (v.starts_with('"') || v.starts_with('\''));
-            out.push_str(&text[copied..value.start()]);
+            out.push_str(&text[copied..value.start]);
             if quoted {
                 out.push_str(&v[..1]);
                 out.push_str(&self.marker);
@@ -514,14 +514,37 @@ impl Redactor {
             } else {
                 out.push_str(&self.marker);
             }
-            copied = value.end();
-            at = value.end();
+            copied = value.end;
+            at = value.end;
         }
         if copied == 0 {
             return None;
         }
         out.push_str(&text[copied..]);
         Some(out)
+    }
+
+    /// The first match of `key_values[i]` from `at`. A [`KEY_VALUE`] match (most texts hold
+    /// several, and most keys are no credential) has its groups read off the match where they
+    /// are forced ([`key_value_groups`]), without the slower search for captures.
+    fn key_value_at(&self, i: usize, text: &str, at: usize) -> Option<Groups> {
+        let re = &self.key_values[i];
+        if i == 0 {
+            let m = re.find_at(text, at)?;
+            if let Some((key, value)) = key_value_groups(text.as_bytes(), m.range()) {
+                return Some(Groups {
+                    whole: m.range(),
+                    key: Some(key),
+                    value,
+                });
+            }
+        }
+        let caps = re.captures_at(text, at)?;
+        Some(Groups {
+            whole: caps.get(0).expect("group 0").range(),
+            key: caps.name("key").map(|k| k.range()),
+            value: caps.name("value")?.range(),
+        })
     }
 
     /// [`Redactor::scrub_value`] on a copy, made (in one pass) only if it changes something.
@@ -566,6 +589,52 @@ impl Redactor {
             _ => {}
         }
     }
+}
+
+/// Where a key–value match, its key and its value are in a text.
+struct Groups {
+    whole: Range<usize>,
+    key: Option<Range<usize>>,
+    value: Range<usize>,
+}
+
+/// The key and value of a [`KEY_VALUE`] match at `whole`, read off the text: the key is the run
+/// of key characters it starts with (none of what may follow a key is one); a quote, blanks,
+/// `:` or `=` and blanks follow, as many as there are (a value starts with none of them); then
+/// the value, after a scheme word (`Bearer`) and blanks when the match goes on past the word (a
+/// value that began with the word would end at the blank). `None` where the text after the key
+/// is not ASCII (`(?i)` also folds `ſ` and `K` into the words): the captures decide.
+fn key_value_groups(text: &[u8], whole: Range<usize>) -> Option<(Range<usize>, Range<usize>)> {
+    let end = whole.end;
+    let blanks = |mut p: usize| {
+        while p < end && matches!(text[p], b' ' | b'\t') {
+            p += 1;
+        }
+        p
+    };
+    let mut p = whole.start;
+    while p < end && (text[p].is_ascii_alphanumeric() || matches!(text[p], b'_' | b'.' | b'-')) {
+        p += 1;
+    }
+    let key = whole.start..p;
+    if !text[p..end].is_ascii() {
+        return None;
+    }
+    if p < end && matches!(text[p], b'"' | b'\'') {
+        p += 1;
+    }
+    p = blanks(p);
+    if p >= end || !matches!(text[p], b':' | b'=') {
+        return None;
+    }
+    p = blanks(p + 1);
+    for word in ["bearer", "basic", "digest", "token"] {
+        let after = p + word.len();
+        if end > after && text[p..after].eq_ignore_ascii_case(word.as_bytes()) && blanks(after) > after {
+            return Some((key, blanks(after)..end));
+        }
+    }
+    Some((key, p..end))
 }
 
 /// `%XX` sequences decoded (and `+` left alone); invalid UTF-8 replaced.
@@ -620,15 +689,53 @@ mod tests {
         ];
         for text in redacted {
             assert!(r.mentions.is_match(text), "{text}");
-            assert!(
-                r.key_values.iter().any(|re| r.key_values_in(re, text).is_some()),
-                "{text}"
-            );
+            assert!((0..3).any(|i| r.key_values_in(i, text).is_some()), "{text}");
         }
         let plain =
             "target=obj-97/secrets verb=list uri=/api/v1/namespaces/kube-public/secrets resp=200 (user=kube-proxy)";
         assert!(!r.mentions.is_match(plain));
-        assert!(r.key_values.iter().all(|re| r.key_values_in(re, plain).is_none()));
+        assert!((0..3).all(|i| r.key_values_in(i, plain).is_none()));
+    }
+
+    /// The groups read off a [`KEY_VALUE`] match are its captures' (the reference), on texts
+    /// made of the pieces that decide them: quotes, blanks, separators, scheme words in any case
+    /// (and with `ſ` or `K`), escapes, characters that end a value, non-ASCII.
+    #[test]
+    fn key_value_groups_are_the_captures() {
+        use rand::{Rng, SeedableRng};
+        let re = Regex::new(KEY_VALUE).unwrap();
+        let pieces = [
+            "key", "pw", "x.y-z", "_", "1", " ", "\t", ":", "=", "\"", "'", "\\", ",", ";", "&", "}", "]", ")", "\n",
+            "Bearer", "bearer ", "BASIC\t", "digest", "token  ", "toKen ", "baſic ", "beare", "é", "a=b", "v\"w",
+        ];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let (mut derived, mut taken) = (0, 0);
+        for _ in 0..30_000 {
+            let text: String = (0..rng.random_range(1..14))
+                .map(|_| pieces[rng.random_range(0..pieces.len())])
+                .collect();
+            let mut at = 0;
+            while let Some(caps) = re.captures_at(&text, at) {
+                let whole = caps.get(0).unwrap();
+                let value = caps.name("value").unwrap();
+                if let Some(groups) = key_value_groups(text.as_bytes(), whole.range()) {
+                    derived += 1;
+                    let key = caps.name("key").unwrap();
+                    assert_eq!(groups, (key.range(), value.range()), "{text:?} from {at}");
+                    taken += usize::from(
+                        value.start() > key.end() + 1
+                            && text[key.end()..value.start()]
+                                .trim_end()
+                                .ends_with(|c: char| c.is_ascii_alphabetic()),
+                    );
+                }
+                at = whole.start() + text[whole.start()..].chars().next().unwrap().len_utf8();
+            }
+        }
+        assert!(
+            derived > 20_000 && taken > 500,
+            "{derived} derived, {taken} after a scheme word"
+        );
     }
 
     /// The copying scrub gives what the in-place one does, and nothing where it changes nothing.
