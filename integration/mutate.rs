@@ -190,8 +190,15 @@ impl Mutator {
             1 => Value::Array((0..self.rng.random_range(200..2_000)).map(|i| json!({"name": format!("c{i}"), "image": "x", "securityContext": {"privileged": i % 2 == 0}})).collect()),
             _ => {
                 let mut m = Map::new();
+                // Past the few keys a lookup scans; strings, numbers and nulls (a null key is
+                // an absent one).
                 for i in 0..self.rng.random_range(200..2_000) {
-                    m.insert(format!("k{i}"), json!(i));
+                    let v = match i % 3 {
+                        0 => json!(i),
+                        1 => json!(format!("v{i}")),
+                        _ => Value::Null,
+                    };
+                    m.insert(format!("k{i}"), v);
                 }
                 Value::Object(m)
             }

@@ -48,13 +48,27 @@ impl<'a> J<'a> {
         }
     }
 
-    /// An object's keys, each once (its last occurrence), as a CEL map has them.
-    pub fn distinct_keys<'e>(entries: &'e [(&'a str, J<'a>)]) -> impl Iterator<Item = &'a str> + 'e {
-        entries
+    /// An object's keys, each once (its last occurrence), in the order of those occurrences, as
+    /// a CEL map has them. Linear in the entries (an event's object can hold tens of thousands
+    /// of keys; a quadratic look-back made one crafted event cost seconds).
+    pub fn distinct_keys(entries: &[(&'a str, J<'a>)]) -> Vec<&'a str> {
+        let later = |i: usize, k: &str| entries[i + 1..].iter().any(|(other, _)| *other == k);
+        if entries.len() <= 16 {
+            return (0..entries.len())
+                .filter(|&i| !later(i, entries[i].0))
+                .map(|i| entries[i].0)
+                .collect();
+        }
+        // Keys are the sender's: a hasher seeded per process (no chosen collisions).
+        let mut seen = std::collections::HashSet::with_capacity(entries.len());
+        let mut keys: Vec<&'a str> = entries
             .iter()
-            .enumerate()
-            .filter(|(i, (k, _))| !entries[i + 1..].iter().any(|(later, _)| later == k))
-            .map(|(_, (k, _))| *k)
+            .rev()
+            .map(|(k, _)| *k)
+            .filter(|k| seen.insert(*k))
+            .collect();
+        keys.reverse();
+        keys
     }
 
     /// Whether a value nested too deep is anywhere inside.
@@ -173,16 +187,32 @@ impl<'de> Visitor<'de> for Seed<'de> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut entries = bumpalo::collections::Vec::new_in(self.arena);
+        let mut nulls = false;
         while let Some(crate::audit::CowStr(key)) = map.next_key()? {
             let key: &'de str = match key {
                 Cow::Borrowed(k) => k,
                 Cow::Owned(k) => self.arena.alloc_str(&k),
             };
-            match map.next_value_seed(self.inner())? {
-                // A null field is an absent one, as Kubernetes means it; a later duplicate wins.
-                J::Null => entries.retain(|(k, _): &(&'de str, J<'de>)| *k != key),
-                value => entries.push((key, value)),
+            // A null field is an absent one, as Kubernetes means it (it takes away what came
+            // before it); a later duplicate wins. Nulls stay as marks until the object ends.
+            let value = map.next_value_seed(self.inner())?;
+            nulls |= value == J::Null;
+            entries.push((key, value));
+        }
+        if nulls {
+            // From the end: a mark hides its key's earlier entries (and itself). Linear, where
+            // taking each null's key away at once was quadratic in a crafted object.
+            let mut hidden = std::collections::HashSet::new();
+            let mut kept = bumpalo::collections::Vec::with_capacity_in(entries.len(), self.arena);
+            for &(key, value) in entries.iter().rev() {
+                if value == J::Null {
+                    hidden.insert(key);
+                } else if !hidden.contains(key) {
+                    kept.push((key, value));
+                }
             }
+            kept.reverse();
+            entries = kept;
         }
         Ok(J::Obj(entries.into_bump_slice()))
     }

@@ -13,6 +13,7 @@ use bumpalo::Bump;
 use cel::common::types::CelBool;
 use std::borrow::Cow;
 use std::cell::OnceCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use values::*;
 
@@ -98,6 +99,22 @@ pub struct Frame<'e> {
     roots: Vec<OnceCell<Result<Option<J<'e>>, E>>>,
     falco: Vec<OnceCell<Result<Vec<String>, E>>>,
     bindings: OnceCell<Bindings<'e>>,
+    /// Large objects' members by key ([`Frame::member`]).
+    members: std::cell::RefCell<Members>,
+}
+
+/// Per object of more than [`Members::FEW`] entries that a condition looked into, where its
+/// entries are and, by a per-process-seeded hash of each key, the index of its last entry. A
+/// ConfigMap's `data` can hold tens of thousands of keys and a rule can index it once per key
+/// (`data.exists(k, data[k]...)`): scanning the entries each time made one event cost seconds.
+#[derive(Default)]
+struct Members {
+    hasher: std::collections::hash_map::RandomState,
+    objects: Vec<((usize, usize), HashMap<u64, usize>)>,
+}
+
+impl Members {
+    const FEW: usize = 32;
 }
 
 fn cells<T>(n: usize) -> Vec<OnceCell<T>> {
@@ -156,6 +173,7 @@ impl<'e> Frame<'e> {
             roots: cells(compiled.roots.len()),
             falco: cells(compiled.falco.len()),
             bindings: OnceCell::new(),
+            members: Default::default(),
         }
     }
 
@@ -321,6 +339,35 @@ impl<'e> Frame<'e> {
         }
     }
 
+    /// The value at `key` of an object (its last entry): a scan of a few entries, a table
+    /// made at the first look for more.
+    fn member<'j>(&self, entries: &'j [(&'j str, J<'j>)], key: &str) -> Option<&'j J<'j>> {
+        if entries.len() <= Members::FEW {
+            return entries.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| v);
+        }
+        use std::hash::BuildHasher;
+        let mut members = self.members.borrow_mut();
+        let Members { hasher, objects } = &mut *members;
+        let id = (entries.as_ptr() as usize, entries.len());
+        let at = match objects.iter().position(|(o, _)| *o == id) {
+            Some(at) => at,
+            None => {
+                let mut table = HashMap::with_capacity(entries.len());
+                for (i, (k, _)) in entries.iter().enumerate() {
+                    table.insert(hasher.hash_one(k), i);
+                }
+                objects.push((id, table));
+                objects.len() - 1
+            }
+        };
+        match objects[at].1.get(&hasher.hash_one(key)) {
+            Some(&i) if entries[i].0 == key => Some(&entries[i].1),
+            // Another key of the same hash (or none): the scan decides.
+            Some(_) => entries.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| v),
+            None => None,
+        }
+    }
+
     /// A Falco field's root: a top-level field, or (`_top`) the event's top-level fields but
     /// `requestObject`, gathered once. Either is read in place; a part the field reads that is
     /// nested too deep leaves the rule to the interpreter, as its conversion would.
@@ -410,11 +457,11 @@ impl<'e> Frame<'e> {
                 V::Items(Rc::new(values))
             }
             Node::Select(a, field) => match self.eval(a, vars)? {
-                V::Json(j @ J::Obj(_)) => return j.get(field).map(from_j).ok_or(E::Missing),
+                V::Json(J::Obj(entries)) => return self.member(entries, field).map(from_j).ok_or(E::Missing),
                 _ => return Err(E::Defer),
             },
             Node::Has(a, field) => match self.eval(a, vars)? {
-                V::Json(j @ J::Obj(_)) => V::Bool(j.get(field).is_some()),
+                V::Json(J::Obj(entries)) => V::Bool(self.member(entries, field).is_some()),
                 _ => return Err(E::Defer),
             },
             Node::OptSelect(a, field) => {
@@ -422,7 +469,7 @@ impl<'e> Frame<'e> {
                     return Ok(V::Opt(None));
                 };
                 match target {
-                    V::Json(j @ J::Obj(_)) => V::Opt(j.get(field)),
+                    V::Json(J::Obj(entries)) => V::Opt(self.member(entries, field)),
                     v if unusable(&v) => return Err(E::Defer),
                     V::Opt(_) => return Err(E::Defer),
                     _ => V::Opt(None),
@@ -446,8 +493,8 @@ impl<'e> Frame<'e> {
                 };
                 match v {
                     V::Json(J::Arr(items)) => from_j(&items[at(items.len())?]),
-                    V::Json(j @ J::Obj(_)) => match &i {
-                        V::Str(k) => j.get(k).map(from_j).ok_or(E::Defer)?,
+                    V::Json(J::Obj(entries)) => match &i {
+                        V::Str(k) => self.member(entries, k).map(from_j).ok_or(E::Defer)?,
                         _ => return Err(E::Defer),
                     },
                     V::Strs(s) => V::Str(Cow::Borrowed(&s[at(s.len())?])),
@@ -462,7 +509,7 @@ impl<'e> Frame<'e> {
                 };
                 let i = self.eval(b, vars)?;
                 match (v, i) {
-                    (V::Json(j @ J::Obj(_)), V::Str(k)) => V::Opt(j.get(&k)),
+                    (V::Json(J::Obj(entries)), V::Str(k)) => V::Opt(self.member(entries, &k)),
                     (V::Json(J::Arr(items)), V::Int(i)) => V::Opt(usize::try_from(i).ok().and_then(|i| items.get(i))),
                     _ => return Err(E::Defer),
                 }
@@ -569,7 +616,7 @@ impl<'e> Frame<'e> {
             Node::Size(a) => V::Int(match self.eval(a, vars)? {
                 V::Str(s) => s.chars().count(),
                 V::Json(J::Arr(items)) => items.len(),
-                V::Json(J::Obj(entries)) => J::distinct_keys(entries).count(),
+                V::Json(J::Obj(entries)) => J::distinct_keys(entries).len(),
                 V::List(l) => l.items.len(),
                 V::Strs(s) => s.len(),
                 V::Refs(r) => r.len(),

@@ -177,7 +177,7 @@ impl Tree for J<'_> {
     fn keys(&self) -> Option<Vec<&str>> {
         match self {
             J::Obj(entries) => {
-                let mut keys: Vec<&str> = J::distinct_keys(entries).collect();
+                let mut keys = J::distinct_keys(entries);
                 keys.sort_unstable();
                 Some(keys)
             }

@@ -14,6 +14,7 @@ pub(super) fn elements(range: V<'_>) -> Result<Elements<'_>, E> {
         V::Json(J::Arr(items)) => Elements::Json(items.iter()),
         V::Json(J::Obj(entries)) => Elements::Made(
             J::distinct_keys(entries)
+                .into_iter()
                 .map(|k| V::Str(Cow::Borrowed(k)))
                 .collect::<Vec<_>>()
                 .into_iter(),
