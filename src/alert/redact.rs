@@ -249,14 +249,34 @@ impl Redactor {
         let Some(raw) = view.get("annotations") else {
             return false;
         };
-        type Keys<'a> = std::collections::HashMap<crate::audit::CowStr<'a>, serde::de::IgnoredAny>;
-        match serde_json::from_str::<Option<Keys>>(raw) {
-            Ok(keys) => keys
-                .unwrap_or_default()
-                .keys()
-                .any(|crate::audit::CowStr(k)| !k.starts_with("authorization.k8s.io/") && credential_key(k)),
-            Err(_) => true,
+        // The keys read in place, none kept.
+        struct AnyCredentialKey;
+        impl<'de> serde::de::Visitor<'de> for AnyCredentialKey {
+            type Value = bool;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of annotations")
+            }
+            fn visit_none<E>(self) -> Result<bool, E> {
+                Ok(false)
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+                d.deserialize_map(self)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+                let mut any = false;
+                while let Some(crate::audit::CowStr(k)) = map.next_key()? {
+                    any = any || (!k.starts_with("authorization.k8s.io/") && credential_key(&k));
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+                Ok(any)
+            }
         }
+        let mut de = serde_json::Deserializer::from_str(raw);
+        use serde::Deserializer as _;
+        let any = (&mut de)
+            .deserialize_option(AnyCredentialKey)
+            .and_then(|any| de.end().map(|()| any));
+        any.unwrap_or(true)
     }
 
     /// The structural part alone: what an output that does not show the event needs to know
@@ -736,6 +756,33 @@ mod tests {
             derived > 20_000 && taken > 500,
             "{derived} derived, {taken} after a scheme word"
         );
+    }
+
+    /// An event is parsed for the structural pass when it has a body or an annotation of its
+    /// own with a credential-like key, or annotations that are no object (then the pass decides).
+    #[test]
+    fn events_with_nothing_to_remove_by_structure_are_not_parsed_for_it() {
+        let reads = |fields: &str| {
+            let text = format!(r#"{{"auditID":"1","stage":"ResponseComplete","verb":"get"{fields}}}"#);
+            let event = crate::audit::Event::from_json(text.into_bytes()).unwrap();
+            Redactor::structure_reads(&event.view())
+        };
+        assert!(!reads(""));
+        assert!(!reads(r#","annotations":null"#));
+        assert!(!reads(r#","annotations":{}"#));
+        let decision = r#""authorization.k8s.io/decision":"allow","authorization.k8s.io/token":"x""#;
+        assert!(!reads(&format!(r#","annotations":{{{decision}}}"#)));
+        assert!(reads(&format!(
+            r#","annotations":{{{decision},"example.com/api-token":"t0k"}}"#
+        )));
+        assert!(reads(
+            r#","annotations":{"example.com/api-token":{"nested":[1]},"a":"b"}"#
+        ));
+        assert!(reads(r#","annotations":"not an object""#));
+        assert!(reads(r#","annotations":[]"#));
+        assert!(reads(r#","requestObject":{}"#));
+        // A null body is no body.
+        assert!(!reads(r#","responseObject":null,"annotations":{}"#));
     }
 
     /// The copying scrub gives what the in-place one does, and nothing where it changes nothing.

@@ -110,7 +110,12 @@ impl Template {
                 }
             }
         }
-        (text.trim().to_string(), fields)
+        // Trimmed in place: most texts have nothing to trim.
+        let end = text.trim_end().len();
+        text.truncate(end);
+        let start = text.len() - text.trim_start().len();
+        text.drain(..start);
+        (text, fields)
     }
 }
 
