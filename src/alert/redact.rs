@@ -186,6 +186,7 @@ pub struct Redactor {
     patterns: Vec<Regex>,
     /// The same patterns as one automaton: most strings match none, found in one pass.
     any: regex::RegexSet,
+    /// [`KEY_VALUE`] (at [`Redactor::KEY_VALUE_AT`]), [`FLAG_VALUE`], [`SHORT_PASSWORD`].
     key_values: [Regex; 3],
     /// Whether a text has a credential-like key where the key-value scan could find one
     /// ([`mentions`]; the scan is skipped if not).
@@ -544,12 +545,14 @@ impl Redactor {
         Some(out)
     }
 
+    const KEY_VALUE_AT: usize = 0;
+
     /// The first match of `key_values[i]` from `at`. A [`KEY_VALUE`] match (most texts hold
     /// several, and most keys are no credential) has its groups read off the match where they
     /// are forced ([`key_value_groups`]), without the slower search for captures.
     fn key_value_at(&self, i: usize, text: &str, at: usize) -> Option<Groups> {
         let re = &self.key_values[i];
-        if i == 0 {
+        if i == Self::KEY_VALUE_AT {
             let m = re.find_at(text, at)?;
             if let Some((key, value)) = key_value_groups(text.as_bytes(), m.range()) {
                 return Some(Groups {
@@ -709,12 +712,15 @@ mod tests {
         ];
         for text in redacted {
             assert!(r.mentions.is_match(text), "{text}");
-            assert!((0..3).any(|i| r.key_values_in(i, text).is_some()), "{text}");
+            assert!(
+                (0..r.key_values.len()).any(|i| r.key_values_in(i, text).is_some()),
+                "{text}"
+            );
         }
         let plain =
             "target=obj-97/secrets verb=list uri=/api/v1/namespaces/kube-public/secrets resp=200 (user=kube-proxy)";
         assert!(!r.mentions.is_match(plain));
-        assert!((0..3).all(|i| r.key_values_in(i, plain).is_none()));
+        assert!((0..r.key_values.len()).all(|i| r.key_values_in(i, plain).is_none()));
     }
 
     /// The groups read off a [`KEY_VALUE`] match are its captures' (the reference), on texts

@@ -43,9 +43,14 @@ impl<'a> J<'a> {
     /// value that is no object.
     pub fn get(&self, key: &str) -> Option<&J<'a>> {
         match self {
-            J::Obj(entries) => entries.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| v),
+            J::Obj(entries) => J::member(entries, key),
             _ => None,
         }
+    }
+
+    /// The value at `key` among an object's entries (its last occurrence), by a scan.
+    pub fn member<'e>(entries: &'e [(&'a str, J<'a>)], key: &str) -> Option<&'e J<'a>> {
+        entries.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     /// An object's keys, each once (its last occurrence), in the order of those occurrences, as

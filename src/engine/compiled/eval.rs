@@ -104,17 +104,25 @@ pub struct Frame<'e> {
 }
 
 /// Per object of more than [`Members::FEW`] entries that a condition looked into, where its
-/// entries are and, by a per-process-seeded hash of each key, the index of its last entry. A
-/// ConfigMap's `data` can hold tens of thousands of keys and a rule can index it once per key
-/// (`data.exists(k, data[k]...)`): scanning the entries each time made one event cost seconds.
+/// entries are and, by a per-process-seeded hash of each key ([`Members::hash`]), the index of
+/// its last entry. A ConfigMap's `data` can hold tens of thousands of keys and a rule can index
+/// it once per key (`data.exists(k, data[k]...)`): scanning the entries each time made one event
+/// cost seconds.
 #[derive(Default)]
 struct Members {
-    hasher: std::collections::hash_map::RandomState,
     objects: Vec<((usize, usize), HashMap<u64, usize>)>,
 }
 
 impl Members {
     const FEW: usize = 32;
+
+    /// The keys are the sender's: seeded once per process, their hashes cannot be chosen.
+    fn hash(key: &str) -> u64 {
+        use std::hash::BuildHasher;
+        static SEED: std::sync::LazyLock<std::collections::hash_map::RandomState> =
+            std::sync::LazyLock::new(Default::default);
+        SEED.hash_one(key)
+    }
 }
 
 fn cells<T>(n: usize) -> Vec<OnceCell<T>> {
@@ -343,27 +351,32 @@ impl<'e> Frame<'e> {
     /// made at the first look for more.
     fn member<'j>(&self, entries: &'j [(&'j str, J<'j>)], key: &str) -> Option<&'j J<'j>> {
         if entries.len() <= Members::FEW {
-            return entries.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| v);
+            return J::member(entries, key);
         }
-        use std::hash::BuildHasher;
+        self.member_by_table(entries, key)
+    }
+
+    #[inline(never)]
+    fn member_by_table<'j>(&self, entries: &'j [(&'j str, J<'j>)], key: &str) -> Option<&'j J<'j>> {
         let mut members = self.members.borrow_mut();
-        let Members { hasher, objects } = &mut *members;
+        let objects = &mut members.objects;
         let id = (entries.as_ptr() as usize, entries.len());
         let at = match objects.iter().position(|(o, _)| *o == id) {
             Some(at) => at,
             None => {
-                let mut table = HashMap::with_capacity(entries.len());
-                for (i, (k, _)) in entries.iter().enumerate() {
-                    table.insert(hasher.hash_one(k), i);
-                }
+                let table = entries
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (k, _))| (Members::hash(k), i))
+                    .collect();
                 objects.push((id, table));
                 objects.len() - 1
             }
         };
-        match objects[at].1.get(&hasher.hash_one(key)) {
+        match objects[at].1.get(&Members::hash(key)) {
             Some(&i) if entries[i].0 == key => Some(&entries[i].1),
             // Another key of the same hash (or none): the scan decides.
-            Some(_) => entries.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| v),
+            Some(_) => J::member(entries, key),
             None => None,
         }
     }
