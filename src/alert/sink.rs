@@ -90,7 +90,7 @@ pub fn json_lines(encoder: &Encoder, alerts: &[Alert]) -> anyhow::Result<Vec<u8>
     let mut buf = Vec::with_capacity(alerts.len() * 1024);
     let mut memo = Default::default();
     for a in alerts {
-        buf.extend_from_slice(&encoder.encode_with(a, &mut memo)?);
+        encoder.encode_with(a, &mut memo, &mut buf)?;
         buf.push(b'\n');
     }
     Ok(buf)
@@ -154,11 +154,13 @@ pub fn alert_message(alert: &Alert, encoder: &Encoder) -> anyhow::Result<Message
 /// [`alert_message`] for one of several alerts made into messages in turn with one `memo`.
 fn alert_message_with(alert: &Alert, encoder: &Encoder, memo: &mut Memo) -> anyhow::Result<Message> {
     let encoding = encoder.encoding;
+    let mut payload = Vec::with_capacity(1024);
+    encoder.encode_with(alert, memo, &mut payload)?;
     let mut message = Message {
         key: alert.dedup.key.clone(),
         route: alert.priority.to_ascii_lowercase(),
         id: Some(alert.id.clone()),
-        payload: encoder.encode_with(alert, memo)?.into(),
+        payload: payload.into(),
         headers: vec![
             (headers::CLUSTER.into(), alert.cluster.clone()),
             ("ce_specversion".into(), "1.0".into()),

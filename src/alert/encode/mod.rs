@@ -99,13 +99,25 @@ impl Encoder {
     }
 
     pub fn encode(&self, alert: &Alert) -> anyhow::Result<Vec<u8>> {
-        self.encode_with(alert, &mut Memo::default())
+        let mut out = Vec::with_capacity(1024);
+        self.encode_with(alert, &mut Memo::default(), &mut out)?;
+        Ok(out)
     }
 
-    /// [`Encoder::encode`], for one of several alerts encoded in turn with the same `memo`.
-    pub fn encode_with(&self, alert: &Alert, memo: &mut Memo) -> anyhow::Result<Vec<u8>> {
+    /// [`Encoder::encode`] appended to `out`, for one of several alerts encoded in turn with the
+    /// same `memo` (and, for lines, the same buffer). On an error `out` is as it was.
+    pub fn encode_with(&self, alert: &Alert, memo: &mut Memo, out: &mut Vec<u8>) -> anyhow::Result<()> {
+        let start = out.len();
+        let written = self.write(alert, memo, &mut *out);
+        if written.is_err() {
+            out.truncate(start);
+        }
+        written
+    }
+
+    fn write(&self, alert: &Alert, memo: &mut Memo, out: &mut Vec<u8>) -> anyhow::Result<()> {
         let prepared = self.prepare(alert, memo);
-        Ok(match self.encoding {
+        match self.encoding {
             Encoding::Falco => {
                 #[derive(serde::Serialize)]
                 struct WithEvent<'a> {
@@ -124,13 +136,14 @@ impl Encoder {
                     alert = &redacted;
                 }
                 match prepared.event.as_ref().filter(|_| self.include_event) {
-                    Some(event) => serde_json::to_vec(&WithEvent { alert, event })?,
-                    None => serde_json::to_vec(alert)?,
+                    Some(event) => serde_json::to_writer(out, &WithEvent { alert, event })?,
+                    None => serde_json::to_writer(out, alert)?,
                 }
             }
-            Encoding::Ocsf => serde_json::to_vec(&ocsf::finding(&prepared))?,
-            Encoding::Ecs => serde_json::to_vec(&ecs::document(&prepared))?,
-        })
+            Encoding::Ocsf => serde_json::to_writer(out, &ocsf::finding(&prepared))?,
+            Encoding::Ecs => serde_json::to_writer(out, &ecs::document(&prepared))?,
+        }
+        Ok(())
     }
 
     fn prepare<'a>(&self, alert: &'a Alert, memo: &mut Memo) -> Prepared<'a> {
