@@ -19,6 +19,7 @@
 //!   patterns`, a group named `value` narrowing the replacement). A percent-encoded string (an
 //!   exec URI) is decoded first when its decoded form holds a secret.
 
+use crate::engine::json::{self, J};
 use regex::Regex;
 use serde::Deserialize;
 use serde_json::Value;
@@ -280,175 +281,52 @@ impl Redactor {
         any.unwrap_or(true)
     }
 
-    /// The structural part alone: what an output that does not show the event needs to know
-    /// to scrub the text that may quote it.
+    /// The structural part alone, on the event an output shows (redacted in place); returns
+    /// the values it removed.
     pub fn structure(&self, event: &mut Value) -> Vec<String> {
-        let mut removed = Vec::new();
-        let resource = event
-            .pointer("/objectRef/resource")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let subresource = event
-            .pointer("/objectRef/subresource")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        for body in ["requestObject", "responseObject"] {
-            let Some(object) = event.get_mut(body) else { continue };
-            if resource == "secrets" {
-                self.secret_data(object, &mut removed);
-                // A JSON patch: every value it writes under data/stringData.
-                if let Some(ops) = object.as_array_mut() {
-                    for op in ops {
-                        let path = op.get("path").and_then(Value::as_str).unwrap_or_default();
-                        let under = |field: &str| path == field || path.starts_with(&format!("{field}/"));
-                        if under("/data") || under("/stringData") || path.is_empty() || path == "/" {
-                            if let Some(value) = op.get_mut("value") {
-                                self.replace_all(value, &mut removed);
-                            }
-                        }
-                    }
-                }
-                if let Some(items) = object.get_mut("items").and_then(Value::as_array_mut) {
-                    for item in items {
-                        self.secret_data(item, &mut removed);
-                    }
-                }
+        let mut pass = Pass::new(self, true);
+        pass.event(&*event);
+        let Pass { removed, found, .. } = pass;
+        for path in found.unwrap_or_default() {
+            let mut at = Some(&mut *event);
+            for step in &path {
+                at = at.and_then(|v| match step {
+                    Step::Key(k) => v.get_mut(k.as_ref()),
+                    Step::Index(i) => v.get_mut(*i),
+                });
             }
-            if resource == "serviceaccounts" && subresource == "token" {
-                if let Some(token) = object.pointer_mut("/status/token") {
-                    self.replace(token, &mut removed);
-                }
-            }
-            self.walk(object, &mut removed);
-        }
-        // The audit event's own annotations: credentials-like keys, but not the apiserver's
-        // authorization decision and reason.
-        if let Some(annotations) = event.get_mut("annotations").and_then(Value::as_object_mut) {
-            for (key, value) in annotations.iter_mut() {
-                if !key.starts_with("authorization.k8s.io/") && credential_key(key) {
-                    self.replace(value, &mut removed);
-                }
+            if let Some(Value::String(s)) = at {
+                *s = self.marker.clone();
             }
         }
+        self.removed(removed)
+    }
+
+    /// The values [`Redactor::structure`] would remove from an event an output does not show:
+    /// only those are needed (to scrub the text that may quote them), so the fields it reads
+    /// are read as borrowed trees ([`J`]), nothing copied but what is removed.
+    pub fn structure_of(&self, view: &crate::audit::EventView<'_>) -> Vec<String> {
+        if !Redactor::structure_reads(view) {
+            return Vec::new();
+        }
+        let arena = bumpalo::Bump::new();
+        let mut fields = bumpalo::collections::Vec::new_in(&arena);
+        for name in Redactor::STRUCTURE_FIELDS {
+            if let Some(tree) = view.get(name).and_then(|raw| json::parse(raw, &arena).ok()) {
+                fields.push((name, tree));
+            }
+        }
+        let event = J::Obj(fields.into_bump_slice());
+        let mut pass = Pass::new(self, false);
+        pass.event(&event);
+        self.removed(pass.removed)
+    }
+
+    fn removed(&self, mut removed: Vec<String>) -> Vec<String> {
         removed.retain(|s| s.len() >= 4 && s != &self.marker);
         removed.sort();
         removed.dedup();
         removed
-    }
-
-    fn secret_data(&self, object: &mut Value, removed: &mut Vec<String>) {
-        for field in ["data", "stringData", "binaryData"] {
-            if let Some(data) = object.get_mut(field).and_then(Value::as_object_mut) {
-                for value in data.values_mut() {
-                    self.replace(value, removed);
-                }
-            }
-        }
-    }
-
-    /// Replaces every string in a value (a patch's object, a list) with the marker.
-    fn replace_all(&self, value: &mut Value, removed: &mut Vec<String>) {
-        match value {
-            Value::String(_) => self.replace(value, removed),
-            Value::Array(items) => items.iter_mut().for_each(|v| self.replace_all(v, removed)),
-            Value::Object(map) => map.values_mut().for_each(|v| self.replace_all(v, removed)),
-            _ => {}
-        }
-    }
-
-    /// Replaces a string value with the marker, remembering it (and, for base64, its text).
-    fn replace(&self, value: &mut Value, removed: &mut Vec<String>) {
-        if let Value::String(s) = value {
-            if *s == self.marker {
-                return;
-            }
-            use base64::Engine as _;
-            if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(s.as_bytes()) {
-                if let Ok(text) = String::from_utf8(decoded) {
-                    removed.push(text);
-                }
-            }
-            removed.push(std::mem::replace(s, self.marker.clone()));
-        }
-    }
-
-    /// Structure anywhere in an object: Secrets, env values, annotations, credential keys.
-    fn walk(&self, value: &mut Value, removed: &mut Vec<String>) {
-        match value {
-            Value::Object(map) => {
-                if let Some(data) = map.get_mut("binaryData").and_then(Value::as_object_mut) {
-                    for v in data.values_mut() {
-                        self.replace(v, removed);
-                    }
-                }
-                // A JSON-patch operation writing under a credential-like key.
-                if map.contains_key("op") {
-                    let path = map.get("path").and_then(Value::as_str).unwrap_or_default().to_string();
-                    if path
-                        .split('/')
-                        .any(|segment| credential_key(segment) || segment == "binaryData")
-                    {
-                        if let Some(value) = map.get_mut("value") {
-                            self.replace_all(value, removed);
-                        }
-                    }
-                }
-                if map.get("kind").and_then(Value::as_str) == Some("Secret") {
-                    for field in ["data", "stringData"] {
-                        if let Some(data) = map.get_mut(field).and_then(Value::as_object_mut) {
-                            for v in data.values_mut() {
-                                self.replace(v, removed);
-                            }
-                        }
-                    }
-                }
-                if map.get("kind").and_then(Value::as_str) == Some("TokenRequest") {
-                    if let Some(token) = map.get_mut("status").and_then(|s| s.get_mut("token")) {
-                        self.replace(token, removed);
-                    }
-                }
-                if let Some(env) = map.get_mut("env").and_then(Value::as_array_mut) {
-                    for var in env {
-                        if let Some(v) = var.get_mut("value") {
-                            self.replace(v, removed);
-                        }
-                    }
-                }
-                if let Some(annotations) = map
-                    .get_mut("metadata")
-                    .and_then(|m| m.get_mut("annotations"))
-                    .and_then(Value::as_object_mut)
-                {
-                    for (key, v) in annotations.iter_mut() {
-                        if WHOLE_OBJECT_ANNOTATIONS.contains(&key.as_str()) || credential_key(key) {
-                            self.replace(v, removed);
-                        }
-                    }
-                }
-                for (key, v) in map.iter_mut() {
-                    if v.is_string() && credential_key(key) {
-                        self.replace(v, removed);
-                    } else {
-                        self.walk(v, removed);
-                    }
-                }
-            }
-            Value::Array(items) => {
-                // argv: `["--password", "VALUE"]`, the value in the element after its flag.
-                for i in 1..items.len() {
-                    let flag = items[i - 1].as_str().unwrap_or_default();
-                    if flag.starts_with('-') && !flag.contains('=') && credential_key(flag) && items[i].is_string() {
-                        self.replace(&mut items[i], removed);
-                    }
-                }
-                for item in items {
-                    self.walk(item, removed);
-                }
-            }
-            _ => {}
-        }
     }
 
     /// Text with the removed values, credential key–values and every pattern's matches
@@ -611,6 +489,263 @@ impl Redactor {
             Value::Object(map) => map.values_mut().for_each(|v| self.scrub_value(v, removed)),
             _ => {}
         }
+    }
+}
+
+/// A JSON tree the structural pass reads: the `serde_json::Value` of an event an output shows,
+/// or the borrowed tree of the fields it reads ([`Redactor::structure_of`]). One pass for both,
+/// so what is removed does not depend on whether the event is shown.
+trait Tree: Sized {
+    fn get(&self, key: &str) -> Option<&Self>;
+    fn str(&self) -> Option<&str>;
+    /// An object's entries (none for another value).
+    fn entries(&self) -> impl Iterator<Item = (&str, &Self)>;
+    /// An array's items (none for another value).
+    fn items(&self) -> &[Self];
+}
+
+impl Tree for Value {
+    fn get(&self, key: &str) -> Option<&Self> {
+        self.as_object()?.get(key)
+    }
+    fn str(&self) -> Option<&str> {
+        self.as_str()
+    }
+    fn entries(&self) -> impl Iterator<Item = (&str, &Self)> {
+        self.as_object().into_iter().flatten().map(|(k, v)| (k.as_str(), v))
+    }
+    fn items(&self) -> &[Self] {
+        self.as_array().map_or(&[], Vec::as_slice)
+    }
+}
+
+/// A borrowed tree is nested as deep as an event's value ([`crate::audit::MAX_VALUE_DEPTH`],
+/// [`J::TooDeep`] reading as the value's placeholder); it drops `null` members (none is a
+/// string the pass could remove, but `"op": null` makes no patch operation of its object) and
+/// holds a repeated key's every occurrence (each is read: a value the event no longer means
+/// is still one its sender wrote).
+impl<'a> Tree for J<'a> {
+    fn get(&self, key: &str) -> Option<&Self> {
+        J::get(self, key)
+    }
+    fn str(&self) -> Option<&str> {
+        match self {
+            J::Str(s) => Some(s),
+            // What the value of an event has in its place ([`crate::audit::to_value`]).
+            J::TooDeep => Some(crate::audit::TOO_DEEP),
+            _ => None,
+        }
+    }
+    fn entries(&self) -> impl Iterator<Item = (&str, &Self)> {
+        let entries: &[(&str, J<'a>)] = match self {
+            J::Obj(entries) => entries,
+            _ => &[],
+        };
+        entries.iter().map(|(k, v)| (*k, v))
+    }
+    fn items(&self) -> &[Self] {
+        match self {
+            J::Arr(items) => items,
+            _ => &[],
+        }
+    }
+}
+
+/// A step from a value to one inside it.
+enum Step<'t> {
+    Key(Cow<'t, str>),
+    Index(usize),
+}
+
+/// One structural pass over an event: what it removed and, when the event is to be redacted
+/// in place, where.
+struct Pass<'r, 't> {
+    redactor: &'r Redactor,
+    removed: Vec<String>,
+    /// Where the pass is.
+    at: Vec<Step<'t>>,
+    /// Where it removed a string (kept only when asked).
+    found: Option<Vec<Vec<Step<'static>>>>,
+}
+
+impl<'r, 't> Pass<'r, 't> {
+    fn new(redactor: &'r Redactor, locate: bool) -> Self {
+        Pass {
+            redactor,
+            removed: Vec::new(),
+            at: Vec::new(),
+            found: locate.then(Vec::new),
+        }
+    }
+
+    fn within<T: Tree>(&mut self, step: Step<'t>, value: &'t T, f: impl FnOnce(&mut Self, &'t T)) {
+        self.at.push(step);
+        f(self, value);
+        self.at.pop();
+    }
+
+    fn member<T: Tree>(&mut self, object: &'t T, key: &'t str, f: impl FnOnce(&mut Self, &'t T)) {
+        if let Some(value) = object.get(key) {
+            self.within(Step::Key(Cow::Borrowed(key)), value, f);
+        }
+    }
+
+    fn each_entry<T: Tree>(&mut self, object: &'t T, mut f: impl FnMut(&mut Self, &'t str, &'t T)) {
+        for (key, value) in object.entries() {
+            self.within(Step::Key(Cow::Borrowed(key)), value, |pass, value| f(pass, key, value));
+        }
+    }
+
+    fn each_item<T: Tree>(&mut self, array: &'t T, mut f: impl FnMut(&mut Self, &'t T)) {
+        for (i, item) in array.items().iter().enumerate() {
+            self.within(Step::Index(i), item, &mut f);
+        }
+    }
+
+    /// The event: its bodies by what they are, then everywhere; its own annotations.
+    fn event<T: Tree>(&mut self, event: &'t T) {
+        let object_ref = |name| event.get("objectRef").and_then(|o| o.get(name)).and_then(T::str);
+        let resource = object_ref("resource").unwrap_or_default();
+        let subresource = object_ref("subresource").unwrap_or_default();
+        for body in ["requestObject", "responseObject"] {
+            self.member(event, body, |pass, object| {
+                if resource == "secrets" {
+                    pass.secret_data(object);
+                    // A JSON patch: every value it writes under data/stringData.
+                    pass.each_item(object, |pass, op| {
+                        let path = op.get("path").and_then(T::str).unwrap_or_default();
+                        let under =
+                            |field: &str| path == field || path.strip_prefix(field).is_some_and(|r| r.starts_with('/'));
+                        if under("/data") || under("/stringData") || path.is_empty() || path == "/" {
+                            pass.member(op, "value", Pass::replace_all);
+                        }
+                    });
+                    pass.member(object, "items", |pass, items| pass.each_item(items, Pass::secret_data));
+                }
+                if resource == "serviceaccounts" && subresource == "token" {
+                    pass.member(object, "status", |pass, status| {
+                        pass.member(status, "token", Pass::replace)
+                    });
+                }
+                pass.walk(object);
+            });
+        }
+        // The audit event's own annotations: credentials-like keys, but not the apiserver's
+        // authorization decision and reason.
+        self.member(event, "annotations", |pass, annotations| {
+            pass.each_entry(annotations, |pass, key, value| {
+                if !key.starts_with("authorization.k8s.io/") && credential_key(key) {
+                    pass.replace(value);
+                }
+            })
+        });
+    }
+
+    fn secret_data<T: Tree>(&mut self, object: &'t T) {
+        for field in ["data", "stringData", "binaryData"] {
+            self.member(object, field, |pass, data| {
+                pass.each_entry(data, |pass, _, v| pass.replace(v))
+            });
+        }
+    }
+
+    /// Every string in a value (a patch's object, a list).
+    fn replace_all<T: Tree>(&mut self, value: &'t T) {
+        self.replace(value);
+        self.each_item(value, Pass::replace_all);
+        self.each_entry(value, |pass, _, v| pass.replace_all(v));
+    }
+
+    /// A string value removed (and, for base64, its text), and where it was.
+    fn replace<T: Tree>(&mut self, value: &'t T) {
+        let Some(s) = value.str() else { return };
+        if s == self.redactor.marker {
+            return;
+        }
+        use base64::Engine as _;
+        if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(s.as_bytes()) {
+            if let Ok(text) = String::from_utf8(decoded) {
+                self.removed.push(text);
+            }
+        }
+        self.removed.push(s.to_string());
+        if let Some(found) = &mut self.found {
+            found.push(
+                self.at
+                    .iter()
+                    .map(|step| match step {
+                        Step::Key(k) => Step::Key(Cow::Owned(k.to_string())),
+                        Step::Index(i) => Step::Index(*i),
+                    })
+                    .collect(),
+            );
+        }
+    }
+
+    /// Structure anywhere in an object: Secrets, env values, annotations, credential keys.
+    fn walk<T: Tree>(&mut self, value: &'t T) {
+        self.member(value, "binaryData", |pass, data| {
+            pass.each_entry(data, |pass, _, v| pass.replace(v))
+        });
+        // A JSON-patch operation writing under a credential-like key.
+        if value.get("op").is_some() {
+            let path = value.get("path").and_then(T::str).unwrap_or_default();
+            if path
+                .split('/')
+                .any(|segment| credential_key(segment) || segment == "binaryData")
+            {
+                self.member(value, "value", Pass::replace_all);
+            }
+        }
+        let kind = value.get("kind").and_then(T::str);
+        if kind == Some("Secret") {
+            for field in ["data", "stringData"] {
+                self.member(value, field, |pass, data| {
+                    pass.each_entry(data, |pass, _, v| pass.replace(v))
+                });
+            }
+        }
+        if kind == Some("TokenRequest") {
+            self.member(value, "status", |pass, status| {
+                pass.member(status, "token", Pass::replace)
+            });
+        }
+        self.member(value, "env", |pass, env| {
+            pass.each_item(env, |pass, var| pass.member(var, "value", Pass::replace))
+        });
+        self.member(value, "metadata", |pass, metadata| {
+            pass.member(metadata, "annotations", |pass, annotations| {
+                pass.each_entry(annotations, |pass, key, v| {
+                    if WHOLE_OBJECT_ANNOTATIONS.contains(&key) || credential_key(key) {
+                        pass.replace(v);
+                    }
+                })
+            })
+        });
+        self.each_entry(value, |pass, key, v| {
+            if v.str().is_some() && credential_key(key) {
+                pass.replace(v);
+            } else {
+                pass.walk(v);
+            }
+        });
+        // argv: `["--password", "VALUE"]`, the value in the element after its flag (a flag
+        // itself removed as a value is no flag).
+        let items = value.items();
+        let mut removed_flag = false;
+        for i in 1..items.len() {
+            let flag = if removed_flag {
+                self.redactor.marker.as_str()
+            } else {
+                items[i - 1].str().unwrap_or_default()
+            };
+            removed_flag =
+                flag.starts_with('-') && !flag.contains('=') && credential_key(flag) && items[i].str().is_some();
+            if removed_flag {
+                self.within(Step::Index(i), &items[i], Pass::replace);
+            }
+        }
+        self.each_item(value, Pass::walk);
     }
 }
 

@@ -161,8 +161,10 @@ pub fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 /// Deepest nesting of a field's value that becomes CEL values. A value nested deeper (an
 /// attacker can nest a patch body thousands of levels) becomes [`Unusable::TooDeep`]: the rest of the
 /// field still converts, so rules reading its shallow parts evaluate as usual, and a rule that
-/// reaches the deep part gets an evaluation error, never "absent" ([`Unusable`]).
-pub const MAX_VALUE_DEPTH: usize = 64;
+/// reaches the deep part gets an evaluation error, never "absent" ([`Unusable`]). The same depth
+/// as an event's value ([`crate::audit::MAX_VALUE_DEPTH`]), so what a rule reads, what an alert
+/// shows and what redaction walks stop at one place.
+pub const MAX_VALUE_DEPTH: usize = crate::audit::MAX_VALUE_DEPTH;
 
 /// Converts raw JSON to a CEL value in one pass, borrowing strings that have no escapes.
 /// Values nested deeper than [`MAX_VALUE_DEPTH`] become [`Unusable::TooDeep`].

@@ -155,13 +155,12 @@ impl Encoder {
         if id.is_none() || memo.event != id {
             let mut event: Option<Value> = match &alert.origin.event {
                 Some(e) if shown => crate::audit::to_value(e.as_str()).ok(),
-                // Redaction alone reads only the fields its structural pass looks at.
-                Some(e) if self.redactor.is_some() => structure_fields(e),
                 _ => None,
             };
-            memo.removed = match (&self.redactor, event.as_mut()) {
-                (Some(redactor), Some(e)) if shown => redactor.event(e),
-                (Some(redactor), Some(e)) => redactor.structure(e),
+            memo.removed = match (&self.redactor, event.as_mut(), &alert.origin.event) {
+                (Some(redactor), Some(e), _) => redactor.event(e),
+                // Redaction alone reads only the fields its structural pass looks at, in place.
+                (Some(redactor), None, Some(e)) if !shown => redactor.structure_of(&e.view()),
                 _ => Vec::new(),
             };
             memo.event = id;
@@ -199,22 +198,6 @@ pub struct Memo {
     removed: Vec<String>,
     /// The event as the encoding shows it (redacted), if it does.
     shown: Option<Value>,
-}
-
-/// The fields of an event that redaction's structural pass reads, or `None` when it has none
-/// that could hold a secret (most alerts are on reads without bodies).
-fn structure_fields(event: &crate::audit::Event) -> Option<Value> {
-    let view = event.view();
-    if !Redactor::structure_reads(&view) {
-        return None;
-    }
-    let mut fields = Map::new();
-    for name in Redactor::STRUCTURE_FIELDS {
-        if let Some(value) = view.get(name).and_then(|raw| crate::audit::to_value(raw).ok()) {
-            fields.insert(name.to_string(), value);
-        }
-    }
-    Some(Value::Object(fields))
 }
 
 /// MITRE ATT&CK from an alert's tags: tactics (`mitre_<tactic>`, as Falco names them) and
