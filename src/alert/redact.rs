@@ -192,6 +192,9 @@ pub struct Redactor {
     /// Whether a text has a credential-like key where the key-value scan could find one
     /// ([`mentions`]; the scan is skipped if not).
     mentions: Regex,
+    /// [`Redactor::any`]'s patterns and [`mentions`] as one automaton: most texts match
+    /// neither, told in one pass over them.
+    gate: regex::RegexSet,
 }
 
 impl Redactor {
@@ -214,6 +217,7 @@ impl Redactor {
         for (i, p) in config.patterns.iter().enumerate() {
             patterns.push(Regex::new(p).map_err(|e| anyhow::anyhow!("redaction.patterns[{i}]: {e}"))?);
         }
+        let gate = regex::RegexSet::new(patterns.iter().map(Regex::as_str).chain([mentions().as_str()]))?;
         Ok(Redactor {
             marker: config.marker.clone(),
             any: regex::RegexSet::new(patterns.iter().map(Regex::as_str))?,
@@ -224,6 +228,7 @@ impl Redactor {
                 Regex::new(SHORT_PASSWORD)?,
             ],
             mentions: Regex::new(&mentions())?,
+            gate,
         })
     }
 
@@ -353,6 +358,10 @@ impl Redactor {
             if out.contains(secret.as_str()) {
                 out = Cow::Owned(out.replace(secret.as_str(), &self.marker));
             }
+        }
+        // Neither a key-value scan nor a pattern could change a text the gate passes.
+        if !self.gate.is_match(&out) {
+            return out;
         }
         if out.contains([':', '=', '-']) && self.mentions.is_match(&out) {
             for i in 0..self.key_values.len() {
